@@ -1,0 +1,52 @@
+//! The error type of foil-core and the `Result` alias every foil library uses.
+
+use std::path::PathBuf;
+
+use crate::skip::SkipReason;
+
+/// Everything that can go wrong in foil-core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record of an input file is invalid; `message` quotes the bad value.
+    #[error("{}:{line}: {message}", file.display())]
+    Input {
+        file: PathBuf,
+        line: u64,
+        reason: SkipReason,
+        message: String,
+    },
+    /// A file is not in the format (or the format version) foil expects.
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    /// The caller asked for something that cannot be done.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with foil-core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A format error for `path`.
+    pub fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! foil-core: the data types, file formats, errors, metrics and backend traits that every
+//! foil stage shares.
+//!
+//! Each on-disk format is owned by one module: [`beir`] (corpus, queries, qrels), [`trec`]
+//! (run files), [`manifest`] (the `manifest.json` every output gets). Reading bad input either
+//! fails with an error that names `file:line` or, when the caller asked for it, skips the
+//! record and counts it in a [`SkipReport`]. [`eval`] computes trec_eval's measures.
+
+pub mod beir;
+pub mod error;
+pub mod eval;
+pub mod fsutil;
+pub mod lines;
+pub mod manifest;
+pub mod retriever;
+pub mod rng;
+pub mod skip;
+pub mod trec;
+
+pub use beir::{Document, Qrels, Query};
+pub use error::{Error, Result};
+pub use retriever::{Hit, Retriever};
+pub use skip::{InputPolicy, SkipReason, SkipReport};
+pub use trec::Run;
