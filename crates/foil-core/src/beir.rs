@@ -76,7 +76,11 @@ pub trait JsonlRecord: Sized {
     /// What the file holds, for messages ("document", "query").
     const KIND: &'static str;
     /// Builds the record, or says why it is invalid.
-    fn from_fields(id: String, title: Option<String>, text: String) -> Result<Self, (SkipReason, String)>;
+    fn from_fields(
+        id: String,
+        title: Option<String>,
+        text: String,
+    ) -> Result<Self, (SkipReason, String)>;
     /// The record's id.
     fn id(&self) -> &str;
 }
@@ -84,10 +88,17 @@ pub trait JsonlRecord: Sized {
 impl JsonlRecord for Document {
     const KIND: &'static str = "document";
 
-    fn from_fields(id: String, title: Option<String>, text: String) -> Result<Self, (SkipReason, String)> {
+    fn from_fields(
+        id: String,
+        title: Option<String>,
+        text: String,
+    ) -> Result<Self, (SkipReason, String)> {
         let title = title.unwrap_or_default();
         if title.trim().is_empty() && text.trim().is_empty() {
-            return Err((SkipReason::EmptyText, format!("document {} has empty text", quote(&id))));
+            return Err((
+                SkipReason::EmptyText,
+                format!("document {} has empty text", quote(&id)),
+            ));
         }
         Ok(Document { id, title, text })
     }
@@ -100,9 +111,16 @@ impl JsonlRecord for Document {
 impl JsonlRecord for Query {
     const KIND: &'static str = "query";
 
-    fn from_fields(id: String, _title: Option<String>, text: String) -> Result<Self, (SkipReason, String)> {
+    fn from_fields(
+        id: String,
+        _title: Option<String>,
+        text: String,
+    ) -> Result<Self, (SkipReason, String)> {
         if text.trim().is_empty() {
-            return Err((SkipReason::EmptyText, format!("query {} has empty text", quote(&id))));
+            return Err((
+                SkipReason::EmptyText,
+                format!("query {} has empty text", quote(&id)),
+            ));
         }
         Ok(Query { id, text })
     }
@@ -181,8 +199,13 @@ impl<T: JsonlRecord> JsonlReader<T> {
                             T::KIND,
                             quote(record.id())
                         );
-                        self.skips
-                            .reject(policy, &path, line_no, SkipReason::DuplicateId, message)?;
+                        self.skips.reject(
+                            policy,
+                            &path,
+                            line_no,
+                            SkipReason::DuplicateId,
+                            message,
+                        )?;
                     }
                     None => {
                         self.first_seen.insert(record.id().to_string(), line_no);
@@ -205,16 +228,27 @@ fn parse_record<T: JsonlRecord>(line: &str) -> Result<T, (SkipReason, String)> {
         )
     })?;
     let id = match raw.id {
-        None => return Err((SkipReason::MissingId, format!("missing field \"_id\": {}", quote(line)))),
+        None => {
+            return Err((
+                SkipReason::MissingId,
+                format!("missing field \"_id\": {}", quote(line)),
+            ))
+        }
         Some(IdValue::Str(s)) => s,
         Some(IdValue::Int(i)) => i.to_string(),
         Some(IdValue::Uint(u)) => u.to_string(),
     };
     if id.trim().is_empty() {
-        return Err((SkipReason::MissingId, format!("empty \"_id\": {}", quote(line))));
+        return Err((
+            SkipReason::MissingId,
+            format!("empty \"_id\": {}", quote(line)),
+        ));
     }
     let Some(text) = raw.text else {
-        return Err((SkipReason::MissingText, format!("missing field \"text\": {}", quote(line))));
+        return Err((
+            SkipReason::MissingText,
+            format!("missing field \"text\": {}", quote(line)),
+        ));
     };
     T::from_fields(id, raw.title, text)
 }
@@ -241,7 +275,11 @@ impl<T: JsonlRecord> Iterator for JsonlReader<T> {
 }
 
 /// Reads a whole JSONL file into memory, adding its skips to `skips`.
-pub fn read_jsonl<T: JsonlRecord>(path: &Path, policy: InputPolicy, skips: &mut SkipReport) -> Result<Vec<T>> {
+pub fn read_jsonl<T: JsonlRecord>(
+    path: &Path,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+) -> Result<Vec<T>> {
     let mut reader = JsonlReader::<T>::open(path, policy)?;
     let records = reader.by_ref().collect::<Result<Vec<T>>>()?;
     skips.merge(reader.into_skips());
@@ -269,7 +307,10 @@ impl Qrels {
 
     /// Adds one judgment; returns the previous grade of the pair, if any.
     pub fn insert(&mut self, query: String, doc: String, relevance: i32) -> Option<i32> {
-        self.judgments.entry(query).or_default().insert(doc, relevance)
+        self.judgments
+            .entry(query)
+            .or_default()
+            .insert(doc, relevance)
     }
 
     /// The judgments of one query.
@@ -322,7 +363,13 @@ impl Qrels {
                 Some(Line::Text(t)) => t.to_string(),
                 Some(Line::InvalidUtf8 { valid_up_to, lossy }) => {
                     let message = format!("invalid UTF-8 at byte {valid_up_to}: {}", quote(&lossy));
-                    skips.reject(policy, path, lines.line_no(), SkipReason::InvalidUtf8, message)?;
+                    skips.reject(
+                        policy,
+                        path,
+                        lines.line_no(),
+                        SkipReason::InvalidUtf8,
+                        message,
+                    )?;
                     continue;
                 }
             };
@@ -349,7 +396,10 @@ impl Qrels {
             }
             let (query, doc) = (fields[0], fields[expected - 2]);
             let Some(relevance) = relevance else {
-                let message = format!("relevance is not an integer: {}", quote(fields[expected - 1]));
+                let message = format!(
+                    "relevance is not an integer: {}",
+                    quote(fields[expected - 1])
+                );
                 skips.reject(policy, path, line_no, SkipReason::BadRelevance, message)?;
                 continue;
             };
@@ -375,7 +425,13 @@ impl Qrels {
                     quote(query),
                     quote(doc)
                 );
-                skips.reject(policy, path, line_no, SkipReason::DuplicateJudgment, message)?;
+                skips.reject(
+                    policy,
+                    path,
+                    line_no,
+                    SkipReason::DuplicateJudgment,
+                    message,
+                )?;
                 continue;
             }
             first_seen.insert(key.clone(), line_no);
@@ -416,7 +472,10 @@ mod tests {
 
     fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
         let path = dir.path().join(name);
-        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
         path
     }
 
@@ -428,7 +487,8 @@ mod tests {
             "corpus.jsonl",
             b"\xEF\xBB\xBF{\"_id\": \"d1\", \"title\": \"T\", \"text\": \"x\"}\r\n\r\n{\"_id\": 7, \"text\": \"y\", \"metadata\": {}}\r\n{\"_id\": \"d3\", \"title\": null, \"text\": \"z\"}",
         );
-        let docs: Vec<Document> = read_jsonl(&path, InputPolicy::default(), &mut SkipReport::default()).unwrap();
+        let docs: Vec<Document> =
+            read_jsonl(&path, InputPolicy::default(), &mut SkipReport::default()).unwrap();
         let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["d1", "7", "d3"]);
         assert_eq!(docs[0].full_text(), "T x");
@@ -439,7 +499,11 @@ mod tests {
     #[test]
     fn qrels_header_graded_negative_and_trec_format() {
         let dir = tempfile::tempdir().unwrap();
-        let beir = write(&dir, "a.tsv", b"query-id\tcorpus-id\tscore\r\nq1\td1\t2\r\nq1\td2\t0\r\nq2\td1\t-1\r\n");
+        let beir = write(
+            &dir,
+            "a.tsv",
+            b"query-id\tcorpus-id\tscore\r\nq1\td1\t2\r\nq1\td2\t0\r\nq2\td1\t-1\r\n",
+        );
         let qrels = Qrels::read(&beir, InputPolicy::default(), &mut SkipReport::default()).unwrap();
         assert_eq!(qrels.num_queries(), 2);
         assert_eq!(qrels.get("q1").unwrap()["d1"], 2);

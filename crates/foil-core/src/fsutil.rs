@@ -41,7 +41,9 @@ impl AtomicFile {
 
     /// The buffered writer of the temporary file.
     pub fn writer(&mut self) -> &mut BufWriter<File> {
-        self.writer.as_mut().expect("writer is present until commit")
+        self.writer
+            .as_mut()
+            .expect("writer is present until commit")
     }
 
     /// Flushes, syncs and renames the temporary file to its final name.
@@ -67,7 +69,9 @@ impl Drop for AtomicFile {
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
-    file.writer().write_all(bytes).map_err(|e| Error::io(path, e))?;
+    file.writer()
+        .write_all(bytes)
+        .map_err(|e| Error::io(path, e))?;
     file.commit()
 }
 
@@ -107,7 +111,10 @@ mod tests {
             f.writer().write_all(b"three").unwrap();
         }
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod lines;
 pub mod manifest;
+pub mod progress;
 pub mod retriever;
 pub mod rng;
 pub mod skip;
@@ -19,6 +20,7 @@ pub mod trec;
 
 pub use beir::{Document, Qrels, Query};
 pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};
 pub use retriever::{Hit, Retriever};
 pub use skip::{InputPolicy, SkipReason, SkipReport};
 pub use trec::Run;

@@ -115,10 +115,7 @@ mod tests {
 
     #[test]
     fn handles_bom_crlf_and_missing_final_newline() {
-        assert_eq!(
-            lines(b"\xEF\xBB\xBFa\r\nb\n\nc"),
-            vec!["a", "b", "", "c"]
-        );
+        assert_eq!(lines(b"\xEF\xBB\xBFa\r\nb\n\nc"), vec!["a", "b", "", "c"]);
     }
 
     #[test]

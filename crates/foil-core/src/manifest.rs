@@ -24,7 +24,9 @@ pub struct InputFile {
 impl InputFile {
     /// Records `path` with its size and hash.
     pub fn describe(path: &Path) -> Result<Self> {
-        let bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
         Ok(Self {
             path: path.display().to_string(),
             bytes,
@@ -102,6 +104,7 @@ impl Manifest {
     /// Reads a manifest.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::format(path, format!("not a foil manifest: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::format(path, format!("not a foil manifest: {e}")))
     }
 }

@@ -200,11 +200,23 @@ mod tests {
         let policy = InputPolicy { skip_invalid: true };
         for line in 1..=5 {
             report
-                .reject(policy, Path::new("c.jsonl"), line, SkipReason::EmptyText, "x".into())
+                .reject(
+                    policy,
+                    Path::new("c.jsonl"),
+                    line,
+                    SkipReason::EmptyText,
+                    "x".into(),
+                )
                 .unwrap();
         }
         report
-            .reject(policy, Path::new("q.jsonl"), 2, SkipReason::DuplicateId, "y".into())
+            .reject(
+                policy,
+                Path::new("q.jsonl"),
+                2,
+                SkipReason::DuplicateId,
+                "y".into(),
+            )
             .unwrap();
         assert_eq!(report.total(), 6);
         assert_eq!(report.count(SkipReason::EmptyText), 5);

@@ -104,7 +104,13 @@ impl Run {
                 Some(Line::Text(t)) => t.to_string(),
                 Some(Line::InvalidUtf8 { valid_up_to, lossy }) => {
                     let message = format!("invalid UTF-8 at byte {valid_up_to}: {}", quote(&lossy));
-                    skips.reject(policy, path, lines.line_no(), SkipReason::InvalidUtf8, message)?;
+                    skips.reject(
+                        policy,
+                        path,
+                        lines.line_no(),
+                        SkipReason::InvalidUtf8,
+                        message,
+                    )?;
                     continue;
                 }
             };
@@ -156,8 +162,14 @@ impl Run {
             let w = file.writer();
             for (query, docs) in &self.queries {
                 for (rank, doc) in docs.iter().enumerate() {
-                    writeln!(w, "{query} Q0 {} {} {} {tag}", doc.doc_id, rank + 1, doc.score)
-                        .map_err(|e| crate::Error::io(path, e))?;
+                    writeln!(
+                        w,
+                        "{query} Q0 {} {} {} {tag}",
+                        doc.doc_id,
+                        rank + 1,
+                        doc.score
+                    )
+                    .map_err(|e| crate::Error::io(path, e))?;
                 }
             }
         }
@@ -180,7 +192,12 @@ mod tests {
                 ScoredDoc::new("b", 2.0),
             ],
         );
-        let ids: Vec<&str> = run.get("q").unwrap().iter().map(|d| d.doc_id.as_str()).collect();
+        let ids: Vec<&str> = run
+            .get("q")
+            .unwrap()
+            .iter()
+            .map(|d| d.doc_id.as_str())
+            .collect();
         assert_eq!(ids, ["b", "c", "a"]);
     }
 
@@ -189,7 +206,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.trec");
         let mut run = Run::default();
-        run.insert("q1", vec![ScoredDoc::new("d1", 0.1), ScoredDoc::new("d2", 13.478260993957520)]);
+        run.insert(
+            "q1",
+            vec![
+                ScoredDoc::new("d1", 0.1),
+                ScoredDoc::new("d2", 13.47826099395752),
+            ],
+        );
         run.insert("q2", vec![ScoredDoc::new("d1", -3.0)]);
         run.write(&path, "foil").unwrap();
         let back = Run::read(&path, InputPolicy::default(), &mut SkipReport::default()).unwrap();

@@ -88,14 +88,24 @@ mod tests {
 
     #[test]
     fn hand_computed_values() {
-        let judged: BTreeMap<String, i32> =
-            [("a".to_string(), 2), ("b".to_string(), 1), ("c".to_string(), 0)].into();
+        let judged: BTreeMap<String, i32> = [
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("c".to_string(), 0),
+        ]
+        .into();
         // Ranking: c (non-relevant), a (grade 2), x (unjudged), b (grade 1).
         let ranking: Vec<ScoredDoc> = [("c", 4.0), ("a", 3.0), ("x", 2.0), ("b", 1.0)]
             .iter()
             .map(|&(d, s)| ScoredDoc::new(d, s))
             .collect();
-        let ms = [at(Measure::Ndcg, 3), at(Measure::Map, 10), at(Measure::Recall, 2), at(Measure::P, 5), at(Measure::Mrr, 10)];
+        let ms = [
+            at(Measure::Ndcg, 3),
+            at(Measure::Map, 10),
+            at(Measure::Recall, 2),
+            at(Measure::P, 5),
+            at(Measure::Mrr, 10),
+        ];
         let v = query_measures(&judged, &ranking, &ms, 1);
         let dcg3 = 2.0 / 3f64.log2();
         let idcg3 = 2.0 + 1.0 / 3f64.log2();

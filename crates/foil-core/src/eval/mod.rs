@@ -45,7 +45,13 @@ pub enum Measure {
 
 impl Measure {
     /// All measures, in report order.
-    pub const ALL: [Measure; 5] = [Measure::Ndcg, Measure::Map, Measure::Recall, Measure::P, Measure::Mrr];
+    pub const ALL: [Measure; 5] = [
+        Measure::Ndcg,
+        Measure::Map,
+        Measure::Recall,
+        Measure::P,
+        Measure::Mrr,
+    ];
 
     /// The lower-case name used in keys such as `ndcg@10`.
     pub fn name(self) -> &'static str {
@@ -66,7 +72,9 @@ impl FromStr for Measure {
         Measure::ALL
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown measure {s:?} (expected one of ndcg, map, recall, p, mrr)"))
+            .ok_or_else(|| {
+                format!("unknown measure {s:?} (expected one of ndcg, map, recall, p, mrr)")
+            })
     }
 }
 
@@ -138,7 +146,10 @@ pub struct Evaluation {
 impl Evaluation {
     /// The mean of one measure, if it was computed.
     pub fn mean_of(&self, m: MeasureAt) -> Option<f64> {
-        self.measures.iter().position(|x| *x == m).map(|i| self.mean[i])
+        self.measures
+            .iter()
+            .position(|x| *x == m)
+            .map(|i| self.mean[i])
     }
 
     /// Number of evaluated queries.
@@ -151,7 +162,11 @@ impl Evaluation {
 pub fn evaluate(qrels: &Qrels, run: &Run, config: &EvalConfig) -> Evaluation {
     let measures = config.measures_at();
     let mut run = run.clone();
-    let identical_ids_removed = if config.keep_identical_ids { 0 } else { run.drop_identical_ids() };
+    let identical_ids_removed = if config.keep_identical_ids {
+        0
+    } else {
+        run.drop_identical_ids()
+    };
     let mut per_query = BTreeMap::new();
     let mut missing_queries = Vec::new();
     for (query, judged) in qrels.iter() {

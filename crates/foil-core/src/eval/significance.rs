@@ -56,7 +56,11 @@ pub fn paired_t_test(d: &[f64]) -> (f64, f64) {
     let m = mean(d);
     let var = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64;
     if var == 0.0 {
-        return if m == 0.0 { (0.0, 1.0) } else { (f64::INFINITY.copysign(m), 0.0) };
+        return if m == 0.0 {
+            (0.0, 1.0)
+        } else {
+            (f64::INFINITY.copysign(m), 0.0)
+        };
     }
     let t = m / (var / n as f64).sqrt();
     let nu = (n - 1) as f64;
@@ -191,13 +195,23 @@ mod tests {
         let a = [0.1, 0.4, 0.35, 0.8, 0.5];
         let b = [0.2, 0.5, 0.3, 0.9, 0.75];
         let r = paired_tests(&a, &b, 1000, 1);
-        assert!((r.t_statistic - 2.1081851067789197).abs() < 1e-10, "{}", r.t_statistic);
-        assert!((r.t_test_p - 0.10270042749551181).abs() < 1e-10, "{}", r.t_test_p);
+        assert!(
+            (r.t_statistic - 2.1081851067789197).abs() < 1e-10,
+            "{}",
+            r.t_statistic
+        );
+        assert!(
+            (r.t_test_p - 0.10270042749551181).abs() < 1e-10,
+            "{}",
+            r.t_test_p
+        );
     }
 
     #[test]
     fn randomization_test_is_seeded_and_sensible() {
-        let d: Vec<f64> = (0..50).map(|i| if i % 5 == 0 { -0.01 } else { 0.05 }).collect();
+        let d: Vec<f64> = (0..50)
+            .map(|i| if i % 5 == 0 { -0.01 } else { 0.05 })
+            .collect();
         let p1 = randomization_test(&d, 2000, 9);
         let p2 = randomization_test(&d, 2000, 9);
         assert_eq!(p1, p2);

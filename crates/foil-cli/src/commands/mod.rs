@@ -1,0 +1,25 @@
+//! The subcommands; each parses its flags into a stage configuration and calls the stage.
+
+mod eval;
+mod search;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate a TREC run against qrels (nDCG, MAP, recall, P, MRR at several cutoffs), or
+    /// compare two runs with paired significance tests.
+    Eval(eval::EvalArgs),
+    /// Rank a BEIR corpus for the queries judged in a split and write a TREC run.
+    Search(search::SearchArgs),
+}
+
+/// Runs a subcommand; returns the process exit code.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Eval(args) => eval::run(args),
+        Command::Search(args) => search::run(args),
+    }
+}

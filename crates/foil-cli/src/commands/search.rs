@@ -1,0 +1,96 @@
+//! `foil search`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use foil::search::{RetrieverKind, SearchConfig};
+use foil_bm25::Bm25Params;
+
+use crate::progress::Bars;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RetrieverArg {
+    /// Lucene BM25 over foil's in-memory inverted index.
+    Bm25,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+    #[arg(long)]
+    data: PathBuf,
+    /// The split whose judged queries are searched.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// The retriever.
+    #[arg(long, value_enum, default_value = "bm25")]
+    retriever: RetrieverArg,
+    /// Number of documents retrieved per query.
+    #[arg(long, default_value_t = 1000)]
+    top_k: usize,
+    /// The TREC run file to write (its manifest goes to <OUTPUT>.manifest.json).
+    #[arg(long)]
+    output: PathBuf,
+    /// BM25 term-frequency saturation k1 (Anserini's default).
+    #[arg(long, default_value_t = 0.9)]
+    k1: f32,
+    /// BM25 length normalization b (Anserini's default).
+    #[arg(long, default_value_t = 0.4)]
+    b: f32,
+    /// BM25 index file: loaded when it was built from this corpus, otherwise built and saved.
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Skip invalid records (counted in the summary and the manifest) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// The tag written in the run's last column.
+    #[arg(long, default_value = "foil")]
+    tag: String,
+    /// Hide progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let config = SearchConfig {
+        data: args.data,
+        split: args.split,
+        retriever: match args.retriever {
+            RetrieverArg::Bm25 => RetrieverKind::Bm25,
+        },
+        top_k: args.top_k,
+        output: args.output,
+        bm25: Bm25Params {
+            k1: args.k1,
+            b: args.b,
+        },
+        index: args.index,
+        threads: args.threads,
+        skip_invalid: args.skip_invalid,
+        tag: args.tag,
+    };
+    let summary =
+        foil::search::run(&config, &Bars::new(args.no_progress)).context("search failed")?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "search: {} documents ({} index in {:.2}s), {} queries, {} results in {:.2}s ({:.0} queries/s), {}, {:.2}s total -> {}",
+        summary.documents,
+        if summary.index_loaded { "loaded" } else { "built" },
+        summary.index_seconds,
+        summary.queries,
+        summary.results,
+        summary.search_seconds,
+        summary.queries as f64 / summary.search_seconds.max(1e-9),
+        summary.skips.summary(),
+        seconds,
+        config.output.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}

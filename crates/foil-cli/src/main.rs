@@ -1,0 +1,56 @@
+//! The `foil` command: parses flags, sets up logging and progress, calls a stage, and prints
+//! one summary line. Exit codes: 0 success, 1 a check the user asked for failed, 2 error.
+
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use commands::Command;
+
+/// foil builds, judges and uses training data for dense retrievers.
+#[derive(Debug, Parser)]
+#[command(name = "foil", version, about, propagate_version = true)]
+struct Cli {
+    /// Log more (-v: debug, -vv: trace); the FOIL_LOG environment variable overrides this.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Log only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FOIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match commands::run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("foil: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! foil's pipeline stages. Each stage module takes its configuration and paths as arguments,
+//! reads files, does one job, and writes files together with a `manifest.json`; the `foil`
+//! binary only parses flags and calls these `run` functions.
+//!
+//! - [`search`]: rank a corpus for the judged queries of a BEIR split and write a TREC run.
+//! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
+
+pub mod eval;
+pub mod search;
+pub mod threads;
+
+pub use foil_core::{Error, Result};

@@ -1,0 +1,18 @@
+//! Running a stage's parallel work on a thread pool of the size the user asked for.
+
+use foil_core::{Error, Result};
+
+/// Runs `f` on a rayon pool of `threads` threads (all cores when `None`).
+pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(Error::Invalid("--threads must be at least 1".into()));
+        }
+        builder = builder.num_threads(n);
+    }
+    let pool = builder
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start thread pool: {e}")))?;
+    Ok(pool.install(f))
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# foil's test command (the one README.md names and .ci/run calls). On a fresh machine it
+# installs nothing beyond the Rust toolchain: golden files made by the Python reference tools
+# are committed, and the shared SciFact data is read from ../shared/data/scifact.
+#
+#   scripts/test.sh
+#
+# 1. formatting and lints;  2. every unit, property and integration test (release build, so
+# the SciFact tests are quick);  3. BM25 on SciFact test against Anserini's published numbers.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (release)"
+cargo test --workspace --release
+
+SCIFACT=../shared/data/scifact
+if [[ -d "$SCIFACT" ]]; then
+  step "BM25 on SciFact test vs Anserini (nDCG@10 0.679 ± 0.005, Recall@100 0.925 ± 0.01)"
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+  target/release/foil search --data "$SCIFACT" --split test --retriever bm25 --top-k 1000 \
+    --output "$out/bm25.trec" --no-progress
+  target/release/foil eval --qrels "$SCIFACT/qrels/test.tsv" --run "$out/bm25.trec" \
+    --measures ndcg,recall --cutoffs 10,100 \
+    --fail-below ndcg@10=0.674 --fail-below recall@100=0.915
+  target/release/foil eval --qrels "$SCIFACT/qrels/test.tsv" --run "$out/bm25.trec" --json \
+    | python3 -c 'import json,sys; m=json.load(sys.stdin); assert m["ndcg@10"] <= 0.684 and m["recall@100"] <= 0.935, m' \
+    || { echo "BM25 above Anserini's band: check the analyzer" >&2; exit 1; }
+else
+  echo "skipping the SciFact check: $SCIFACT not found" >&2
+  [[ -z "${CI:-}" ]] || { echo "CI must have the shared data" >&2; exit 1; }
+fi
+echo "scripts/test.sh: all checks passed" >&2
