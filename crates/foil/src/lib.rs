@@ -3,8 +3,10 @@
 //! binary only parses flags and calls these `run` functions.
 //!
 //! - [`search`]: rank a corpus for the judged queries of a BEIR split and write a TREC run.
+//! - [`demo`]: the built-in dataset the README's main command runs on.
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
+pub mod demo;
 pub mod eval;
 pub mod search;
 pub mod threads;

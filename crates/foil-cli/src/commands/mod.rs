@@ -1,5 +1,6 @@
 //! The subcommands; each parses its flags into a stage configuration and calls the stage.
 
+mod demo;
 mod eval;
 mod search;
 
@@ -9,6 +10,9 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run foil's main job on the built-in demo dataset: write it, search it with BM25, and
+    /// evaluate the run.
+    Demo(demo::DemoArgs),
     /// Evaluate a TREC run against qrels (nDCG, MAP, recall, P, MRR at several cutoffs), or
     /// compare two runs with paired significance tests.
     Eval(eval::EvalArgs),
@@ -19,6 +23,7 @@ pub enum Command {
 /// Runs a subcommand; returns the process exit code.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Demo(args) => demo::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Search(args) => search::run(args),
     }
