@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::fsutil::AtomicFile;
 use crate::lines::{Line, LineReader};
 use crate::skip::{quote, InputPolicy, SkipReason, SkipReport};
 
@@ -336,6 +337,22 @@ impl Qrels {
     /// Number of judgments.
     pub fn num_judgments(&self) -> usize {
         self.judgments.values().map(BTreeMap::len).sum()
+    }
+
+    /// Writes the qrels in BEIR's layout (header line, tab-separated, queries and documents in
+    /// id order), atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        let mut file = AtomicFile::create(path)?;
+        let w = file.writer();
+        let io = |e| crate::Error::io(path, e);
+        writeln!(w, "query-id\tcorpus-id\tscore").map_err(io)?;
+        for (query, docs) in &self.judgments {
+            for (doc, grade) in docs {
+                writeln!(w, "{query}\t{doc}\t{grade}").map_err(io)?;
+            }
+        }
+        file.commit()
     }
 
     /// Reads a qrels file, accepting every query and document id.

@@ -6,7 +6,7 @@
 //! the same order, so what foil writes is what any evaluator ranks.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -38,6 +38,9 @@ pub fn trec_order(a: &ScoredDoc, b: &ScoredDoc) -> Ordering {
         .unwrap_or(Ordering::Equal)
         .then_with(|| b.doc_id.cmp(&a.doc_id))
 }
+
+/// A document as listed in a run file: id, score, line number.
+type Listed = (String, f64, u64);
 
 /// Retrieved documents per query.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,32 +98,33 @@ impl Run {
     /// number, or a document listed twice for one query are invalid.
     pub fn read(path: &Path, policy: InputPolicy, skips: &mut SkipReport) -> Result<Self> {
         let mut lines = LineReader::open(path)?;
-        let mut queries: BTreeMap<String, Vec<ScoredDoc>> = BTreeMap::new();
-        let mut seen: HashMap<(String, String), u64> = HashMap::new();
+        // Per query: (document, score, line), checked for duplicates once the file is read.
+        let mut queries: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
+        let mut current: Option<(String, Vec<Listed>)> = None;
         loop {
+            let line_no = lines.line_no() + 1;
             let line = match lines.next_line()? {
                 None => break,
                 Some(Line::Text(t)) if t.trim().is_empty() => continue,
-                Some(Line::Text(t)) => t.to_string(),
+                Some(Line::Text(t)) => t,
                 Some(Line::InvalidUtf8 { valid_up_to, lossy }) => {
                     let message = format!("invalid UTF-8 at byte {valid_up_to}: {}", quote(&lossy));
-                    skips.reject(
-                        policy,
-                        path,
-                        lines.line_no(),
-                        SkipReason::InvalidUtf8,
-                        message,
-                    )?;
+                    skips.reject(policy, path, line_no, SkipReason::InvalidUtf8, message)?;
                     continue;
                 }
             };
-            let line_no = lines.line_no();
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() != 6 {
+            let mut fields = [""; 6];
+            let mut count = 0;
+            for field in line.split_whitespace() {
+                if count < 6 {
+                    fields[count] = field;
+                }
+                count += 1;
+            }
+            if count != 6 {
                 let message = format!(
-                    "expected 6 fields (query-id Q0 doc-id rank score tag), found {}: {}",
-                    fields.len(),
-                    quote(&line)
+                    "expected 6 fields (query-id Q0 doc-id rank score tag), found {count}: {}",
+                    quote(line)
                 );
                 skips.reject(policy, path, line_no, SkipReason::WrongFieldCount, message)?;
                 continue;
@@ -133,26 +137,50 @@ impl Run {
                     continue;
                 }
             };
-            let key = (fields[0].to_string(), fields[2].to_string());
-            if let Some(&first) = seen.get(&key) {
-                let message = format!(
-                    "document {} listed twice for query {} (first on line {first})",
-                    quote(fields[2]),
-                    quote(fields[0])
-                );
-                skips.reject(policy, path, line_no, SkipReason::DuplicateId, message)?;
-                continue;
+            // Run files are grouped by query; keep the current query's list at hand.
+            if current.as_ref().is_none_or(|(q, _)| q != fields[0]) {
+                if let Some((q, docs)) = current.take() {
+                    queries.entry(q).or_default().extend(docs);
+                }
+                current = Some((fields[0].to_string(), Vec::new()));
             }
-            seen.insert(key, line_no);
-            queries
-                .entry(fields[0].to_string())
-                .or_default()
-                .push(ScoredDoc::new(fields[2], score));
+            if let Some((_, docs)) = current.as_mut() {
+                docs.push((fields[2].to_string(), score, line_no));
+            }
         }
-        for docs in queries.values_mut() {
-            docs.sort_by(trec_order);
+        if let Some((q, docs)) = current.take() {
+            queries.entry(q).or_default().extend(docs);
         }
-        Ok(Run { queries })
+
+        // A document listed twice for a query is invalid; the first listing is kept. Report
+        // duplicates in file order.
+        let mut duplicates: Vec<(u64, u64, String, String)> = Vec::new();
+        let mut run = Run::default();
+        for (query, mut docs) in queries {
+            docs.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+            let mut kept: Vec<ScoredDoc> = Vec::with_capacity(docs.len());
+            let mut first_line = 0;
+            for (doc, score, line) in docs {
+                if kept.last().is_some_and(|k| k.doc_id == doc) {
+                    duplicates.push((line, first_line, query.clone(), doc));
+                } else {
+                    first_line = line;
+                    kept.push(ScoredDoc::new(doc, score));
+                }
+            }
+            kept.sort_by(trec_order);
+            run.queries.insert(query, kept);
+        }
+        duplicates.sort();
+        for (line, first, query, doc) in duplicates {
+            let message = format!(
+                "document {} listed twice for query {} (first on line {first})",
+                quote(&doc),
+                quote(&query)
+            );
+            skips.reject(policy, path, line, SkipReason::DuplicateId, message)?;
+        }
+        Ok(run)
     }
 
     /// Writes the run atomically, ranks from 1 in trec_eval order, `tag` in the last column.

@@ -40,11 +40,14 @@ mod tests {
         write_dataset(dir.path()).unwrap();
         let policy = InputPolicy::default();
         let mut skips = SkipReport::default();
-        let docs: Vec<Document> = read_jsonl(&dir.path().join("corpus.jsonl"), policy, &mut skips).unwrap();
-        let queries: Vec<Query> = read_jsonl(&dir.path().join("queries.jsonl"), policy, &mut skips).unwrap();
+        let docs: Vec<Document> =
+            read_jsonl(&dir.path().join("corpus.jsonl"), policy, &mut skips).unwrap();
+        let queries: Vec<Query> =
+            read_jsonl(&dir.path().join("queries.jsonl"), policy, &mut skips).unwrap();
         assert_eq!((docs.len(), queries.len()), (120, 60));
         let doc_ids: std::collections::HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-        let query_ids: std::collections::HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+        let query_ids: std::collections::HashSet<&str> =
+            queries.iter().map(|q| q.id.as_str()).collect();
         let mut judged = 0;
         for split in ["test", "train"] {
             let qrels = Qrels::read_checked(

@@ -27,7 +27,8 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let data = foil::demo::write_dataset(&args.output.join("data")).context("cannot write the demo dataset")?;
+    let data = foil::demo::write_dataset(&args.output.join("data"))
+        .context("cannot write the demo dataset")?;
     tracing::info!(data = %data.display(), "wrote the built-in demo dataset (120 passages, 60 queries)");
 
     let run = args.output.join("runs/bm25-test.trec");
@@ -46,17 +47,33 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let summary = foil::search::run(&config, &Bars::new(false)).context("search failed")?;
 
     let eval_config = EvalConfig {
-        measures: vec![Measure::Ndcg, Measure::Recall, Measure::P, Measure::Mrr, Measure::Map],
+        measures: vec![
+            Measure::Ndcg,
+            Measure::Recall,
+            Measure::P,
+            Measure::Mrr,
+            Measure::Map,
+        ],
         cutoffs: vec![1, 10, 100],
         ..EvalConfig::default()
     };
     let qrels = data.join("qrels/test.tsv");
-    let eval = evaluate_files(&qrels, &run, &eval_config, InputPolicy::default(), &mut SkipReport::default())?;
+    let eval = evaluate_files(
+        &qrels,
+        &run,
+        &eval_config,
+        InputPolicy::default(),
+        &mut SkipReport::default(),
+    )?;
     let json = serde_json::to_vec_pretty(&evaluation_json(&eval, true))?;
     let eval_path = args.output.join("eval/bm25-test.json");
     write_atomic(&eval_path, &json)?;
 
-    println!("BM25 on the demo test split ({} queries, {} passages):\n", eval.num_queries(), summary.documents);
+    println!(
+        "BM25 on the demo test split ({} queries, {} passages):\n",
+        eval.num_queries(),
+        summary.documents
+    );
     print!("{}", evaluation_table(&eval));
     eprintln!(
         "demo: {} documents, {} queries, run {}, metrics {}, {:.2}s",
