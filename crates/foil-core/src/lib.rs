@@ -7,6 +7,7 @@
 //! record and counts it in a [`SkipReport`]. [`eval`] computes trec_eval's measures.
 
 pub mod beir;
+pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
@@ -19,6 +20,7 @@ pub mod skip;
 pub mod trec;
 
 pub use beir::{Document, Qrels, Query};
+pub use encoder::{Embeddings, Encoder, TextKind};
 pub use error::{Error, Result};
 pub use progress::{NoProgress, Progress};
 pub use retriever::{Hit, Retriever};

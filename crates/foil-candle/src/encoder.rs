@@ -1,0 +1,211 @@
+//! [`BertEncoder`]: a sentence-transformers bi-encoder (BERT + pooling + optional
+//! normalization and prompts) run by foil's fast inference path.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::Device;
+use foil_core::fsutil::sha256_file;
+use foil_core::{Embeddings, Encoder, Error, Result, TextKind};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::{BertConfig, Pooling, SentenceConfig};
+use crate::fast::FastBert;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::Weights;
+
+/// Settings that override what the model folder says.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EncoderOptions {
+    /// Texts per forward pass (default 32).
+    pub batch_size: Option<usize>,
+    /// Longest input in tokens (default: the folder's `max_seq_length`).
+    pub max_length: Option<usize>,
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub query_prompt: Option<String>,
+    pub passage_prompt: Option<String>,
+}
+
+/// A BERT bi-encoder loaded from a Hugging Face / sentence-transformers folder.
+pub struct BertEncoder {
+    name: String,
+    dir: PathBuf,
+    config: BertConfig,
+    sentence: SentenceConfig,
+    tokenizer: TextTokenizer,
+    model: FastBert,
+    batch_size: usize,
+    weights_path: PathBuf,
+    weights_sha256: OnceLock<String>,
+}
+
+impl BertEncoder {
+    /// Loads the model in `dir`.
+    pub fn load(dir: &Path, options: &EncoderOptions) -> Result<Self> {
+        let config = BertConfig::read(&dir.join("config.json"))?;
+        let mut sentence = SentenceConfig::read(dir, &config)?;
+        if let Some(n) = options.max_length {
+            if n < 2 || n > config.max_position_embeddings {
+                return Err(Error::Invalid(format!(
+                    "--max-length must be between 2 and {}",
+                    config.max_position_embeddings
+                )));
+            }
+            sentence.max_length = n;
+        }
+        if let Some(p) = options.pooling {
+            sentence.pooling = p;
+        }
+        if let Some(n) = options.normalize {
+            sentence.normalize = n;
+        }
+        if let Some(p) = &options.query_prompt {
+            sentence.query_prompt = p.clone();
+        }
+        if let Some(p) = &options.passage_prompt {
+            sentence.passage_prompt = p.clone();
+        }
+        let tokenizer = TextTokenizer::load(dir, sentence.max_length)?;
+        let weights = Weights::load(dir, &Device::Cpu)?;
+        let model = FastBert::new(&config, &weights)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bert".into());
+        Ok(Self {
+            name,
+            dir: dir.to_path_buf(),
+            config,
+            sentence,
+            tokenizer,
+            model,
+            batch_size: options.batch_size.unwrap_or(32).max(1),
+            weights_path: weights.path().to_path_buf(),
+            weights_sha256: OnceLock::new(),
+        })
+    }
+
+    /// The model folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Pooling, normalization, maximum length and prompts in effect.
+    pub fn sentence_config(&self) -> &SentenceConfig {
+        &self.sentence
+    }
+
+    /// Token ids of `texts` as this encoder sees them (prompt included).
+    pub fn tokenize(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Vec<u32>>> {
+        let prompt = match kind {
+            TextKind::Query => &self.sentence.query_prompt,
+            TextKind::Passage => &self.sentence.passage_prompt,
+        };
+        if prompt.is_empty() {
+            self.tokenizer.encode(texts)
+        } else {
+            let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+            let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+            self.tokenizer.encode(&refs)
+        }
+    }
+
+    /// Encodes already tokenized texts; returns one pooled vector per sequence, in order.
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Embeddings {
+        let h = self.model.hidden_size();
+        // Longest first, so each batch holds sequences of similar length.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(ids[i].len()), i));
+        let mut out = vec![0f32; ids.len() * h];
+        for batch in order.chunks(self.batch_size) {
+            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            let (hidden, offsets) = self.model.forward(&seqs, None);
+            for (b, &i) in batch.iter().enumerate() {
+                let rows = &hidden[offsets[b] * h..offsets[b + 1] * h];
+                let dst = &mut out[i * h..(i + 1) * h];
+                pool(rows, h, self.sentence.pooling, dst);
+                if self.sentence.normalize {
+                    normalize(dst);
+                }
+            }
+        }
+        Embeddings::from_vec(h, out)
+    }
+}
+
+/// Pools the token rows of one sequence into `dst`.
+fn pool(rows: &[f32], h: usize, pooling: Pooling, dst: &mut [f32]) {
+    match pooling {
+        Pooling::Cls => dst.copy_from_slice(&rows[..h]),
+        Pooling::Mean => {
+            let n = rows.len() / h;
+            dst.iter_mut().for_each(|x| *x = 0.0);
+            for row in rows.chunks_exact(h) {
+                dst.iter_mut().zip(row).for_each(|(d, r)| *d += r);
+            }
+            let inv = 1.0 / n.max(1) as f32;
+            dst.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+}
+
+/// Scales `v` to unit length (sentence-transformers' `Normalize`: divides by max(‖v‖, 1e-12)).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+impl Encoder for BertEncoder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dim(&self) -> usize {
+        self.model.hidden_size()
+    }
+
+    fn fingerprint(&self) -> String {
+        let sha = self.weights_sha256.get_or_init(|| {
+            sha256_file(&self.weights_path).unwrap_or_else(|e| format!("unreadable: {e}"))
+        });
+        let s = &self.sentence;
+        format!(
+            "bert:weights={sha};tokenizer={};pooling={:?};normalize={};max_length={};query_prompt={:?};passage_prompt={:?}",
+            self.tokenizer.sha256(),
+            s.pooling,
+            s.normalize,
+            s.max_length,
+            s.query_prompt,
+            s.passage_prompt
+        )
+    }
+
+    fn encode(&self, texts: &[&str], kind: TextKind) -> Result<Embeddings> {
+        let ids = self.tokenize(texts, kind)?;
+        Ok(self.encode_ids(&ids))
+    }
+}
+
+/// Tokenizes in parallel chunks (the tokenizer's own parallelism needs large batches).
+pub fn par_tokenize(
+    encoder: &BertEncoder,
+    texts: &[&str],
+    kind: TextKind,
+) -> Result<Vec<Vec<u32>>> {
+    let chunks: Vec<Result<Vec<Vec<u32>>>> = texts
+        .par_chunks(256)
+        .map(|c| encoder.tokenize(c, kind))
+        .collect();
+    let mut out = Vec::with_capacity(texts.len());
+    for c in chunks {
+        out.extend(c?);
+    }
+    Ok(out)
+}

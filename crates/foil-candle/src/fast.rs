@@ -1,0 +1,276 @@
+//! [`FastBert`]: BERT inference on the CPU with fused kernels and no padding.
+//!
+//! Sequences of a batch are packed one after another (no padding tokens at all), so the dense
+//! layers are single matrix products over all tokens of the batch, and attention runs per
+//! sequence on its own length. Weights are laid out once at load time: the query, key and value
+//! projections are concatenated into one matrix (one product instead of three) with the
+//! 1/√d attention scale folded into the query rows. Bias, GELU, residual and LayerNorm are fused
+//! passes over each output. The result equals the candle model of [`crate::model`] and
+//! Hugging Face's `BertModel` to float32 rounding.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::config::BertConfig;
+use crate::kernels::{
+    add_bias, add_layer_norm, bias_activation, matmul, softmax_rows, Activation, Mat,
+};
+use crate::weights::Weights;
+use foil_core::Result;
+
+struct Layer {
+    /// `[3H, H]`: query (pre-scaled), key and value projections.
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    ln1_w: Vec<f32>,
+    ln1_b: Vec<f32>,
+    up_w: Vec<f32>,
+    up_b: Vec<f32>,
+    down_w: Vec<f32>,
+    down_b: Vec<f32>,
+    ln2_w: Vec<f32>,
+    ln2_b: Vec<f32>,
+}
+
+/// A BERT encoder laid out for fast CPU inference.
+pub struct FastBert {
+    hidden: usize,
+    heads: usize,
+    intermediate: usize,
+    max_positions: usize,
+    eps: f32,
+    activation: Activation,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    emb_ln_w: Vec<f32>,
+    emb_ln_b: Vec<f32>,
+    layers: Vec<Layer>,
+}
+
+/// Rows per task in parallel element-wise passes.
+const ROWS_PER_TASK: usize = 64;
+
+impl FastBert {
+    /// Lays out the weights of `config` for inference.
+    pub fn new(config: &BertConfig, w: &Weights) -> Result<Self> {
+        let h = config.hidden_size;
+        let i = config.intermediate_size;
+        let scale = 1.0 / (config.head_dim() as f32).sqrt();
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let p = |s: &str| format!("encoder.layer.{l}.{s}");
+            let mut qkv_w = w.vec(&p("attention.self.query.weight"), &[h, h])?;
+            qkv_w.iter_mut().for_each(|x| *x *= scale);
+            qkv_w.extend(w.vec(&p("attention.self.key.weight"), &[h, h])?);
+            qkv_w.extend(w.vec(&p("attention.self.value.weight"), &[h, h])?);
+            let mut qkv_b = w.vec(&p("attention.self.query.bias"), &[h])?;
+            qkv_b.iter_mut().for_each(|x| *x *= scale);
+            qkv_b.extend(w.vec(&p("attention.self.key.bias"), &[h])?);
+            qkv_b.extend(w.vec(&p("attention.self.value.bias"), &[h])?);
+            layers.push(Layer {
+                qkv_w,
+                qkv_b,
+                out_w: w.vec(&p("attention.output.dense.weight"), &[h, h])?,
+                out_b: w.vec(&p("attention.output.dense.bias"), &[h])?,
+                ln1_w: w.vec(&p("attention.output.LayerNorm.weight"), &[h])?,
+                ln1_b: w.vec(&p("attention.output.LayerNorm.bias"), &[h])?,
+                up_w: w.vec(&p("intermediate.dense.weight"), &[i, h])?,
+                up_b: w.vec(&p("intermediate.dense.bias"), &[i])?,
+                down_w: w.vec(&p("output.dense.weight"), &[h, i])?,
+                down_b: w.vec(&p("output.dense.bias"), &[h])?,
+                ln2_w: w.vec(&p("output.LayerNorm.weight"), &[h])?,
+                ln2_b: w.vec(&p("output.LayerNorm.bias"), &[h])?,
+            });
+        }
+        Ok(Self {
+            hidden: h,
+            heads: config.num_attention_heads,
+            intermediate: i,
+            max_positions: config.max_position_embeddings,
+            eps: config.layer_norm_eps as f32,
+            activation: match config.hidden_act.as_str() {
+                "gelu" => Activation::Gelu,
+                "relu" => Activation::Relu,
+                _ => Activation::GeluTanh,
+            },
+            word: w.vec("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position: w.vec(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type: w.vec(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
+            emb_ln_w: w.vec("embeddings.LayerNorm.weight", &[h])?,
+            emb_ln_b: w.vec("embeddings.LayerNorm.bias", &[h])?,
+            layers,
+        })
+    }
+
+    /// The hidden size.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Runs the encoder on a batch of token sequences (each at most `max_position_embeddings`
+    /// long, token type 0 unless `token_types` gives them) and returns the last hidden states of
+    /// all tokens, packed: rows `offsets[s]..offsets[s + 1]` belong to sequence `s`.
+    pub fn forward(
+        &self,
+        seqs: &[&[u32]],
+        token_types: Option<&[&[u32]]>,
+    ) -> (Vec<f32>, Vec<usize>) {
+        let h = self.hidden;
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        offsets.push(0);
+        for s in seqs {
+            assert!(
+                s.len() <= self.max_positions,
+                "sequence longer than the position table"
+            );
+            offsets.push(offsets.last().copied().unwrap_or(0) + s.len());
+        }
+        let total = *offsets.last().unwrap_or(&0);
+        let threads = rayon::current_num_threads().max(1);
+        let par = if threads > 1 {
+            Parallelism::Rayon(threads)
+        } else {
+            Parallelism::None
+        };
+
+        // Embeddings: word + position + token type, then LayerNorm.
+        let mut x = vec![0f32; total * h];
+        for (s, ids) in seqs.iter().enumerate() {
+            for (p, &id) in ids.iter().enumerate() {
+                let row = &mut x[(offsets[s] + p) * h..(offsets[s] + p + 1) * h];
+                let t = token_types.map_or(0, |tt| tt[s][p] as usize);
+                let word = &self.word[id as usize * h..(id as usize + 1) * h];
+                let pos = &self.position[p * h..(p + 1) * h];
+                let typ = &self.token_type[t * h..(t + 1) * h];
+                for j in 0..h {
+                    row[j] = word[j] + pos[j] + typ[j];
+                }
+            }
+        }
+        par_rows(&mut x, h, |rows| {
+            add_layer_norm(rows, None, &self.emb_ln_w, &self.emb_ln_b, self.eps)
+        });
+
+        let mut qkv = vec![0f32; total * 3 * h];
+        let mut ctx = vec![0f32; total * h];
+        let mut tmp = vec![0f32; total * h];
+        let mut up = vec![0f32; total * self.intermediate];
+        for layer in &self.layers {
+            // Q, K, V in one product.
+            matmul(
+                Mat::new(&x, total, h),
+                Mat::new(&layer.qkv_w, 3 * h, h).t(),
+                &mut qkv,
+                3 * h,
+                false,
+                par,
+            );
+            par_rows(&mut qkv, 3 * h, |rows| add_bias(rows, &layer.qkv_b));
+            self.attention(&qkv, &offsets, &mut ctx);
+            // Output projection, residual, LayerNorm.
+            matmul(
+                Mat::new(&ctx, total, h),
+                Mat::new(&layer.out_w, h, h).t(),
+                &mut tmp,
+                h,
+                false,
+                par,
+            );
+            par_rows_with(&mut tmp, &x, h, |rows, res| {
+                add_bias(rows, &layer.out_b);
+                add_layer_norm(rows, Some(res), &layer.ln1_w, &layer.ln1_b, self.eps);
+            });
+            std::mem::swap(&mut x, &mut tmp);
+            // Feed-forward: up, bias + activation, down, residual, LayerNorm.
+            let i = self.intermediate;
+            matmul(
+                Mat::new(&x, total, h),
+                Mat::new(&layer.up_w, i, h).t(),
+                &mut up,
+                i,
+                false,
+                par,
+            );
+            par_rows(&mut up, i, |rows| {
+                bias_activation(rows, &layer.up_b, self.activation)
+            });
+            matmul(
+                Mat::new(&up, total, i),
+                Mat::new(&layer.down_w, h, i).t(),
+                &mut tmp,
+                h,
+                false,
+                par,
+            );
+            par_rows_with(&mut tmp, &x, h, |rows, res| {
+                add_bias(rows, &layer.down_b);
+                add_layer_norm(rows, Some(res), &layer.ln2_w, &layer.ln2_b, self.eps);
+            });
+            std::mem::swap(&mut x, &mut tmp);
+        }
+        (x, offsets)
+    }
+
+    /// Multi-head self-attention of every sequence, in parallel over sequences; `qkv` holds
+    /// rows of [q | k | v] per token, `ctx` receives the concatenated heads.
+    fn attention(&self, qkv: &[f32], offsets: &[usize], ctx: &mut [f32]) {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let mut slices: Vec<(usize, &mut [f32])> = Vec::with_capacity(offsets.len());
+        let mut rest = ctx;
+        for s in 0..offsets.len() - 1 {
+            let (head, tail) = rest.split_at_mut((offsets[s + 1] - offsets[s]) * h);
+            slices.push((s, head));
+            rest = tail;
+        }
+        slices.into_par_iter().for_each(|(s, out)| {
+            let (start, len) = (offsets[s], offsets[s + 1] - offsets[s]);
+            if len == 0 {
+                return;
+            }
+            let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
+            let mut scores = vec![0f32; len * len];
+            for head in 0..self.heads {
+                let q = Mat::strided(&rows[head * d..], len, d, 3 * h);
+                let k = Mat::strided(&rows[h + head * d..], len, d, 3 * h);
+                let v = Mat::strided(&rows[2 * h + head * d..], len, d, 3 * h);
+                matmul(q, k.t(), &mut scores, len, false, Parallelism::None);
+                softmax_rows(&mut scores, len);
+                matmul(
+                    Mat::new(&scores, len, len),
+                    v,
+                    &mut out[head * d..],
+                    h,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        });
+    }
+}
+
+/// Applies `f` to chunks of whole rows of `data` in parallel.
+fn par_rows(data: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    data.par_chunks_mut(ROWS_PER_TASK * width).for_each(&f);
+}
+
+/// Like [`par_rows`], with the matching rows of `other`.
+fn par_rows_with(
+    data: &mut [f32],
+    other: &[f32],
+    width: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) {
+    data.par_chunks_mut(ROWS_PER_TASK * width)
+        .zip(other.par_chunks(ROWS_PER_TASK * width))
+        .for_each(|(a, b)| f(a, b));
+}

@@ -1,0 +1,11 @@
+//! foil's BERT models on the CPU (and on CUDA through candle): loading Hugging Face and
+//! sentence-transformers folders, a fast fused inference path ([`fast::FastBert`]), a trainable
+//! candle model, and [`BertEncoder`], foil's bi-encoder.
+
+pub mod config;
+pub mod encoder;
+pub mod fast;
+pub mod kernels;
+pub mod tokenizer;
+pub mod weights;
+pub use encoder::{BertEncoder, EncoderOptions};
