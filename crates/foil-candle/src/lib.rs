@@ -6,6 +6,7 @@ pub mod config;
 pub mod encoder;
 pub mod fast;
 pub mod kernels;
+pub mod model;
 pub mod tokenizer;
 pub mod weights;
 pub use encoder::{BertEncoder, EncoderOptions};

@@ -2,27 +2,17 @@
 //! `scripts/golden/make_embedding_golden.py`): token ids equal, cosine ≥ 0.9999 for every text.
 //! Needs all-MiniLM-L6-v2 from `scripts/fetch-models.sh`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::minilm;
 
 use foil_candle::{BertEncoder, EncoderOptions};
 use foil_core::{Encoder, TextKind};
 
-/// The model folder, or `None` (outside CI) when it is not installed.
-pub fn minilm() -> Option<PathBuf> {
-    let dir = std::env::var_os("FOIL_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?
-        .join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must run scripts/fetch-models.sh first: {} is missing", dir.display());
-    eprintln!("skipped: {} is not installed (scripts/fetch-models.sh)", dir.display());
-    None
-}
-
 fn golden() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoder/minilm_embeddings.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/encoder/minilm_embeddings.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
@@ -32,26 +22,45 @@ fn token_ids_and_embeddings_match_sentence_transformers() {
     let encoder = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
     assert_eq!(encoder.sentence_config().max_length, 256);
     let golden = golden();
-    let texts: Vec<&str> = golden["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let texts: Vec<&str> = golden["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert!(texts.len() >= 100);
 
     let ids = encoder.tokenize(&texts, TextKind::Passage).unwrap();
     for (i, want) in golden["token_ids"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<u32> = want.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(ids[i], want, "token ids of text {i} {:?}", texts[i]);
     }
 
     let got = encoder.encode(&texts, TextKind::Passage).unwrap();
     let mut worst = f64::INFINITY;
     for (i, want) in golden["embeddings"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f64> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let want: Vec<f64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         let row = got.row(i);
         let dot: f64 = row.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
         let na: f64 = row.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
         let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
         let cos = dot / (na * nb);
         assert!(cos >= 0.9999, "text {i} {:?}: cosine {cos}", texts[i]);
-        let max_abs = row.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let max_abs = row
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
         assert!(max_abs < 1e-4, "text {i}: max abs difference {max_abs}");
         worst = worst.min(cos);
     }
@@ -61,9 +70,28 @@ fn token_ids_and_embeddings_match_sentence_transformers() {
 #[test]
 fn batch_size_does_not_change_the_vectors() {
     let Some(dir) = minilm() else { return };
-    let texts = ["a short one", "a somewhat longer text about vitamin D and bones", "x", ""];
-    let one = BertEncoder::load(&dir, &EncoderOptions { batch_size: Some(1), ..Default::default() }).unwrap();
-    let all = BertEncoder::load(&dir, &EncoderOptions { batch_size: Some(64), ..Default::default() }).unwrap();
+    let texts = [
+        "a short one",
+        "a somewhat longer text about vitamin D and bones",
+        "x",
+        "",
+    ];
+    let one = BertEncoder::load(
+        &dir,
+        &EncoderOptions {
+            batch_size: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let all = BertEncoder::load(
+        &dir,
+        &EncoderOptions {
+            batch_size: Some(64),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let a = one.encode(&texts, TextKind::Query).unwrap();
     let b = all.encode(&texts, TextKind::Query).unwrap();
     for (x, y) in a.data.iter().zip(&b.data) {
@@ -87,7 +115,9 @@ fn prompts_change_the_fingerprint_and_the_vectors() {
     assert_ne!(plain.fingerprint(), e5.fingerprint());
     let q = e5.encode(&["vitamin d"], TextKind::Query).unwrap();
     let p = e5.encode(&["vitamin d"], TextKind::Passage).unwrap();
-    let direct = plain.encode(&["query: vitamin d"], TextKind::Query).unwrap();
+    let direct = plain
+        .encode(&["query: vitamin d"], TextKind::Query)
+        .unwrap();
     assert_eq!(q, direct);
     assert_ne!(q, p);
 }

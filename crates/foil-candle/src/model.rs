@@ -1,0 +1,424 @@
+//! [`TrainableBert`]: BERT on candle tensors with autograd, for fine-tuning.
+//!
+//! candle-transformers' BERT cannot be trained: its fused LayerNorm has no backward pass and its
+//! dropout does nothing, so gradients silently vanish. This model is built only from candle
+//! operations that have backward passes (matmul, broadcast arithmetic, exp, sqrt, GELU,
+//! index_select), with LayerNorm and softmax written out, and real, seeded dropout. It follows
+//! Hugging Face's `BertModel` operation for operation, so its gradients equal PyTorch's; the
+//! golden test `tests/grad_parity.rs` checks every parameter.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use foil_core::rng::SplitMix64;
+use foil_core::{Error, Result};
+
+use crate::config::{BertConfig, Pooling};
+use crate::weights::Weights;
+
+fn ce(e: candle_core::Error) -> Error {
+    Error::Invalid(format!("tensor operation failed: {e}"))
+}
+
+/// Converts candle errors into foil's.
+pub trait CandleResult<T> {
+    fn ce(self) -> Result<T>;
+}
+
+impl<T> CandleResult<T> for candle_core::Result<T> {
+    fn ce(self) -> Result<T> {
+        self.map_err(ce)
+    }
+}
+
+/// Seeded dropout: each call draws its mask from the generator, so a training run with the same
+/// seed drops the same units.
+pub struct Dropout {
+    rng: SplitMix64,
+}
+
+impl Dropout {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// Zeroes each element with probability `p` and scales the rest by 1 / (1 − p).
+    pub fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - p) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if self.rng.next_f64() < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device()).ce()?;
+        x.mul(&mask).ce()
+    }
+}
+
+struct Linear {
+    w: Var,
+    b: Var,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (rows, inner) = (
+            dims[..dims.len() - 1].iter().product::<usize>(),
+            dims[dims.len() - 1],
+        );
+        let y = x.reshape((rows, inner))?.matmul(&self.w.as_tensor().t()?)?;
+        let y = y.broadcast_add(self.b.as_tensor())?;
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.w.dims()[0];
+        y.reshape(out_dims)
+    }
+}
+
+struct LayerNorm {
+    w: Var,
+    b: Var,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// (x − mean) / √(var + eps) · w + b over the last dimension, written out so that it has a
+    /// backward pass.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed
+            .broadcast_mul(self.w.as_tensor())?
+            .broadcast_add(self.b.as_tensor())
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    ln1: LayerNorm,
+    up: Linear,
+    down: Linear,
+    ln2: LayerNorm,
+}
+
+/// Softmax over the last dimension; the max is detached (softmax is shift-invariant).
+fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// A trainable BERT encoder (optionally with a sequence-classification head).
+pub struct TrainableBert {
+    config: BertConfig,
+    device: Device,
+    vars: Vec<(String, Var)>,
+    word: Var,
+    position: Var,
+    token_type: Var,
+    emb_ln: LayerNorm,
+    layers: Vec<Layer>,
+    /// `classifier.weight` / `classifier.bias` of a cross-encoder.
+    classifier: Option<Linear>,
+}
+
+/// A batch of padded token sequences on a device.
+pub struct Batch {
+    /// `[B, L]` u32 token ids.
+    pub ids: Tensor,
+    /// `[B, L]` u32 token type ids.
+    pub type_ids: Tensor,
+    /// `[B, L]` f32: 1 for real tokens, 0 for padding.
+    pub mask: Tensor,
+}
+
+impl Batch {
+    /// Pads `seqs` (and their type ids, zeros when `None`) with id 0 to the longest.
+    pub fn new(seqs: &[Vec<u32>], type_ids: Option<&[Vec<u32>]>, device: &Device) -> Result<Self> {
+        let b = seqs.len();
+        let l = seqs.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; b * l];
+        let mut types = vec![0u32; b * l];
+        let mut mask = vec![0f32; b * l];
+        for (i, s) in seqs.iter().enumerate() {
+            ids[i * l..i * l + s.len()].copy_from_slice(s);
+            if let Some(t) = type_ids {
+                types[i * l..i * l + s.len()].copy_from_slice(&t[i]);
+            }
+            mask[i * l..i * l + s.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1.0);
+        }
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (b, l), device).ce()?,
+            type_ids: Tensor::from_vec(types, (b, l), device).ce()?,
+            mask: Tensor::from_vec(mask, (b, l), device).ce()?,
+        })
+    }
+}
+
+impl TrainableBert {
+    /// Builds the model from loaded weights (copied into fresh variables).
+    pub fn new(config: &BertConfig, w: &Weights, device: &Device) -> Result<Self> {
+        let h = config.hidden_size;
+        let i = config.intermediate_size;
+        let mut vars = Vec::new();
+        let mut var = |name: &str, shape: &[usize]| -> Result<Var> {
+            let t = w.get(name, shape)?.to_device(device).ce()?;
+            let v = Var::from_tensor(&t).ce()?;
+            vars.push((name.to_string(), v.clone()));
+            Ok(v)
+        };
+        let word = var("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let position = var(
+            "embeddings.position_embeddings.weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let token_type = var(
+            "embeddings.token_type_embeddings.weight",
+            &[config.type_vocab_size, h],
+        )?;
+        let eps = config.layer_norm_eps;
+        let emb_ln = LayerNorm {
+            w: var("embeddings.LayerNorm.weight", &[h])?,
+            b: var("embeddings.LayerNorm.bias", &[h])?,
+            eps,
+        };
+        let mut layers = Vec::new();
+        for l in 0..config.num_hidden_layers {
+            let p = |s: &str| format!("encoder.layer.{l}.{s}");
+            let mut lin = |s: &str, out: usize, inp: usize| -> Result<Linear> {
+                Ok(Linear {
+                    w: var(&p(&format!("{s}.weight")), &[out, inp])?,
+                    b: var(&p(&format!("{s}.bias")), &[out])?,
+                })
+            };
+            let query = lin("attention.self.query", h, h)?;
+            let key = lin("attention.self.key", h, h)?;
+            let value = lin("attention.self.value", h, h)?;
+            let attn_out = lin("attention.output.dense", h, h)?;
+            let up = lin("intermediate.dense", i, h)?;
+            let down = lin("output.dense", h, i)?;
+            let ln1 = LayerNorm {
+                w: var(&p("attention.output.LayerNorm.weight"), &[h])?,
+                b: var(&p("attention.output.LayerNorm.bias"), &[h])?,
+                eps,
+            };
+            let ln2 = LayerNorm {
+                w: var(&p("output.LayerNorm.weight"), &[h])?,
+                b: var(&p("output.LayerNorm.bias"), &[h])?,
+                eps,
+            };
+            layers.push(Layer {
+                query,
+                key,
+                value,
+                attn_out,
+                ln1,
+                up,
+                down,
+                ln2,
+            });
+        }
+        let classifier = if w.contains("classifier.weight") {
+            let n = config.labels();
+            Some(Linear {
+                w: var("classifier.weight", &[n, h])?,
+                b: var("classifier.bias", &[n])?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            config: config.clone(),
+            device: device.clone(),
+            vars,
+            word,
+            position,
+            token_type,
+            emb_ln,
+            layers,
+            classifier,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every trainable variable with its Hugging Face name, in a fixed order.
+    pub fn vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Last hidden states `[B, L, H]` of a batch; dropout is applied when `dropout` is given.
+    pub fn forward(&self, batch: &Batch, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, l) = batch.ids.dims2().ce()?;
+        let h = c.hidden_size;
+        let heads = c.num_attention_heads;
+        let d = c.head_dim();
+        let ids = batch.ids.flatten_all().ce()?;
+        let words = self
+            .word
+            .as_tensor()
+            .index_select(&ids, 0)
+            .ce()?
+            .reshape((b, l, h))
+            .ce()?;
+        let positions = self.position.as_tensor().narrow(0, 0, l).ce()?;
+        let types = self
+            .token_type
+            .as_tensor()
+            .index_select(&batch.type_ids.flatten_all().ce()?, 0)
+            .ce()?
+            .reshape((b, l, h))
+            .ce()?;
+        let mut x = words.broadcast_add(&positions).ce()?.add(&types).ce()?;
+        x = self.emb_ln.forward(&x).ce()?;
+        if let Some(dp) = dropout.as_deref_mut() {
+            x = dp.apply(&x, c.hidden_dropout_prob)?;
+        }
+        // Additive attention mask: 0 for tokens, the most negative float for padding.
+        let mask_bias = ((batch.mask.clone() - 1.0).ce()? * f32::MAX as f64)
+            .ce()?
+            .reshape((b, 1, 1, l))
+            .ce()?;
+        let scale = 1.0 / (d as f64).sqrt();
+        for layer in &self.layers {
+            let split = |t: Tensor| -> candle_core::Result<Tensor> {
+                t.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()
+            };
+            let q = split(layer.query.forward(&x).ce()?).ce()?;
+            let k = split(layer.key.forward(&x).ce()?).ce()?;
+            let v = split(layer.value.forward(&x).ce()?).ce()?;
+            let scores = (q.matmul(&k.t().ce()?.contiguous().ce()?).ce()? * scale).ce()?;
+            let scores = scores.broadcast_add(&mask_bias).ce()?;
+            let mut probs = softmax(&scores).ce()?;
+            if let Some(dp) = dropout.as_deref_mut() {
+                probs = dp.apply(&probs, c.attention_probs_dropout_prob)?;
+            }
+            let ctx = probs
+                .matmul(&v)
+                .ce()?
+                .transpose(1, 2)
+                .ce()?
+                .contiguous()
+                .ce()?
+                .reshape((b, l, h))
+                .ce()?;
+            let mut attn = layer.attn_out.forward(&ctx).ce()?;
+            if let Some(dp) = dropout.as_deref_mut() {
+                attn = dp.apply(&attn, c.hidden_dropout_prob)?;
+            }
+            x = layer.ln1.forward(&attn.add(&x).ce()?).ce()?;
+            let inner = layer.up.forward(&x).ce()?;
+            let inner = match c.hidden_act.as_str() {
+                "gelu" => inner.gelu_erf().ce()?,
+                "relu" => inner.relu().ce()?,
+                _ => inner.gelu().ce()?,
+            };
+            let mut out = layer.down.forward(&inner).ce()?;
+            if let Some(dp) = dropout.as_deref_mut() {
+                out = dp.apply(&out, c.hidden_dropout_prob)?;
+            }
+            x = layer.ln2.forward(&out.add(&x).ce()?).ce()?;
+        }
+        Ok(x)
+    }
+
+    /// Pools hidden states `[B, L, H]` into `[B, H]` (mean over real tokens, or `[CLS]`) and
+    /// L2-normalizes them when `normalize`.
+    pub fn pool(
+        &self,
+        hidden: &Tensor,
+        mask: &Tensor,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Tensor> {
+        let pooled = match pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?,
+            Pooling::Mean => {
+                let m = mask.unsqueeze(2).ce()?;
+                let sum = hidden.broadcast_mul(&m).ce()?.sum(1).ce()?;
+                let count = m.sum(1).ce()?.clamp(1e-9, f64::MAX).ce()?;
+                sum.broadcast_div(&count).ce()?
+            }
+        };
+        if normalize {
+            let norm = pooled
+                .sqr()
+                .ce()?
+                .sum_keepdim(1)
+                .ce()?
+                .sqrt()
+                .ce()?
+                .clamp(1e-12, f64::MAX)
+                .ce()?;
+            pooled.broadcast_div(&norm).ce()
+        } else {
+            Ok(pooled)
+        }
+    }
+
+    /// The classifier's logits `[B, labels]` from the `[CLS]` vector (cross-encoders). Hugging
+    /// Face's `BertForSequenceClassification` puts the pooler (dense + tanh) in between when the
+    /// checkpoint has one.
+    pub fn classify(&self, hidden: &Tensor, pooler: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+        let head = self
+            .classifier
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("this checkpoint has no classifier head".into()))?;
+        let mut cls = hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?;
+        if let Some((w, b)) = pooler {
+            cls = cls
+                .matmul(&w.t().ce()?)
+                .ce()?
+                .broadcast_add(b)
+                .ce()?
+                .tanh()
+                .ce()?;
+        }
+        head.forward(&cls).ce()
+    }
+
+    /// The variables as named tensors, for saving.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Saves the variables as `model.safetensors` under Hugging Face's names.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let tensors: HashMap<String, Tensor> = self
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| {
+                t.to_device(&Device::Cpu)
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .map(|t| (n, t))
+            })
+            .collect::<candle_core::Result<_>>()
+            .ce()?;
+        candle_core::safetensors::save(&tensors, path)
+            .map_err(|e| Error::format(path, e.to_string()))
+    }
+}
