@@ -22,7 +22,7 @@ fn main() {
     let tok = t.elapsed().as_secs_f64();
     let mean_len = ids.iter().map(Vec::len).sum::<usize>() as f64 / ids.len() as f64;
     let t = Instant::now();
-    let e = enc.encode_ids(&ids);
+    let e = enc.encode_ids(&ids).unwrap();
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{} passages, mean {:.1} tokens: tokenize {:.3}s, encode {:.3}s = {:.1} passages/s; first {:?}",

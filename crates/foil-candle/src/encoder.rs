@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::{BertConfig, Pooling, SentenceConfig};
 use crate::fast::FastBert;
+use crate::model::{Batch, CandleResult, TrainableBert};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 
@@ -26,6 +27,47 @@ pub struct EncoderOptions {
     pub normalize: Option<bool>,
     pub query_prompt: Option<String>,
     pub passage_prompt: Option<String>,
+    /// Run on this device through the candle model instead of the fused CPU path
+    /// (`cuda:0`; `cpu` means the fused path).
+    pub device: Option<String>,
+}
+
+/// What runs the transformer.
+enum Backend {
+    /// The fused CPU kernels of [`FastBert`].
+    Fast(FastBert),
+    /// The candle model, on any candle device (CUDA, or the CPU for cross-checks).
+    Candle(Box<TrainableBert>),
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`; `None` means the fused CPU path.
+pub fn parse_device(name: &str) -> Result<Option<Device>> {
+    match name {
+        "cpu" => Ok(None),
+        "candle-cpu" => Ok(Some(Device::Cpu)),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        Error::Invalid(format!("bad device {name:?} (cpu, cuda, cuda:N)"))
+                    })?,
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "bad device {name:?} (cpu, cuda, cuda:N)"
+                    )))
+                }
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::Invalid(format!(
+                    "device {name}: this foil was built without CUDA (build with --features cuda on a machine with nvcc)"
+                )));
+            }
+            Device::new_cuda(ordinal).map(Some).ce()
+        }
+    }
 }
 
 /// A BERT bi-encoder loaded from a Hugging Face / sentence-transformers folder.
@@ -35,7 +77,7 @@ pub struct BertEncoder {
     config: BertConfig,
     sentence: SentenceConfig,
     tokenizer: TextTokenizer,
-    model: FastBert,
+    backend: Backend,
     batch_size: usize,
     weights_path: PathBuf,
     weights_sha256: OnceLock<String>,
@@ -68,8 +110,14 @@ impl BertEncoder {
             sentence.passage_prompt = p.clone();
         }
         let tokenizer = TextTokenizer::load(dir, sentence.max_length)?;
-        let weights = Weights::load(dir, &Device::Cpu)?;
-        let model = FastBert::new(&config, &weights)?;
+        let device = parse_device(options.device.as_deref().unwrap_or("cpu"))?;
+        let weights = Weights::load(dir, device.as_ref().unwrap_or(&Device::Cpu))?;
+        let backend = match device {
+            None => Backend::Fast(FastBert::new(&config, &weights)?),
+            Some(device) => {
+                Backend::Candle(Box::new(TrainableBert::new(&config, &weights, &device)?))
+            }
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -80,7 +128,7 @@ impl BertEncoder {
             config,
             sentence,
             tokenizer,
-            model,
+            backend,
             batch_size: options.batch_size.unwrap_or(32).max(1),
             weights_path: weights.path().to_path_buf(),
             weights_sha256: OnceLock::new(),
@@ -118,25 +166,44 @@ impl BertEncoder {
     }
 
     /// Encodes already tokenized texts; returns one pooled vector per sequence, in order.
-    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Embeddings {
-        let h = self.model.hidden_size();
+    pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Embeddings> {
+        let h = self.config.hidden_size;
         // Longest first, so each batch holds sequences of similar length.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(ids[i].len()), i));
         let mut out = vec![0f32; ids.len() * h];
         for batch in order.chunks(self.batch_size) {
-            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            let (hidden, offsets) = self.model.forward(&seqs, None);
-            for (b, &i) in batch.iter().enumerate() {
-                let rows = &hidden[offsets[b] * h..offsets[b + 1] * h];
-                let dst = &mut out[i * h..(i + 1) * h];
-                pool(rows, h, self.sentence.pooling, dst);
-                if self.sentence.normalize {
-                    normalize(dst);
+            match &self.backend {
+                Backend::Fast(model) => {
+                    let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+                    let (hidden, offsets) = model.forward(&seqs, None);
+                    for (b, &i) in batch.iter().enumerate() {
+                        let rows = &hidden[offsets[b] * h..offsets[b + 1] * h];
+                        pool(rows, h, self.sentence.pooling, &mut out[i * h..(i + 1) * h]);
+                    }
+                }
+                Backend::Candle(model) => {
+                    let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
+                    let input = Batch::new(&seqs, None, model.device())?;
+                    let hidden = model.forward(&input, None)?;
+                    let pooled = model.pool(&hidden, &input.mask, self.sentence.pooling, false)?;
+                    let pooled: Vec<f32> = pooled
+                        .to_device(&Device::Cpu)
+                        .ce()?
+                        .flatten_all()
+                        .ce()?
+                        .to_vec1()
+                        .ce()?;
+                    for (b, &i) in batch.iter().enumerate() {
+                        out[i * h..(i + 1) * h].copy_from_slice(&pooled[b * h..(b + 1) * h]);
+                    }
                 }
             }
         }
-        Embeddings::from_vec(h, out)
+        if self.sentence.normalize {
+            out.chunks_exact_mut(h).for_each(normalize);
+        }
+        Ok(Embeddings::from_vec(h, out))
     }
 }
 
@@ -168,7 +235,7 @@ impl Encoder for BertEncoder {
     }
 
     fn dim(&self) -> usize {
-        self.model.hidden_size()
+        self.config.hidden_size
     }
 
     fn fingerprint(&self) -> String {
@@ -189,7 +256,7 @@ impl Encoder for BertEncoder {
 
     fn encode(&self, texts: &[&str], kind: TextKind) -> Result<Embeddings> {
         let ids = self.tokenize(texts, kind)?;
-        Ok(self.encode_ids(&ids))
+        self.encode_ids(&ids)
     }
 }
 

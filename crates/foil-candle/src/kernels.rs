@@ -21,8 +21,10 @@ pub fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+    // 2^n: with n + 127 + 2^23 in [2^23, 2^24), the float's low mantissa bits hold n + 127,
+    // which shifted into the exponent field is 2^n (integer operations only, so this vectorizes).
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0x7f_ffff;
+    p * f32::from_bits(biased << 23)
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
@@ -60,8 +62,73 @@ pub enum Activation {
     Relu,
 }
 
-/// `row[i] = act(row[i] + bias[i])` for every row.
-pub fn bias_activation(rows: &mut [f32], bias: &[f32], act: Activation) {
+/// Defines `pub fn $name` that runs `$generic` compiled for AVX-512 or AVX2 + FMA when the CPU
+/// has them (chosen at run time), so that the loops in `$generic` are vectorized with the widest
+/// registers available while the binary still runs on any x86-64 CPU.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+/// Lanes of the partial sums in reductions: enough independent accumulators for the compiler
+/// to keep a vector register busy.
+const LANES: usize = 16;
+
+/// Sum of `x` with [`LANES`] partial sums.
+#[inline(always)]
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Maximum of `x` with [`LANES`] partial maxima.
+#[inline(always)]
+fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+#[inline(always)]
+fn bias_activation_generic(rows: &mut [f32], bias: &[f32], act: Activation) {
     for row in rows.chunks_exact_mut(bias.len()) {
         match act {
             Activation::Gelu => row
@@ -80,15 +147,25 @@ pub fn bias_activation(rows: &mut [f32], bias: &[f32], act: Activation) {
     }
 }
 
-/// `row[i] += bias[i]` for every row.
-pub fn add_bias(rows: &mut [f32], bias: &[f32]) {
+dispatch! {
+    /// `row[i] = act(row[i] + bias[i])` for every row.
+    fn bias_activation(rows: &mut [f32], bias: &[f32], act: Activation) => bias_activation_generic
+}
+
+#[inline(always)]
+fn add_bias_generic(rows: &mut [f32], bias: &[f32]) {
     for row in rows.chunks_exact_mut(bias.len()) {
         row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
     }
 }
 
-/// `x = LayerNorm(x + residual)` row by row, with weight `w`, bias `b` and `eps`.
-pub fn add_layer_norm(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) {
+dispatch! {
+    /// `row[i] += bias[i]` for every row.
+    fn add_bias(rows: &mut [f32], bias: &[f32]) => add_bias_generic
+}
+
+#[inline(always)]
+fn add_layer_norm_generic(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) {
     let h = w.len();
     for (i, row) in x.chunks_exact_mut(h).enumerate() {
         if let Some(res) = residual {
@@ -96,27 +173,46 @@ pub fn add_layer_norm(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f
                 .zip(&res[i * h..(i + 1) * h])
                 .for_each(|(x, r)| *x += r);
         }
-        let mean = row.iter().sum::<f32>() / h as f32;
-        let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / h as f32;
+        let mean = sum(row) / h as f32;
+        row.iter_mut().for_each(|x| *x -= mean);
+        let mut sq = [0f32; LANES];
+        for c in row.chunks_exact(LANES) {
+            for j in 0..LANES {
+                sq[j] += c[j] * c[j];
+            }
+        }
+        let tail: f32 = row
+            .chunks_exact(LANES)
+            .remainder()
+            .iter()
+            .map(|x| x * x)
+            .sum();
+        let var = (sq.iter().sum::<f32>() + tail) / h as f32;
         let inv = 1.0 / (var + eps).sqrt();
         row.iter_mut()
             .zip(w.iter().zip(b))
-            .for_each(|(x, (w, b))| *x = (*x - mean) * inv * w + b);
+            .for_each(|(x, (w, b))| *x = *x * inv * w + b);
     }
 }
 
-/// Softmax of each row of length `n`, in place.
-pub fn softmax_rows(x: &mut [f32], n: usize) {
+dispatch! {
+    /// `x = LayerNorm(x + residual)` row by row, with weight `w`, bias `b` and `eps`.
+    fn add_layer_norm(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) => add_layer_norm_generic
+}
+
+#[inline(always)]
+fn softmax_rows_generic(x: &mut [f32], n: usize) {
     for row in x.chunks_exact_mut(n) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        let m = max(row);
+        row.iter_mut().for_each(|v| *v = exp(*v - m));
+        let inv = 1.0 / sum(row);
         row.iter_mut().for_each(|v| *v *= inv);
     }
+}
+
+dispatch! {
+    /// Softmax of each row of length `n`, in place.
+    fn softmax_rows(x: &mut [f32], n: usize) => softmax_rows_generic
 }
 
 /// A strided view of a row-major matrix: element (i, j) is `data[i * row_stride + j * col_stride]`.

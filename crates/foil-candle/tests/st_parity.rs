@@ -121,3 +121,56 @@ fn prompts_change_the_fingerprint_and_the_vectors() {
     assert_eq!(q, direct);
     assert_ne!(q, p);
 }
+
+#[test]
+fn the_fused_path_equals_the_candle_model() {
+    let Some(dir) = minilm() else { return };
+    let texts = [
+        "Vitamin D and fractures in older adults.",
+        "x",
+        "",
+        "A longer passage about how the tides follow the moon and the sun, twice a day.",
+    ];
+    let fast = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
+    let candle = BertEncoder::load(
+        &dir,
+        &EncoderOptions {
+            device: Some("candle-cpu".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = fast.encode(&texts, TextKind::Passage).unwrap();
+    let b = candle.encode(&texts, TextKind::Passage).unwrap();
+    for (x, y) in a.data.iter().zip(&b.data) {
+        assert!((x - y).abs() < 2e-6, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn cuda_without_the_feature_is_a_clear_error() {
+    let Some(dir) = minilm() else { return };
+    if candle_core::utils::cuda_is_available() {
+        return;
+    }
+    let err = BertEncoder::load(
+        &dir,
+        &EncoderOptions {
+            device: Some("cuda".into()),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("built without CUDA"), "{err}");
+    let err = BertEncoder::load(
+        &dir,
+        &EncoderOptions {
+            device: Some("gpu7".into()),
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("bad device"), "{err}");
+}

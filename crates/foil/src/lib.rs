@@ -4,9 +4,14 @@
 //!
 //! - [`search`]: rank a corpus for the judged queries of a BEIR split and write a TREC run.
 //! - [`demo`]: the built-in dataset the README's main command runs on.
+//! - [`encode`]: texts → an embeddings store, through the embedding [`cache`], with any
+//!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
+pub mod cache;
 pub mod demo;
+pub mod encode;
+pub mod encoders;
 pub mod eval;
 pub mod search;
 pub mod threads;

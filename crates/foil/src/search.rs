@@ -10,9 +10,16 @@ use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
 use foil_core::fsutil::sha256_file;
 use foil_core::manifest::Manifest;
 use foil_core::trec::{Run, ScoredDoc};
-use foil_core::{Error, InputPolicy, Progress, Qrels, Query, Result, Retriever, SkipReport};
+use foil_core::{
+    Embeddings, Encoder, Error, Hit, InputPolicy, Progress, Qrels, Query, Result, Retriever,
+    SkipReport, TextKind,
+};
+use foil_dense::{exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
 use serde::Serialize;
 
+use crate::cache::EmbeddingCache;
+use crate::encode::encode_texts;
+use crate::encoders::EncoderSpec;
 use crate::threads::with_threads;
 
 /// Which retriever ranks the corpus.
@@ -20,6 +27,17 @@ use crate::threads::with_threads;
 #[serde(rename_all = "lowercase")]
 pub enum RetrieverKind {
     Bm25,
+    Dense,
+}
+
+/// How dense retrieval scores a (query, passage) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Similarity {
+    /// Cosine similarity: both sides L2-normalized, then the inner product.
+    Cosine,
+    /// The raw inner product.
+    Dot,
 }
 
 /// Configuration of a search run.
@@ -35,6 +53,13 @@ pub struct SearchConfig {
     pub bm25: Bm25Params,
     /// Load the BM25 index from this file when it is current, else build and save it there.
     pub index: Option<PathBuf>,
+    /// The encoder of dense retrieval.
+    pub encoder: Option<EncoderSpec>,
+    /// Precomputed passage vectors (an embeddings store written by `foil encode`).
+    pub corpus_embeddings: Option<PathBuf>,
+    /// The embedding cache folder; `None` disables it.
+    pub cache: Option<PathBuf>,
+    pub similarity: Similarity,
     pub threads: Option<usize>,
     pub skip_invalid: bool,
     /// The tag written in the run's last column.
@@ -85,21 +110,32 @@ pub fn run(config: &SearchConfig, progress: &dyn Progress) -> Result<SearchSumma
         .collect();
 
     let started = Instant::now();
-    let corpus_sha = sha256_file(&paths.corpus)?;
-    let (index, index_loaded) = with_threads(config.threads, || {
-        load_or_build(
-            config,
-            &paths.corpus,
-            &corpus_sha,
-            policy,
-            &mut skips,
-            progress,
-        )
-    })??;
+    let corpus = match config.retriever {
+        RetrieverKind::Bm25 => {
+            let corpus_sha = sha256_file(&paths.corpus)?;
+            let (index, loaded) = with_threads(config.threads, || {
+                load_or_build(
+                    config,
+                    &paths.corpus,
+                    &corpus_sha,
+                    policy,
+                    &mut skips,
+                    progress,
+                )
+            })??;
+            Corpus::Bm25 {
+                searcher: Box::new(Bm25Searcher::new(index, config.bm25)),
+                loaded,
+            }
+        }
+        RetrieverKind::Dense => with_threads(config.threads, || {
+            dense_corpus(config, &paths.corpus, policy, &mut skips, progress)
+        })??,
+    };
     let index_seconds = started.elapsed().as_secs_f64();
 
-    let doc_ids: HashSet<&str> = (0..index.num_docs() as u32)
-        .map(|d| index.doc_id(d))
+    let doc_ids: HashSet<&str> = (0..corpus.num_docs() as u32)
+        .map(|d| corpus.doc_id(d))
         .collect();
     let qrels = Qrels::read_checked(
         &qrels_path,
@@ -113,13 +149,10 @@ pub fn run(config: &SearchConfig, progress: &dyn Progress) -> Result<SearchSumma
     let texts: Vec<&str> = query_ids.iter().map(|q| query_text[q]).collect();
 
     let started = Instant::now();
-    let searcher = Bm25Searcher::new(index, config.bm25);
-    progress.begin("search", Some(texts.len() as u64));
-    let hits = with_threads(config.threads, || {
-        searcher.search_many(&texts, config.top_k, &|n| progress.update(n as u64))
-    })?;
-    progress.end();
+    let hits = with_threads(config.threads, || corpus.search(config, &texts, progress))??;
     let search_seconds = started.elapsed().as_secs_f64();
+    let index_loaded = corpus.loaded();
+    let searcher = &corpus;
 
     let mut run = Run::default();
     for (query, hits) in query_ids.iter().zip(hits) {
@@ -204,4 +237,162 @@ fn load_or_build(
         tracing::info!(index = %path.display(), "saved BM25 index");
     }
     Ok((index, false))
+}
+
+/// The corpus side of a search: a BM25 index, or passage vectors with the encoder for queries.
+enum Corpus {
+    Bm25 {
+        searcher: Box<Bm25Searcher>,
+        loaded: bool,
+    },
+    Dense {
+        ids: Vec<String>,
+        vectors: Embeddings,
+        encoder: Box<dyn Encoder>,
+        loaded: bool,
+    },
+}
+
+impl Corpus {
+    fn num_docs(&self) -> usize {
+        match self {
+            Corpus::Bm25 { searcher, .. } => searcher.num_docs(),
+            Corpus::Dense { ids, .. } => ids.len(),
+        }
+    }
+
+    fn doc_id(&self, doc: u32) -> &str {
+        match self {
+            Corpus::Bm25 { searcher, .. } => searcher.doc_id(doc),
+            Corpus::Dense { ids, .. } => &ids[doc as usize],
+        }
+    }
+
+    /// Whether the index or the passage vectors were loaded rather than computed.
+    fn loaded(&self) -> bool {
+        match self {
+            Corpus::Bm25 { loaded, .. } | Corpus::Dense { loaded, .. } => *loaded,
+        }
+    }
+
+    fn search(
+        &self,
+        config: &SearchConfig,
+        queries: &[&str],
+        progress: &dyn Progress,
+    ) -> Result<Vec<Vec<Hit>>> {
+        match self {
+            Corpus::Bm25 { searcher, .. } => {
+                progress.begin("search", Some(queries.len() as u64));
+                let hits =
+                    searcher.search_many(queries, config.top_k, &|n| progress.update(n as u64));
+                progress.end();
+                Ok(hits)
+            }
+            Corpus::Dense {
+                vectors, encoder, ..
+            } => {
+                let mut cache = match &config.cache {
+                    Some(root) => Some(EmbeddingCache::open(
+                        root,
+                        encoder.as_ref(),
+                        TextKind::Query,
+                    )?),
+                    None => None,
+                };
+                let mut q = Embeddings::new(encoder.dim());
+                encode_texts(
+                    encoder.as_ref(),
+                    queries,
+                    TextKind::Query,
+                    cache.as_mut(),
+                    progress,
+                    |_, v| {
+                        q.extend(v);
+                        Ok(())
+                    },
+                )?;
+                if config.similarity == Similarity::Cosine {
+                    normalize_rows(&mut q);
+                }
+                Ok(exact_top_k(
+                    &q,
+                    vectors,
+                    config.top_k,
+                    &TopKOptions::default(),
+                ))
+            }
+        }
+    }
+}
+
+/// Loads precomputed passage vectors, or encodes the corpus (through the cache).
+fn dense_corpus(
+    config: &SearchConfig,
+    corpus: &Path,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+    progress: &dyn Progress,
+) -> Result<Corpus> {
+    let spec = config
+        .encoder
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("dense retrieval needs a model (--model)".into()))?;
+    let encoder = spec.load()?;
+    let (ids, mut vectors, loaded) = match &config.corpus_embeddings {
+        Some(dir) => {
+            let stored = StoredEmbeddings::read(dir)?;
+            let expected = format!("{}|kind=Passage", encoder.fingerprint());
+            if !stored.header.encoder.starts_with(&expected) {
+                return Err(Error::Invalid(format!(
+                    "{}: these passage vectors were made by another encoder or with other settings ({:?})",
+                    dir.display(),
+                    stored.header.encoder
+                )));
+            }
+            if !stored.header.complete {
+                return Err(Error::Invalid(format!(
+                    "{}: the encode run that wrote these vectors did not finish",
+                    dir.display()
+                )));
+            }
+            (stored.ids, stored.embeddings, true)
+        }
+        None => {
+            let records =
+                crate::encode::read_texts(corpus, TextKind::Passage, policy, None, skips)?;
+            let texts: Vec<&str> = records.iter().map(|(_, t)| t.as_str()).collect();
+            let mut cache = match &config.cache {
+                Some(root) => Some(EmbeddingCache::open(
+                    root,
+                    encoder.as_ref(),
+                    TextKind::Passage,
+                )?),
+                None => None,
+            };
+            let mut vectors = Embeddings::new(encoder.dim());
+            encode_texts(
+                encoder.as_ref(),
+                &texts,
+                TextKind::Passage,
+                cache.as_mut(),
+                progress,
+                |_, v| {
+                    vectors.extend(v);
+                    Ok(())
+                },
+            )?;
+            let ids = records.into_iter().map(|(id, _)| id).collect();
+            (ids, vectors, false)
+        }
+    };
+    if config.similarity == Similarity::Cosine {
+        normalize_rows(&mut vectors);
+    }
+    Ok(Corpus::Dense {
+        ids,
+        vectors,
+        encoder,
+        loaded,
+    })
 }

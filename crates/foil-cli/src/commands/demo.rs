@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use foil::eval::{evaluate_files, evaluation_json, evaluation_table};
-use foil::search::{RetrieverKind, SearchConfig};
+use foil::search::{RetrieverKind, SearchConfig, Similarity};
 use foil_bm25::Bm25Params;
 use foil_core::eval::{EvalConfig, Measure};
 use foil_core::fsutil::write_atomic;
@@ -40,6 +40,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         output: run.clone(),
         bm25: Bm25Params::default(),
         index: Some(args.output.join("index/bm25.idx")),
+        encoder: None,
+        corpus_embeddings: None,
+        cache: None,
+        similarity: Similarity::Cosine,
         threads: args.threads,
         skip_invalid: false,
         tag: "foil-bm25".into(),

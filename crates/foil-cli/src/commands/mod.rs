@@ -1,6 +1,8 @@
 //! The subcommands; each parses its flags into a stage configuration and calls the stage.
 
 mod demo;
+mod encode;
+mod encoder_args;
 mod eval;
 mod search;
 
@@ -13,10 +15,13 @@ pub enum Command {
     /// Run foil's main job on the built-in demo dataset: write it, search it with BM25, and
     /// evaluate the run.
     Demo(demo::DemoArgs),
+    /// Embed the texts of a corpus or queries file with a bi-encoder and store the vectors.
+    Encode(encode::EncodeArgs),
     /// Evaluate a TREC run against qrels (nDCG, MAP, recall, P, MRR at several cutoffs), or
     /// compare two runs with paired significance tests.
     Eval(eval::EvalArgs),
-    /// Rank a BEIR corpus for the queries judged in a split and write a TREC run.
+    /// Rank a BEIR corpus (BM25 or a dense bi-encoder) for the queries judged in a split and
+    /// write a TREC run.
     Search(search::SearchArgs),
 }
 
@@ -24,6 +29,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => demo::run(args),
+        Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Search(args) => search::run(args),
     }

@@ -6,15 +6,26 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use foil::search::{RetrieverKind, SearchConfig};
+use foil::search::{RetrieverKind, SearchConfig, Similarity};
 use foil_bm25::Bm25Params;
 
+use super::encoder_args::{cache_dir, EncoderArgs};
 use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RetrieverArg {
     /// Lucene BM25 over foil's in-memory inverted index.
     Bm25,
+    /// A bi-encoder (--model) and exact inner-product search.
+    Dense,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SimilarityArg {
+    /// Inner product of L2-normalized vectors.
+    Cosine,
+    /// Raw inner product.
+    Dot,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +66,20 @@ pub struct SearchArgs {
     /// Hide progress bars.
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+    /// Dense: precomputed passage vectors (a folder written by `foil encode`).
+    #[arg(long)]
+    corpus_embeddings: Option<PathBuf>,
+    /// Dense: similarity of query and passage vectors.
+    #[arg(long, value_enum, default_value = "cosine")]
+    similarity: SimilarityArg,
+    /// Dense: do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Dense: the embedding cache folder (default: $FOIL_CACHE/embeddings or ~/.cache/foil/embeddings).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
@@ -64,6 +89,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         split: args.split,
         retriever: match args.retriever {
             RetrieverArg::Bm25 => RetrieverKind::Bm25,
+            RetrieverArg::Dense => RetrieverKind::Dense,
         },
         top_k: args.top_k,
         output: args.output,
@@ -72,6 +98,13 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
             b: args.b,
         },
         index: args.index,
+        encoder: args.encoder.spec(),
+        corpus_embeddings: args.corpus_embeddings,
+        cache: cache_dir(args.no_cache, args.cache_dir),
+        similarity: match args.similarity {
+            SimilarityArg::Cosine => Similarity::Cosine,
+            SimilarityArg::Dot => Similarity::Dot,
+        },
         threads: args.threads,
         skip_invalid: args.skip_invalid,
         tag: args.tag,
@@ -80,7 +113,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         foil::search::run(&config, &Bars::new(args.no_progress)).context("search failed")?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "search: {} documents ({} index in {:.2}s), {} queries, {} results in {:.2}s ({:.0} queries/s), {}, {:.2}s total -> {}",
+        "search: {} documents ({} index/vectors in {:.2}s), {} queries, {} results in {:.2}s ({:.0} queries/s), {}, {:.2}s total -> {}",
         summary.documents,
         if summary.index_loaded { "loaded" } else { "built" },
         summary.index_seconds,

@@ -1,0 +1,102 @@
+//! `foil encode`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use foil::encode::EncodeConfig;
+use foil_core::TextKind;
+
+use super::encoder_args::{cache_dir, EncoderArgs};
+use crate::progress::Bars;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KindArg {
+    Query,
+    Passage,
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    encoder: EncoderArgs,
+    /// A BEIR corpus.jsonl (passages: title + " " + text) or queries.jsonl.
+    #[arg(long)]
+    input: PathBuf,
+    /// Whether the texts are passages or queries (they get different prompts).
+    #[arg(long, value_enum, default_value = "passage")]
+    kind: KindArg,
+    /// Output folder: header.json, ids.jsonl, vectors.f32 (row-major little-endian f32),
+    /// manifest.json. A killed run resumes from what it committed.
+    #[arg(long)]
+    output: PathBuf,
+    /// Encode only the first N records.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// The embedding cache folder (default: $FOIL_CACHE/embeddings or ~/.cache/foil/embeddings).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Skip invalid records (counted in the summary and the manifest) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Print a JSON object with the counts and timings on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Hide progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let encoder = args.encoder.spec().context("give --model")?;
+    let config = EncodeConfig {
+        encoder,
+        input: args.input,
+        kind: match args.kind {
+            KindArg::Query => TextKind::Query,
+            KindArg::Passage => TextKind::Passage,
+        },
+        output: args.output,
+        limit: args.limit,
+        cache: cache_dir(args.no_cache, args.cache_dir),
+        threads: args.threads,
+        skip_invalid: args.skip_invalid,
+    };
+    let s = foil::encode::run(&config, &Bars::new(args.no_progress)).context("encode failed")?;
+    let fresh = s.texts - s.resumed;
+    let per_s = s.cache.encoded as f64 / s.encode_seconds.max(1e-9);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "texts": s.texts, "resumed": s.resumed, "cache_hits": s.cache.hits,
+                "encoded": s.cache.encoded, "dim": s.dim, "encode_seconds": s.encode_seconds,
+                "passages_per_s": per_s,
+            })
+        );
+    }
+    eprintln!(
+        "encode: {} texts ({} resumed, {} from cache, {} encoded) in {:.2}s, {:.1} passages/s, dim {}, {}, {:.2}s total -> {}",
+        s.texts,
+        s.resumed,
+        s.cache.hits,
+        s.cache.encoded,
+        s.encode_seconds,
+        per_s,
+        s.dim,
+        s.skips.summary(),
+        started.elapsed().as_secs_f64(),
+        config.output.display()
+    );
+    let _ = fresh;
+    Ok(ExitCode::SUCCESS)
+}

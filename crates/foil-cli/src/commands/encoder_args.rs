@@ -1,0 +1,93 @@
+//! The flags that choose an encoder, shared by every command that embeds text.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use foil::encoders::EncoderSpec;
+use foil_candle::config::Pooling;
+use foil_candle::EncoderOptions;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PoolingArg {
+    Mean,
+    Cls,
+}
+
+#[derive(Debug, Args)]
+pub struct EncoderArgs {
+    /// The bi-encoder: a Hugging Face / sentence-transformers folder, or the name of a model
+    /// installed by scripts/fetch-models.sh (e.g. all-MiniLM-L6-v2); with --encoder-url, the
+    /// model name the server knows.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Use an OpenAI-compatible embeddings server at this base URL (TEI, vLLM, llama.cpp, hosted).
+    #[arg(long, value_name = "URL")]
+    pub encoder_url: Option<String>,
+    /// The environment variable that holds the server's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Requests in flight at once to the embeddings server.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Texts per forward pass (local) or per request (server).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Longest input in tokens (default: the model's max_seq_length).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Override the model's pooling.
+    #[arg(long, value_enum)]
+    pub pooling: Option<PoolingArg>,
+    /// Prepended to every query (e.g. "query: " for E5).
+    #[arg(long)]
+    pub query_prompt: Option<String>,
+    /// Prepended to every passage (e.g. "passage: " for E5).
+    #[arg(long)]
+    pub passage_prompt: Option<String>,
+    /// cpu (fused CPU kernels), cuda or cuda:N (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl EncoderArgs {
+    /// The encoder these flags describe, if a model was given.
+    pub fn spec(&self) -> Option<EncoderSpec> {
+        let model = self.model.clone()?;
+        Some(match &self.encoder_url {
+            Some(url) => EncoderSpec::Openai {
+                base_url: url.clone(),
+                model: model.display().to_string(),
+                api_key_env: self.api_key_env.clone(),
+                batch_size: self.batch_size,
+                concurrency: self.concurrency,
+                dimensions: None,
+                query_prompt: self.query_prompt.clone().unwrap_or_default(),
+                passage_prompt: self.passage_prompt.clone().unwrap_or_default(),
+            },
+            None => EncoderSpec::Local {
+                model,
+                options: EncoderOptions {
+                    batch_size: Some(self.batch_size),
+                    max_length: self.max_length,
+                    pooling: self.pooling.map(|p| match p {
+                        PoolingArg::Mean => Pooling::Mean,
+                        PoolingArg::Cls => Pooling::Cls,
+                    }),
+                    normalize: None,
+                    query_prompt: self.query_prompt.clone(),
+                    passage_prompt: self.passage_prompt.clone(),
+                    device: Some(self.device.clone()),
+                },
+            },
+        })
+    }
+}
+
+/// Where the embedding cache lives, from `--no-cache` / `--cache-dir`.
+pub fn cache_dir(no_cache: bool, dir: Option<PathBuf>) -> Option<PathBuf> {
+    if no_cache {
+        None
+    } else {
+        Some(dir.unwrap_or_else(foil::cache::default_cache_dir))
+    }
+}

@@ -1,0 +1,17 @@
+//! foil's dense retrieval: embedding files, the embedding cache and exact top-k search by blocked
+//! matrix multiply.
+//!
+//! - [`vectors`]: [`EmbeddingsView`] (a borrowed matrix), the reference inner product [`dot`]
+//!   and [`normalize_rows`] (cosine similarity is the inner product of normalized rows).
+//! - [`topk`]: [`exact_top_k`], exact inner-product search, deterministic whatever the threads
+//!   and block sizes.
+//! - [`store`]: the on-disk embeddings folder (`header.json`, `ids.jsonl`, `vectors.f32`),
+//!   appended chunk by chunk so that a killed encoding job resumes.
+
+pub mod store;
+pub mod topk;
+pub mod vectors;
+
+pub use store::{EmbeddingsReader, EmbeddingsWriter, StoreHeader, StoreSpec, StoredEmbeddings};
+pub use topk::{exact_top_k, exact_top_k_view, Threading, TopKOptions};
+pub use vectors::{dot, normalize_rows, normalize_rows_in, EmbeddingsView};

@@ -1,0 +1,681 @@
+//! The on-disk embeddings store: a folder of vectors and their ids, appended chunk by chunk so
+//! that a long encoding job killed half-way resumes where it stopped.
+//!
+//! ```text
+//! <dir>/header.json   {"format": "foil-embeddings", "version": 1, "dim": 384, "count": 1000,
+//!                      "normalized": true, "encoder": "<fingerprint>", "dtype": "f32le",
+//!                      "ids_bytes": 9890, "complete": true}
+//! <dir>/ids.jsonl     one JSON string per row: "doc-17"
+//! <dir>/vectors.f32   count × dim little-endian f32, row-major, nothing else
+//! ```
+//!
+//! `header.json` is the commit point. [`EmbeddingsWriter::append`] appends the chunk's ids and
+//! vectors to the two data files, syncs them, then replaces `header.json` atomically with the
+//! new `count` (rows) and `ids_bytes` (committed length of `ids.jsonl`). A process killed
+//! during an append leaves the previous header, so readers see the last committed chunk:
+//! they read exactly `count` rows and the first `ids_bytes` of `ids.jsonl` and ignore
+//! anything after (a partial chunk, possibly ending in a partial row or line), and
+//! [`EmbeddingsWriter::resume`] truncates the data files back to the committed lengths before
+//! appending again. `complete` is set by [`EmbeddingsWriter::finish`]. `vectors.f32` has no
+//! header, so that it can be memory-mapped as a row-major `f32` matrix.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Read, Take, Write};
+use std::path::{Path, PathBuf};
+
+use foil_core::fsutil::write_atomic;
+use foil_core::{Embeddings, Error, Result, SkipReason};
+use serde::{Deserialize, Serialize};
+
+use crate::vectors::EmbeddingsView;
+
+/// The `format` of every header.
+pub const FORMAT: &str = "foil-embeddings";
+/// The version of the format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The only element type so far.
+pub const DTYPE: &str = "f32le";
+pub const HEADER_FILE: &str = "header.json";
+pub const IDS_FILE: &str = "ids.jsonl";
+pub const VECTORS_FILE: &str = "vectors.f32";
+
+/// What the vectors of a store are: the part of the header its writer chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    pub dim: usize,
+    /// Whether the rows have unit norm.
+    pub normalized: bool,
+    /// The encoder's fingerprint ([`foil_core::Encoder::fingerprint`]).
+    pub encoder: String,
+}
+
+/// `header.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHeader {
+    pub format: String,
+    pub version: u32,
+    pub dim: usize,
+    /// Committed rows.
+    pub count: u64,
+    pub normalized: bool,
+    pub encoder: String,
+    pub dtype: String,
+    /// Committed length of `ids.jsonl` in bytes.
+    pub ids_bytes: u64,
+    /// Set once the writer finished; false while a job is (or was, when killed) appending.
+    pub complete: bool,
+}
+
+impl StoreHeader {
+    fn new(spec: &StoreSpec) -> Self {
+        Self {
+            format: FORMAT.to_string(),
+            version: FORMAT_VERSION,
+            dim: spec.dim,
+            count: 0,
+            normalized: spec.normalized,
+            encoder: spec.encoder.clone(),
+            dtype: DTYPE.to_string(),
+            ids_bytes: 0,
+            complete: false,
+        }
+    }
+
+    /// Reads and checks `<dir>/header.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(HEADER_FILE);
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let header: StoreHeader =
+            serde_json::from_slice(&text).map_err(|e| Error::format(&path, e.to_string()))?;
+        if header.format != FORMAT {
+            return Err(Error::format(
+                &path,
+                format!("not an embeddings store: format {:?}", header.format),
+            ));
+        }
+        if header.version != FORMAT_VERSION {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                    header.version
+                ),
+            ));
+        }
+        if header.dtype != DTYPE || header.dim == 0 {
+            return Err(Error::format(
+                &path,
+                format!("unsupported dtype {:?} or dim {}", header.dtype, header.dim),
+            ));
+        }
+        Ok(header)
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(HEADER_FILE);
+        let mut text =
+            serde_json::to_vec_pretty(self).map_err(|e| Error::format(&path, e.to_string()))?;
+        text.push(b'\n');
+        write_atomic(&path, &text)
+    }
+
+    /// Committed length of `vectors.f32` in bytes.
+    pub fn vectors_bytes(&self) -> u64 {
+        self.count.saturating_mul(self.dim as u64 * 4)
+    }
+
+    fn spec_mismatch(&self, spec: &StoreSpec) -> Option<String> {
+        if self.dim != spec.dim {
+            Some(format!("dim {}, not {}", self.dim, spec.dim))
+        } else if self.encoder != spec.encoder {
+            Some(format!(
+                "encoder {:?}, not {:?}",
+                self.encoder, spec.encoder
+            ))
+        } else if self.normalized != spec.normalized {
+            Some(format!(
+                "normalized {}, not {}",
+                self.normalized, spec.normalized
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Appends rows to a store; see the module documentation for the commit protocol.
+///
+/// One writer per folder at a time. After an append fails half-way, the writer refuses further
+/// appends; [`EmbeddingsWriter::resume`] continues from the last committed chunk.
+pub struct EmbeddingsWriter {
+    dir: PathBuf,
+    header: StoreHeader,
+    ids: BufWriter<File>,
+    vectors: BufWriter<File>,
+    /// An append failed after writing part of its chunk.
+    failed: bool,
+}
+
+impl EmbeddingsWriter {
+    /// Starts an empty store in `dir` (created if needed), replacing any store there.
+    pub fn create(dir: &Path, spec: &StoreSpec) -> Result<Self> {
+        if spec.dim == 0 {
+            return Err(Error::Invalid("embeddings store: dim must be > 0".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // The empty header first: from then on, whatever the data files hold is uncommitted.
+        let header = StoreHeader::new(spec);
+        header.write(dir)?;
+        Self::open_data(dir, header, true)
+    }
+
+    /// Continues the store in `dir`: drops what an interrupted append left past the last
+    /// committed chunk, and appends after it. Starts a new store if `dir` has none. Fails if
+    /// the store holds other vectors (dimension, encoder or normalization differ from `spec`).
+    pub fn resume(dir: &Path, spec: &StoreSpec) -> Result<Self> {
+        if !dir.join(HEADER_FILE).exists() {
+            return Self::create(dir, spec);
+        }
+        let header = StoreHeader::read(dir)?;
+        if let Some(what) = header.spec_mismatch(spec) {
+            return Err(Error::Invalid(format!(
+                "{}: the store holds vectors of {what}; remove it or write elsewhere",
+                dir.display()
+            )));
+        }
+        for (name, len) in [
+            (IDS_FILE, header.ids_bytes),
+            (VECTORS_FILE, header.vectors_bytes()),
+        ] {
+            let path = dir.join(name);
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            let actual = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            if actual < len {
+                return Err(Error::format(
+                    &path,
+                    format!("{actual} bytes, but header.json commits {len}"),
+                ));
+            }
+            file.set_len(len).map_err(|e| Error::io(&path, e))?;
+        }
+        Self::open_data(dir, header, false)
+    }
+
+    fn open_data(dir: &Path, header: StoreHeader, truncate: bool) -> Result<Self> {
+        let open = |name: &str| -> Result<BufWriter<File>> {
+            let path = dir.join(name);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(!truncate)
+                .write(true)
+                .truncate(truncate)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            Ok(BufWriter::with_capacity(1 << 16, file))
+        };
+        Ok(Self {
+            ids: open(IDS_FILE)?,
+            vectors: open(VECTORS_FILE)?,
+            dir: dir.to_path_buf(),
+            header,
+            failed: false,
+        })
+    }
+
+    /// The header as committed so far (`count` rows).
+    pub fn header(&self) -> &StoreHeader {
+        &self.header
+    }
+
+    /// Appends one chunk (`ids[i]` names row `i` of `vectors`) and commits it: once this
+    /// returns, a reader or a resumed writer sees the chunk. Rows must be finite.
+    pub fn append<S: AsRef<str>>(&mut self, ids: &[S], vectors: EmbeddingsView<'_>) -> Result<()> {
+        let dim = self.header.dim;
+        if ids.len() != vectors.len() {
+            return Err(Error::Invalid(format!(
+                "{} ids for {} vectors",
+                ids.len(),
+                vectors.len()
+            )));
+        }
+        if !vectors.is_empty() && vectors.dim != dim {
+            return Err(Error::Invalid(format!(
+                "vectors of dimension {} for a store of dimension {dim}",
+                vectors.dim
+            )));
+        }
+        if let Some(bad) = vectors.data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "vector of id {:?} has a non-finite value ({})",
+                ids[bad / dim].as_ref(),
+                vectors.data[bad]
+            )));
+        }
+        if self.failed {
+            return Err(Error::Invalid(format!(
+                "{}: an earlier append failed; resume the store to continue",
+                self.dir.display()
+            )));
+        }
+        self.failed = true;
+        self.write_chunk(ids, vectors)?;
+        self.failed = false;
+        Ok(())
+    }
+
+    fn write_chunk<S: AsRef<str>>(&mut self, ids: &[S], vectors: EmbeddingsView<'_>) -> Result<()> {
+        let ids_path = self.dir.join(IDS_FILE);
+        let vectors_path = self.dir.join(VECTORS_FILE);
+        let mut ids_bytes = 0u64;
+        for id in ids {
+            let mut line = serde_json::to_string(id.as_ref())
+                .map_err(|e| Error::format(&ids_path, e.to_string()))?;
+            line.push('\n');
+            self.ids
+                .write_all(line.as_bytes())
+                .map_err(|e| Error::io(&ids_path, e))?;
+            ids_bytes += line.len() as u64;
+        }
+        let mut buf = Vec::with_capacity(1 << 16);
+        for chunk in vectors.data.chunks(1 << 14) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+            self.vectors
+                .write_all(&buf)
+                .map_err(|e| Error::io(&vectors_path, e))?;
+        }
+        for (w, path) in [
+            (&mut self.ids, &ids_path),
+            (&mut self.vectors, &vectors_path),
+        ] {
+            w.flush().map_err(|e| Error::io(path, e))?;
+            w.get_ref().sync_data().map_err(|e| Error::io(path, e))?;
+        }
+        let mut header = self.header.clone();
+        header.count += ids.len() as u64;
+        header.ids_bytes += ids_bytes;
+        header.complete = false;
+        header.write(&self.dir)?;
+        self.header = header;
+        Ok(())
+    }
+
+    /// Marks the store complete.
+    pub fn finish(mut self) -> Result<StoreHeader> {
+        if self.failed {
+            return Err(Error::Invalid(format!(
+                "{}: an earlier append failed; resume the store to continue",
+                self.dir.display()
+            )));
+        }
+        self.header.complete = true;
+        self.header.write(&self.dir)?;
+        Ok(self.header)
+    }
+}
+
+/// Streams the committed rows of a store, in order.
+pub struct EmbeddingsReader {
+    dir: PathBuf,
+    header: StoreHeader,
+    ids: Take<BufReader<File>>,
+    vectors: Take<BufReader<File>>,
+    /// Rows read so far.
+    row: u64,
+    line: String,
+}
+
+impl EmbeddingsReader {
+    /// Opens the store in `dir` (complete or not: check [`StoreHeader::complete`]).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let header = StoreHeader::read(dir)?;
+        let open = |name: &str, len: u64| -> Result<Take<BufReader<File>>> {
+            let path = dir.join(name);
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let actual = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            if actual < len {
+                return Err(Error::format(
+                    &path,
+                    format!("{actual} bytes, but header.json commits {len}"),
+                ));
+            }
+            Ok(BufReader::with_capacity(1 << 16, file).take(len))
+        };
+        Ok(Self {
+            ids: open(IDS_FILE, header.ids_bytes)?,
+            vectors: open(VECTORS_FILE, header.vectors_bytes())?,
+            dir: dir.to_path_buf(),
+            header,
+            row: 0,
+            line: String::new(),
+        })
+    }
+
+    pub fn header(&self) -> &StoreHeader {
+        &self.header
+    }
+
+    /// The next (up to) `max_rows` rows, or `None` after the last.
+    pub fn read_chunk(&mut self, max_rows: usize) -> Result<Option<(Vec<String>, Embeddings)>> {
+        let rows = (self.header.count - self.row).min(max_rows.max(1) as u64) as usize;
+        if rows == 0 {
+            self.check_ids_end()?;
+            return Ok(None);
+        }
+        let ids_path = self.dir.join(IDS_FILE);
+        let mut ids = Vec::with_capacity(rows);
+        for _ in 0..rows {
+            self.line.clear();
+            let n = self
+                .ids
+                .read_line(&mut self.line)
+                .map_err(|e| Error::io(&ids_path, e))?;
+            let line_no = self.row + ids.len() as u64 + 1;
+            if n == 0 {
+                return Err(Error::format(
+                    &ids_path,
+                    format!(
+                        "{} ids, but header.json says {}",
+                        line_no - 1,
+                        self.header.count
+                    ),
+                ));
+            }
+            let id: String = serde_json::from_str(&self.line).map_err(|e| Error::Input {
+                file: ids_path.clone(),
+                line: line_no,
+                reason: SkipReason::MalformedJson,
+                message: format!("{e}: {:?}", self.line.trim_end()),
+            })?;
+            ids.push(id);
+        }
+        let dim = self.header.dim;
+        let vectors_path = self.dir.join(VECTORS_FILE);
+        let mut data = Vec::with_capacity(rows * dim);
+        let mut bytes = vec![0u8; 1 << 16];
+        while data.len() < rows * dim {
+            let n = ((rows * dim - data.len()) * 4).min(bytes.len());
+            self.vectors
+                .read_exact(&mut bytes[..n])
+                .map_err(|e| Error::io(&vectors_path, e))?;
+            data.extend(
+                bytes[..n]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        self.row += rows as u64;
+        Ok(Some((ids, Embeddings::from_vec(dim, data))))
+    }
+
+    /// All remaining rows.
+    pub fn read_all(mut self) -> Result<StoredEmbeddings> {
+        let rows = (self.header.count - self.row) as usize;
+        let (ids, embeddings) = self
+            .read_chunk(rows)?
+            .unwrap_or_else(|| (Vec::new(), Embeddings::new(self.header.dim)));
+        self.check_ids_end()?;
+        Ok(StoredEmbeddings {
+            header: self.header,
+            ids,
+            embeddings,
+        })
+    }
+
+    fn check_ids_end(&mut self) -> Result<()> {
+        let path = self.dir.join(IDS_FILE);
+        let mut rest = [0u8; 1];
+        let n = self.ids.read(&mut rest).map_err(|e| Error::io(&path, e))?;
+        if n > 0 {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "more than the {} ids header.json commits",
+                    self.header.count
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A whole store in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEmbeddings {
+    pub header: StoreHeader,
+    pub ids: Vec<String>,
+    pub embeddings: Embeddings,
+}
+
+impl StoredEmbeddings {
+    /// Reads the committed rows of the store in `dir`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        EmbeddingsReader::open(dir)?.read_all()
+    }
+
+    /// Writes a complete store in `dir` in one chunk, replacing any store there.
+    pub fn write<S: AsRef<str>>(
+        dir: &Path,
+        spec: &StoreSpec,
+        ids: &[S],
+        vectors: EmbeddingsView<'_>,
+    ) -> Result<StoreHeader> {
+        let mut writer = EmbeddingsWriter::create(dir, spec)?;
+        writer.append(ids, vectors)?;
+        writer.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foil_core::rng::SplitMix64;
+
+    fn spec(dim: usize) -> StoreSpec {
+        StoreSpec {
+            dim,
+            normalized: true,
+            encoder: "fake-encoder@1".into(),
+        }
+    }
+
+    fn rows(seed: u64, n: usize, dim: usize) -> (Vec<String>, Embeddings) {
+        let mut rng = SplitMix64::new(seed);
+        let ids = (0..n).map(|i| format!("doc-{seed}-{i}")).collect();
+        let data = (0..n * dim).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        (ids, Embeddings::from_vec(dim, data))
+    }
+
+    fn append_raw(path: &Path, bytes: &[u8]) {
+        let mut f = OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    #[test]
+    fn round_trip_in_chunks_and_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids_a, a) = rows(1, 5, 7);
+        let (ids_b, b) = rows(2, 4, 7);
+        let mut w = EmbeddingsWriter::create(dir.path(), &spec(7)).unwrap();
+        w.append(&ids_a, (&a).into()).unwrap();
+        w.append::<String>(&[], EmbeddingsView::new(7, &[]))
+            .unwrap();
+        w.append(&ids_b, (&b).into()).unwrap();
+        let header = w.finish().unwrap();
+        assert_eq!((header.count, header.dim, header.complete), (9, 7, true));
+        assert_eq!(header.encoder, "fake-encoder@1");
+
+        let all = StoredEmbeddings::read(dir.path()).unwrap();
+        assert_eq!(all.header, header);
+        assert_eq!(all.ids, [ids_a.clone(), ids_b.clone()].concat());
+        let mut both = a.clone();
+        both.extend(&b);
+        assert_eq!(all.embeddings, both);
+        // Little-endian f32, row-major, nothing else.
+        let raw = std::fs::read(dir.path().join(VECTORS_FILE)).unwrap();
+        assert_eq!(raw.len(), 9 * 7 * 4);
+        assert_eq!(raw[..4], a.data[0].to_le_bytes());
+
+        let mut reader = EmbeddingsReader::open(dir.path()).unwrap();
+        let mut streamed = Embeddings::new(7);
+        let mut streamed_ids = Vec::new();
+        while let Some((ids, e)) = reader.read_chunk(4).unwrap() {
+            assert!(ids.len() <= 4 && ids.len() == e.len());
+            streamed_ids.extend(ids);
+            streamed.extend(&e);
+        }
+        assert_eq!((streamed_ids, streamed), (all.ids, all.embeddings));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_ids_and_chunking_round_trip(
+            ids in proptest::collection::vec(proptest::prelude::any::<String>(), 0..12),
+            dim in 1usize..5,
+            chunk in 1usize..6,
+            seed: u64,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut rng = SplitMix64::new(seed);
+            let data: Vec<f32> = (0..ids.len() * dim)
+                .map(|_| f32::from_bits(rng.next_u64() as u32))
+                .map(|x| if x.is_finite() { x } else { 0.5 })
+                .collect();
+            let e = Embeddings::from_vec(dim, data);
+            let mut w = EmbeddingsWriter::create(dir.path(), &spec(dim)).unwrap();
+            for (i, names) in ids.chunks(chunk).enumerate() {
+                let rows = i * chunk..i * chunk + names.len();
+                w.append(names, EmbeddingsView::from(&e).rows(rows)).unwrap();
+            }
+            w.finish().unwrap();
+            let back = StoredEmbeddings::read(dir.path()).unwrap();
+            proptest::prop_assert_eq!(&back.ids, &ids);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(bits(&back.embeddings.data), bits(&e.data));
+        }
+    }
+
+    #[test]
+    fn odd_ids_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["quote \" and \\", "line\nbreak", "ünïcödé 文", ""];
+        let e = Embeddings::from_vec(
+            2,
+            vec![1.0, -0.0, f32::MIN_POSITIVE, f32::MAX, 0.5, 2.0, 3.0, 4.0],
+        );
+        StoredEmbeddings::write(dir.path(), &spec(2), &ids, (&e).into()).unwrap();
+        let back = StoredEmbeddings::read(dir.path()).unwrap();
+        assert_eq!(back.ids, ids);
+        assert_eq!(back.embeddings.data[1].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(back.embeddings, e);
+    }
+
+    #[test]
+    fn a_killed_append_is_ignored_by_readers_and_cut_by_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids_a, a) = rows(1, 6, 5);
+        let (ids_b, b) = rows(2, 3, 5);
+        let mut w = EmbeddingsWriter::create(dir.path(), &spec(5)).unwrap();
+        w.append(&ids_a, (&a).into()).unwrap();
+        drop(w);
+        // A kill in the middle of the next chunk: one whole row and half of the next were
+        // written, and an id line and a half; header.json still commits the first chunk.
+        append_raw(&dir.path().join(IDS_FILE), b"\"doc-2-0\"\n\"doc-2-");
+        let partial: Vec<u8> = b.data[..8].iter().flat_map(|x| x.to_le_bytes()).collect();
+        append_raw(&dir.path().join(VECTORS_FILE), &partial[..30]);
+
+        let seen = StoredEmbeddings::read(dir.path()).unwrap();
+        assert_eq!(
+            (seen.ids.clone(), seen.embeddings.clone()),
+            (ids_a.clone(), a.clone())
+        );
+        assert!(!seen.header.complete);
+
+        let mut w = EmbeddingsWriter::resume(dir.path(), &spec(5)).unwrap();
+        assert_eq!(w.header().count, 6);
+        w.append(&ids_b, (&b).into()).unwrap();
+        w.finish().unwrap();
+        let all = StoredEmbeddings::read(dir.path()).unwrap();
+        let mut both = a.clone();
+        both.extend(&b);
+        assert_eq!(all.ids, [ids_a, ids_b].concat());
+        assert_eq!(all.embeddings, both);
+        assert!(all.header.complete);
+        let len = std::fs::metadata(dir.path().join(VECTORS_FILE))
+            .unwrap()
+            .len();
+        assert_eq!(len, 9 * 5 * 4);
+    }
+
+    #[test]
+    fn resume_without_a_store_creates_one_and_refuses_other_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, a) = rows(3, 2, 4);
+        let mut w = EmbeddingsWriter::resume(dir.path(), &spec(4)).unwrap();
+        w.append(&ids, (&a).into()).unwrap();
+        drop(w);
+        let other = StoreSpec {
+            encoder: "other".into(),
+            ..spec(4)
+        };
+        let err = EmbeddingsWriter::resume(dir.path(), &other).err().unwrap();
+        assert!(
+            err.to_string().contains("encoder \"fake-encoder@1\""),
+            "{err}"
+        );
+        assert!(EmbeddingsWriter::resume(dir.path(), &spec(5)).is_err());
+        // create replaces the store.
+        let w = EmbeddingsWriter::create(dir.path(), &other).unwrap();
+        w.finish().unwrap();
+        let back = StoredEmbeddings::read(dir.path()).unwrap();
+        assert_eq!((back.header.count, back.ids.len()), (0, 0));
+        assert_eq!(
+            std::fs::metadata(dir.path().join(IDS_FILE)).unwrap().len(),
+            0
+        );
+    }
+
+    #[test]
+    fn bad_appends_and_damaged_stores_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = EmbeddingsWriter::create(dir.path(), &spec(2)).unwrap();
+        let e = Embeddings::from_vec(2, vec![1.0, 2.0, f32::NAN, 0.0]);
+        let err = w.append(&["a", "b"], (&e).into()).err().unwrap();
+        assert!(err.to_string().contains("\"b\""), "{err}");
+        assert!(w.append(&["a"], (&e).into()).is_err());
+        let three = Embeddings::from_vec(3, vec![1.0, 2.0, 3.0]);
+        assert!(w.append(&["a"], (&three).into()).is_err());
+        assert_eq!(w.header().count, 0);
+        let ok = Embeddings::from_vec(2, vec![1.0, 2.0, 3.0, 4.0]);
+        w.append(&["a", "b"], (&ok).into()).unwrap();
+        w.finish().unwrap();
+        assert!(EmbeddingsWriter::create(dir.path(), &spec(0)).is_err());
+
+        // Data files shorter than the header commits.
+        let vectors = dir.path().join(VECTORS_FILE);
+        let bytes = std::fs::read(&vectors).unwrap();
+        std::fs::write(&vectors, &bytes[..10]).unwrap();
+        let err = StoredEmbeddings::read(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("header.json commits 16"), "{err}");
+        std::fs::write(&vectors, &bytes).unwrap();
+
+        // A malformed id line names its line.
+        let ids = dir.path().join(IDS_FILE);
+        std::fs::write(&ids, b"\"a\"\nb  \n").unwrap();
+        let err = StoredEmbeddings::read(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("ids.jsonl:2: "), "{err}");
+        std::fs::write(&ids, b"\"a\"\n\"b\"\n").unwrap();
+        assert_eq!(StoredEmbeddings::read(dir.path()).unwrap().ids, ["a", "b"]);
+
+        // Another format version.
+        let header = dir.path().join(HEADER_FILE);
+        let text = std::fs::read_to_string(&header).unwrap();
+        std::fs::write(&header, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
+        let err = StoredEmbeddings::read(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("format version 2"), "{err}");
+    }
+}
