@@ -234,6 +234,12 @@ if "foil" in tools and "st" in tools:
 # Quality cross-check: cosine of foil's vectors vs sentence-transformers', row by row.
 quality = None
 foil_vec = os.path.join(E["FOIL_OUT"], "vectors.npy")
+foil_f32 = os.path.join(E["FOIL_OUT"], "vectors.f32")
+if not os.path.exists(foil_vec) and os.path.exists(foil_f32):
+    # foil's store: header.json gives dim; vectors.f32 is row-major little-endian f32.
+    import numpy as np
+    dim = json.load(open(os.path.join(E["FOIL_OUT"], "header.json")))["dim"]
+    np.save(foil_vec, np.fromfile(foil_f32, dtype="<f4").reshape(-1, dim))
 if "foil" not in tools or "st" not in tools:
     quality_msg = "cosine check skipped: only one tool was timed"
 elif not os.path.exists(foil_vec):

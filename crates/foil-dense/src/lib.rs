@@ -1,5 +1,5 @@
-//! foil's dense retrieval: embedding files, the embedding cache and exact top-k search by blocked
-//! matrix multiply.
+//! foil's dense retrieval: the on-disk embeddings store and exact top-k search by blocked matrix
+//! multiply.
 //!
 //! - [`vectors`]: [`EmbeddingsView`] (a borrowed matrix), the reference inner product [`dot`]
 //!   and [`normalize_rows`] (cosine similarity is the inner product of normalized rows).

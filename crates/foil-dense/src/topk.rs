@@ -283,7 +283,7 @@ impl<'a> Search<'a> {
             for docs in blocks(0..self.corpus.len(), self.doc_block) {
                 self.scan_block(block.clone(), docs, &mut sels, scores, Parallelism::None);
             }
-            out.extend(self.finish_all(sels));
+            out.extend(sels.into_iter().map(|s| self.finish(s.query, s.entries)));
         }
         out
     }
@@ -417,29 +417,6 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// [`Search::finish`] for each selector; the rows of the next one's candidates are
-    /// fetched while the current one is rescored.
-    fn finish_all(&self, sels: Vec<Selector>) -> impl Iterator<Item = Vec<Hit>> + '_ {
-        let mut sels: Vec<(usize, Vec<Cand>)> = sels
-            .into_iter()
-            .map(|mut s| {
-                if s.entries.len() > self.k {
-                    prune_by_bound(&mut s.entries, self.k, self.margins[s.query]);
-                }
-                (s.query, s.entries)
-            })
-            .collect();
-        (0..sels.len()).map(move |i| {
-            if let Some((_, next)) = sels.get(i + 1) {
-                for c in next {
-                    prefetch(self.corpus.row(c.doc as usize));
-                }
-            }
-            let (query, entries) = std::mem::take(&mut sels[i]);
-            self.finish(query, entries)
-        })
-    }
-
     /// The exact top `k` of `entries`: drop those that cannot make it, rescore the rest with
     /// [`dot`], rank.
     fn finish(&self, query: usize, mut entries: Vec<Cand>) -> Vec<Hit> {
@@ -569,22 +546,6 @@ impl Selector {
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // `score >= bound` would drop NaN
 fn not_below(score: f32, bound: f32) -> bool {
     !(score < bound)
-}
-
-/// Asks the CPU to bring `row` into the L2 cache.
-#[inline]
-fn prefetch(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(16) {
-        // SAFETY: a prefetch is a hint to the cache: it reads nothing and never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
 }
 
 /// `range` cut into consecutive pieces of `size` (the last may be shorter).

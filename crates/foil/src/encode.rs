@@ -38,6 +38,8 @@ pub struct EncodeConfig {
     pub cache: Option<PathBuf>,
     pub threads: Option<usize>,
     pub skip_invalid: bool,
+    /// Texts per committed chunk (default [`CHUNK`]).
+    pub chunk: usize,
 }
 
 /// What an encode run did.
@@ -92,9 +94,11 @@ pub fn encode_texts(
     texts: &[&str],
     kind: TextKind,
     mut cache: Option<&mut EmbeddingCache>,
+    chunk_size: usize,
     progress: &dyn Progress,
     mut on_chunk: impl FnMut(usize, &Embeddings) -> Result<()>,
 ) -> Result<CacheStats> {
+    let chunk_size = chunk_size.max(1);
     let mut stats = CacheStats::default();
     progress.begin(
         if kind == TextKind::Query {
@@ -104,7 +108,7 @@ pub fn encode_texts(
         },
         Some(texts.len() as u64),
     );
-    for (c, chunk) in texts.chunks(CHUNK).enumerate() {
+    for (c, chunk) in texts.chunks(chunk_size).enumerate() {
         let vectors = match cache.as_deref_mut() {
             Some(cache) => {
                 let (v, s) = cache.encode(encoder, chunk, kind)?;
@@ -117,8 +121,8 @@ pub fn encode_texts(
                 encoder.encode(chunk, kind)?
             }
         };
-        on_chunk(c * CHUNK, &vectors)?;
-        progress.update((c * CHUNK + chunk.len()) as u64);
+        on_chunk(c * chunk_size, &vectors)?;
+        progress.update((c * chunk_size + chunk.len()) as u64);
     }
     progress.end();
     Ok(stats)
@@ -167,6 +171,7 @@ pub fn run(config: &EncodeConfig, progress: &dyn Progress) -> Result<EncodeSumma
             &texts,
             config.kind,
             cache.as_mut(),
+            config.chunk,
             progress,
             |offset, vectors| {
                 let ids: Vec<&str> = todo[offset..offset + vectors.len()]

@@ -18,7 +18,7 @@ use foil_dense::{exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
 use serde::Serialize;
 
 use crate::cache::EmbeddingCache;
-use crate::encode::encode_texts;
+use crate::encode::{encode_texts, CHUNK};
 use crate::encoders::EncoderSpec;
 use crate::threads::with_threads;
 
@@ -306,6 +306,7 @@ impl Corpus {
                     queries,
                     TextKind::Query,
                     cache.as_mut(),
+                    CHUNK,
                     progress,
                     |_, v| {
                         q.extend(v);
@@ -376,6 +377,7 @@ fn dense_corpus(
                 &texts,
                 TextKind::Passage,
                 cache.as_mut(),
+                CHUNK,
                 progress,
                 |_, v| {
                     vectors.extend(v);

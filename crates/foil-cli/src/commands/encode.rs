@@ -47,6 +47,9 @@ pub struct EncodeArgs {
     /// Skip invalid records (counted in the summary and the manifest) instead of failing.
     #[arg(long)]
     skip_invalid: bool,
+    /// Texts per committed chunk (a killed run loses at most one chunk).
+    #[arg(long, default_value_t = foil::encode::CHUNK)]
+    chunk_size: usize,
     /// Print a JSON object with the counts and timings on stdout.
     #[arg(long)]
     json: bool,
@@ -70,9 +73,9 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
         cache: cache_dir(args.no_cache, args.cache_dir),
         threads: args.threads,
         skip_invalid: args.skip_invalid,
+        chunk: args.chunk_size,
     };
     let s = foil::encode::run(&config, &Bars::new(args.no_progress)).context("encode failed")?;
-    let fresh = s.texts - s.resumed;
     let per_s = s.cache.encoded as f64 / s.encode_seconds.max(1e-9);
     if args.json {
         println!(
@@ -97,6 +100,5 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         config.output.display()
     );
-    let _ = fresh;
     Ok(ExitCode::SUCCESS)
 }

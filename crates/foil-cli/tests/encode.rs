@@ -1,0 +1,221 @@
+//! `foil encode` and dense `foil search` with all-MiniLM-L6-v2 (installed by
+//! scripts/fetch-models.sh): resuming after SIGKILL, the embedding cache's key, byte-identical
+//! reruns. Skipped outside CI when the model is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn minilm() -> Option<PathBuf> {
+    let root = std::env::var_os("FOIL_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?;
+    let dir = root.join("all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run scripts/fetch-models.sh first"
+    );
+    eprintln!("skipped: all-MiniLM-L6-v2 is not installed");
+    None
+}
+
+fn foil(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(args)
+        .env("FOIL_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "foil {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn demo(dir: &Path) -> PathBuf {
+    foil(&["demo", "--output", dir.to_str().unwrap()]);
+    dir.join("data")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_killed_encode_resumes_to_the_same_bytes() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = demo(tmp.path()).join("corpus.jsonl");
+    let model = model.to_str().unwrap();
+    let corpus = corpus.to_str().unwrap();
+    let full = tmp.path().join("full");
+    let args = |out: &Path| {
+        vec![
+            "encode".to_string(),
+            "--model".into(),
+            model.into(),
+            "--input".into(),
+            corpus.into(),
+            "--output".into(),
+            out.to_str().unwrap().into(),
+            "--no-cache".into(),
+            "--chunk-size".into(),
+            "8".into(),
+            "--threads".into(),
+            "1".into(),
+            "--json".into(),
+        ]
+    };
+    let a: Vec<String> = args(&full);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    assert_eq!(json(&foil(&a))["texts"], 120);
+
+    // Start again elsewhere and kill it with SIGKILL once at least one chunk is committed.
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let count = std::fs::read(killed.join("header.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|h| h["count"].as_u64())
+            .unwrap_or(0);
+        if count >= 8 || start.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let a: Vec<String> = args(&killed);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let resumed = json(&foil(&a));
+    let done = resumed["resumed"].as_u64().unwrap();
+    assert!(done >= 8 && done < 120, "resumed {done} rows");
+    assert_eq!(resumed["encoded"].as_u64().unwrap(), 120 - done);
+    for f in ["ids.jsonl", "vectors.f32", "header.json"] {
+        assert_eq!(
+            std::fs::read(full.join(f)).unwrap(),
+            std::fs::read(killed.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+}
+
+#[test]
+fn the_cache_is_keyed_by_prompt_and_kind() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let queries = demo(tmp.path()).join("queries.jsonl");
+    let cache = tmp.path().join("cache");
+    let run = |prompt: &str, kind: &str, out: &str| {
+        json(&foil(&[
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            queries.to_str().unwrap(),
+            "--kind",
+            kind,
+            "--query-prompt",
+            prompt,
+            "--output",
+            tmp.path().join(out).to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--json",
+        ]))
+    };
+    let first = run("query: ", "query", "a");
+    assert_eq!(
+        (first["cache_hits"].as_u64(), first["encoded"].as_u64()),
+        (Some(0), Some(60))
+    );
+    let again = run("query: ", "query", "b");
+    assert_eq!(
+        (again["cache_hits"].as_u64(), again["encoded"].as_u64()),
+        (Some(60), Some(0))
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("a/vectors.f32")).unwrap(),
+        std::fs::read(tmp.path().join("b/vectors.f32")).unwrap()
+    );
+    let other_prompt = run("question: ", "query", "c");
+    assert_eq!(
+        other_prompt["cache_hits"], 0,
+        "another prompt must not hit the cache"
+    );
+    let as_passages = run("query: ", "passage", "d");
+    assert_eq!(
+        as_passages["cache_hits"], 0,
+        "passages must not hit the queries' cache"
+    );
+}
+
+#[test]
+fn dense_search_on_the_demo_beats_chance_and_reruns_identically() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo(tmp.path());
+    let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let run1 = tmp.path().join("dense1.trec");
+    let run2 = tmp.path().join("dense2.trec");
+    foil(&[
+        "search",
+        "--data",
+        d,
+        "--retriever",
+        "dense",
+        "--model",
+        m,
+        "--no-cache",
+        "--output",
+        run1.to_str().unwrap(),
+    ]);
+    // Precomputed vectors give the same run.
+    let emb = tmp.path().join("emb");
+    foil(&[
+        "encode",
+        "--model",
+        m,
+        "--input",
+        data.join("corpus.jsonl").to_str().unwrap(),
+        "--output",
+        emb.to_str().unwrap(),
+        "--no-cache",
+    ]);
+    foil(&[
+        "search",
+        "--data",
+        d,
+        "--retriever",
+        "dense",
+        "--model",
+        m,
+        "--corpus-embeddings",
+        emb.to_str().unwrap(),
+        "--no-cache",
+        "--output",
+        run2.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&run1).unwrap(), std::fs::read(&run2).unwrap());
+    let eval = json(&foil(&[
+        "eval",
+        "--qrels",
+        data.join("qrels/test.tsv").to_str().unwrap(),
+        "--run",
+        run1.to_str().unwrap(),
+        "--json",
+    ]));
+    let ndcg = eval["ndcg@10"].as_f64().unwrap();
+    assert!(ndcg > 0.6, "MiniLM on the demo test split: nDCG@10 {ndcg}");
+}
