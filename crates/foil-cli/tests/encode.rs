@@ -100,7 +100,7 @@ fn a_killed_encode_resumes_to_the_same_bytes() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let resumed = json(&foil(&a));
     let done = resumed["resumed"].as_u64().unwrap();
-    assert!(done >= 8 && done < 120, "resumed {done} rows");
+    assert!((8..120).contains(&done), "resumed {done} rows");
     assert_eq!(resumed["encoded"].as_u64().unwrap(), 120 - done);
     for f in ["ids.jsonl", "vectors.f32", "header.json"] {
         assert_eq!(
