@@ -3,10 +3,12 @@
 //! candle model, and [`BertEncoder`], foil's bi-encoder.
 
 pub mod config;
+pub mod cross_encoder;
 pub mod encoder;
 pub mod fast;
 pub mod kernels;
 pub mod model;
 pub mod tokenizer;
 pub mod weights;
+pub use cross_encoder::{CrossEncoder, CrossEncoderOptions};
 pub use encoder::{BertEncoder, EncoderOptions};

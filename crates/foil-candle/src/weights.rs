@@ -88,6 +88,14 @@ impl Weights {
             .map_err(|e| Error::format(&self.path, format!("{name}: {e}")))
     }
 
+    /// The shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.tensors
+            .get(name)
+            .map(|t| t.dims().to_vec())
+            .ok_or_else(|| Error::format(&self.path, format!("missing tensor {name:?}")))
+    }
+
     /// All tensor names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

@@ -4,6 +4,7 @@ mod demo;
 mod encode;
 mod encoder_args;
 mod eval;
+mod init_cross_encoder;
 mod search;
 
 use std::process::ExitCode;
@@ -20,6 +21,9 @@ pub enum Command {
     /// Evaluate a TREC run against qrels (nDCG, MAP, recall, P, MRR at several cutoffs), or
     /// compare two runs with paired significance tests.
     Eval(eval::EvalArgs),
+    /// Write an untrained cross-encoder checkpoint (BertForSequenceClassification, one logit)
+    /// from a BERT folder, for tests and as the start of training.
+    InitCrossEncoder(init_cross_encoder::InitCrossEncoderArgs),
     /// Rank a BEIR corpus (BM25 or a dense bi-encoder) for the queries judged in a split and
     /// write a TREC run.
     Search(search::SearchArgs),
@@ -31,6 +35,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::InitCrossEncoder(args) => init_cross_encoder::run(args),
         Command::Search(args) => search::run(args),
     }
 }

@@ -1,0 +1,245 @@
+//! [`CrossEncoder`]: a Hugging Face `BertForSequenceClassification` folder (such as
+//! cross-encoder/ms-marco-MiniLM-L-6-v2) scoring (query, passage) pairs, run by the fused CPU
+//! path; and [`init_checkpoint`], which writes such a folder from a BERT folder with a seeded
+//! random head (foil's tests use it where no trained cross-encoder can be installed).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use foil_core::fsutil::sha256_file;
+use foil_core::rng::SplitMix64;
+use foil_core::{Error, Reranker, Result};
+use serde::Serialize;
+
+use crate::config::BertConfig;
+use crate::fast::FastBert;
+use crate::model::CandleResult;
+use crate::tokenizer::TextTokenizer;
+use crate::weights::Weights;
+
+/// How a logit becomes a score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// 1 / (1 + e^−x), sentence-transformers' default for one-logit cross-encoders.
+    Sigmoid,
+    /// The raw logit.
+    Identity,
+}
+
+/// Settings of a cross-encoder.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrossEncoderOptions {
+    pub batch_size: usize,
+    /// Longest pair in tokens (default 512, at most the position table).
+    pub max_length: Option<usize>,
+    pub activation: Activation,
+}
+
+impl Default for CrossEncoderOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            max_length: None,
+            activation: Activation::Sigmoid,
+        }
+    }
+}
+
+/// A BERT sequence-classification model with one output, scoring text pairs.
+pub struct CrossEncoder {
+    name: String,
+    tokenizer: TextTokenizer,
+    model: FastBert,
+    hidden: usize,
+    /// `pooler.dense` (weight `[H, H]`, bias), applied with tanh to the `[CLS]` vector.
+    pooler: Option<(Vec<f32>, Vec<f32>)>,
+    classifier_w: Vec<f32>,
+    classifier_b: f32,
+    options: CrossEncoderOptions,
+    weights_path: PathBuf,
+    weights_sha256: OnceLock<String>,
+}
+
+impl CrossEncoder {
+    /// Loads the folder `dir`.
+    pub fn load(dir: &Path, options: &CrossEncoderOptions) -> Result<Self> {
+        let config = BertConfig::read(&dir.join("config.json"))?;
+        if config.labels() != 1 {
+            return Err(Error::Invalid(format!(
+                "{}: a cross-encoder must have one output, this one has {}",
+                dir.display(),
+                config.labels()
+            )));
+        }
+        let weights = Weights::load(dir, &Device::Cpu)?;
+        let h = config.hidden_size;
+        if !weights.contains("classifier.weight") {
+            return Err(Error::Invalid(format!(
+                "{}: no classifier head (expected a BertForSequenceClassification checkpoint)",
+                dir.display()
+            )));
+        }
+        let pooler = if weights.contains("pooler.dense.weight") {
+            Some((
+                weights.vec("pooler.dense.weight", &[h, h])?,
+                weights.vec("pooler.dense.bias", &[h])?,
+            ))
+        } else {
+            None
+        };
+        let max_length = options
+            .max_length
+            .unwrap_or(512)
+            .min(config.max_position_embeddings);
+        Ok(Self {
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            tokenizer: TextTokenizer::load(dir, max_length)?,
+            model: FastBert::new(&config, &weights)?,
+            hidden: h,
+            pooler,
+            classifier_w: weights.vec("classifier.weight", &[1, h])?,
+            classifier_b: weights.vec("classifier.bias", &[1])?[0],
+            options: options.clone(),
+            weights_path: weights.path().to_path_buf(),
+            weights_sha256: OnceLock::new(),
+        })
+    }
+
+    /// The raw logits of `pairs`.
+    pub fn logits(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+        let encoded = self.tokenizer.encode_pairs(pairs)?;
+        let h = self.hidden;
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(encoded[i].0.len()), i));
+        let mut out = vec![0f32; encoded.len()];
+        let mut cls = vec![0f32; h];
+        for batch in order.chunks(self.options.batch_size.max(1)) {
+            let ids: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].0.as_slice()).collect();
+            let types: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].1.as_slice()).collect();
+            let (hidden, offsets) = self.model.forward(&ids, Some(&types));
+            for (b, &i) in batch.iter().enumerate() {
+                let first = &hidden[offsets[b] * h..offsets[b] * h + h];
+                match &self.pooler {
+                    Some((w, bias)) => {
+                        for (j, c) in cls.iter_mut().enumerate() {
+                            let row = &w[j * h..(j + 1) * h];
+                            let z: f32 =
+                                row.iter().zip(first).map(|(a, x)| a * x).sum::<f32>() + bias[j];
+                            *c = z.tanh();
+                        }
+                    }
+                    None => cls.copy_from_slice(first),
+                }
+                out[i] = self
+                    .classifier_w
+                    .iter()
+                    .zip(&cls)
+                    .map(|(a, x)| a * x)
+                    .sum::<f32>()
+                    + self.classifier_b;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Reranker for CrossEncoder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fingerprint(&self) -> String {
+        let sha = self.weights_sha256.get_or_init(|| {
+            sha256_file(&self.weights_path).unwrap_or_else(|e| format!("unreadable: {e}"))
+        });
+        format!(
+            "cross-encoder:weights={sha};tokenizer={};max_length={};activation={:?}",
+            self.tokenizer.sha256(),
+            self.tokenizer.max_length(),
+            self.options.activation
+        )
+    }
+
+    fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+        let mut logits = self.logits(pairs)?;
+        if self.options.activation == Activation::Sigmoid {
+            logits
+                .iter_mut()
+                .for_each(|x| *x = 1.0 / (1.0 + (-*x).exp()));
+        }
+        Ok(logits)
+    }
+}
+
+/// Writes a `BertForSequenceClassification` folder to `output`: the encoder (and pooler) of the
+/// BERT folder `base`, plus a one-logit classifier initialized like Hugging Face does (normal,
+/// σ = 0.02, bias 0) from `seed`. The same base and seed give the same bytes.
+pub fn init_checkpoint(base: &Path, output: &Path, seed: u64) -> Result<()> {
+    let config_path = base.join("config.json");
+    let config = BertConfig::read(&config_path)?;
+    let weights = Weights::load(base, &Device::Cpu)?;
+    let h = config.hidden_size;
+    let mut rng = SplitMix64::new(seed);
+    let mut normal = || {
+        // Box–Muller.
+        let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
+        let u2 = rng.next_f64();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    };
+    let head: Vec<f32> = (0..h).map(|_| 0.02 * normal()).collect();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for name in weights.names() {
+        if name.starts_with("classifier.") {
+            continue;
+        }
+        let t = weights.get(name, &weights.shape(name)?)?.clone();
+        tensors.insert(format!("bert.{name}"), t);
+    }
+    if !tensors.contains_key("bert.pooler.dense.weight") {
+        return Err(Error::Invalid(format!(
+            "{}: the base model has no pooler",
+            base.display()
+        )));
+    }
+    tensors.insert(
+        "classifier.weight".into(),
+        Tensor::from_vec(head, (1, h), &Device::Cpu).ce()?,
+    );
+    tensors.insert(
+        "classifier.bias".into(),
+        Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).ce()?,
+    );
+    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    let model_path = output.join("model.safetensors");
+    candle_core::safetensors::save(&tensors, &model_path)
+        .map_err(|e| Error::format(&model_path, e.to_string()))?;
+
+    let raw = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|e| Error::format(&config_path, e.to_string()))?;
+    json["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
+    json["num_labels"] = serde_json::json!(1);
+    json["id2label"] = serde_json::json!({"0": "LABEL_0"});
+    json["label2id"] = serde_json::json!({"LABEL_0": 0});
+    let text =
+        serde_json::to_vec_pretty(&json).map_err(|e| Error::format(&config_path, e.to_string()))?;
+    foil_core::fsutil::write_atomic(&output.join("config.json"), &text)?;
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
+        let src = base.join(file);
+        if src.is_file() {
+            std::fs::copy(&src, output.join(file)).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    Ok(())
+}

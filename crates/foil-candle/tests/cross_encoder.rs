@@ -1,0 +1,76 @@
+//! foil's cross-encoder against transformers' BertForSequenceClassification and
+//! sentence-transformers' CrossEncoder (golden file made by
+//! `scripts/golden/make_cross_encoder_golden.py` from the checkpoint that
+//! `init_checkpoint(all-MiniLM-L6-v2, seed 0)` writes).
+
+use std::path::Path;
+
+use foil_candle::cross_encoder::init_checkpoint;
+use foil_candle::{CrossEncoder, CrossEncoderOptions};
+use foil_core::Reranker;
+
+mod common;
+
+#[test]
+fn scores_match_transformers_and_sentence_transformers() {
+    let Some(base) = common::minilm() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    init_checkpoint(&base, dir.path(), 0).unwrap();
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/encoder/cross_encoder_scores.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pairs: Vec<(String, String)> = golden["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let ce = CrossEncoder::load(dir.path(), &CrossEncoderOptions::default()).unwrap();
+    let logits = ce.logits(&refs).unwrap();
+    let scores = ce.score(&refs).unwrap();
+    for i in 0..refs.len() {
+        let want = golden["logits"][i].as_f64().unwrap() as f32;
+        assert!(
+            (logits[i] - want).abs() < 1e-5,
+            "pair {i}: logit {} vs {want}",
+            logits[i]
+        );
+        let want = golden["sentence_transformers_scores"][i].as_f64().unwrap() as f32;
+        assert!(
+            (scores[i] - want).abs() < 1e-5,
+            "pair {i}: score {} vs {want}",
+            scores[i]
+        );
+    }
+}
+
+#[test]
+fn the_checkpoint_is_deterministic_and_refuses_bi_encoders() {
+    let Some(base) = common::minilm() else { return };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    init_checkpoint(&base, a.path(), 7).unwrap();
+    init_checkpoint(&base, b.path(), 7).unwrap();
+    assert_eq!(
+        std::fs::read(a.path().join("model.safetensors")).unwrap(),
+        std::fs::read(b.path().join("model.safetensors")).unwrap()
+    );
+    let err = CrossEncoder::load(&base, &CrossEncoderOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no classifier head"), "{err}");
+}
