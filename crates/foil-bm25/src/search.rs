@@ -116,6 +116,24 @@ impl Bm25Searcher {
         })
     }
 
+    /// The BM25 score of one document for `query` (0 when no query term occurs in it); equal
+    /// to the score [`Bm25Searcher::search`] gives the document.
+    pub fn score_doc(&self, query: &str, doc: u32) -> f32 {
+        let mut score = 0f32;
+        for (term, count) in self.query_terms(query) {
+            let Some((docs, freqs)) = self.index.postings(&term) else {
+                continue;
+            };
+            if let Ok(i) = docs.binary_search(&doc) {
+                let weight = self.idf(docs.len()) * count as f32;
+                let f = freqs[i] as f32;
+                let norm = self.length_factor[self.norms[doc as usize] as usize];
+                score += weight * f / (f + norm);
+            }
+        }
+        score
+    }
+
     fn order(&self, a: &Hit, b: &Hit) -> Ordering {
         b.score
             .partial_cmp(&a.score)

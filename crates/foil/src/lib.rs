@@ -6,6 +6,8 @@
 //! - [`demo`]: the built-in dataset the README's main command runs on.
 //! - [`encode`]: texts → an embeddings store, through the embedding [`cache`], with any
 //!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
+//! - [`mine`]: hard negatives for (query, positive) pairs, with sentence-transformers'
+//!   filters and formats.
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
 pub mod cache;
@@ -13,6 +15,7 @@ pub mod demo;
 pub mod encode;
 pub mod encoders;
 pub mod eval;
+pub mod mine;
 pub mod search;
 pub mod threads;
 

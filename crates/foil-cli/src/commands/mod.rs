@@ -5,6 +5,7 @@ mod encode;
 mod encoder_args;
 mod eval;
 mod init_cross_encoder;
+mod mine;
 mod search;
 
 use std::process::ExitCode;
@@ -24,6 +25,9 @@ pub enum Command {
     /// Write an untrained cross-encoder checkpoint (BertForSequenceClassification, one logit)
     /// from a BERT folder, for tests and as the start of training.
     InitCrossEncoder(init_cross_encoder::InitCrossEncoderArgs),
+    /// Mine hard negatives for the (query, positive) pairs of a split: BM25, dense, hybrid,
+    /// optional cross-encoder rescoring, sentence-transformers' filters and formats.
+    Mine(mine::MineArgs),
     /// Rank a BEIR corpus (BM25 or a dense bi-encoder) for the queries judged in a split and
     /// write a TREC run.
     Search(search::SearchArgs),
@@ -36,6 +40,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),
         Command::InitCrossEncoder(args) => init_cross_encoder::run(args),
+        Command::Mine(args) => mine::run(args),
         Command::Search(args) => search::run(args),
     }
 }

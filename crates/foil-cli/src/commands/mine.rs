@@ -1,0 +1,201 @@
+//! `foil mine`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use foil::mine::filter::{Filters, Sampling};
+use foil::mine::formats::Format;
+use foil::mine::{MineConfig, MineRetriever};
+use foil_bm25::Bm25Params;
+
+use super::encoder_args::{cache_dir, EncoderArgs};
+use crate::progress::Bars;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RetrieverArg {
+    Bm25,
+    Dense,
+    /// Reciprocal-rank fusion of BM25 and dense.
+    Hybrid,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SamplingArg {
+    Top,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PresetArg {
+    /// NV-Retriever's TopK-PercPos: negatives scoring at most 95% of the positive
+    /// (relative margin 0.05).
+    TopkPercpos,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Triplet,
+    NTuple,
+    NTupleScores,
+    LabeledPair,
+    LabeledList,
+    Flagembedding,
+    Tevatron,
+}
+
+#[derive(Debug, Args)]
+pub struct MineArgs {
+    /// BEIR folder: the corpus to mine from, queries.jsonl, and qrels/<split>.tsv whose
+    /// judgments with grade ≥ 1 are the (query, positive) pairs.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Where candidates come from.
+    #[arg(long, value_enum, default_value = "dense")]
+    retriever: RetrieverArg,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+    /// Rescore candidates and positives with this cross-encoder (BertForSequenceClassification
+    /// folder); the filters then apply to its scores.
+    #[arg(long)]
+    cross_encoder: Option<PathBuf>,
+    /// Skip the best `range_min` candidates (raw ranks, positives not counted).
+    #[arg(long, default_value_t = 0)]
+    range_min: usize,
+    /// Consider only the best `range_max` candidates (positives not counted).
+    #[arg(long, default_value_t = 50)]
+    range_max: usize,
+    /// Keep candidates scoring at most this.
+    #[arg(long)]
+    max_score: Option<f32>,
+    /// Keep candidates scoring at least this.
+    #[arg(long)]
+    min_score: Option<f32>,
+    /// Keep candidates with score + margin ≤ the lowest positive's score.
+    #[arg(long)]
+    absolute_margin: Option<f32>,
+    /// Keep candidates with score ≤ s_p − |s_p|·margin (s_p: the lowest positive's score).
+    #[arg(long)]
+    relative_margin: Option<f32>,
+    /// Negatives per (query, positive).
+    #[arg(long, default_value_t = 3)]
+    num_negatives: usize,
+    #[arg(long, value_enum, default_value = "top")]
+    sampling: SamplingArg,
+    /// Seed of random sampling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// A named filter preset (sets --relative-margin).
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
+    /// Output formats (repeat or comma-separate); negatives.jsonl (provenance) is always written.
+    #[arg(
+        long = "format",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "n-tuple"
+    )]
+    formats: Vec<FormatArg>,
+    /// Output folder.
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 0.9)]
+    k1: f32,
+    #[arg(long, default_value_t = 0.4)]
+    b: f32,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// The embedding cache folder.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Skip invalid records (counted) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Hide progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
+    let mut relative_margin = args.relative_margin;
+    if let Some(PresetArg::TopkPercpos) = args.preset {
+        relative_margin = Some(0.05);
+    }
+    if args.num_negatives == 0 || args.range_min >= args.range_max {
+        anyhow::bail!("need --num-negatives ≥ 1 and --range-min < --range-max");
+    }
+    let config = MineConfig {
+        data: args.data,
+        split: args.split,
+        retriever: match args.retriever {
+            RetrieverArg::Bm25 => MineRetriever::Bm25,
+            RetrieverArg::Dense => MineRetriever::Dense,
+            RetrieverArg::Hybrid => MineRetriever::Hybrid,
+        },
+        encoder: args.encoder.spec(),
+        bm25: Bm25Params {
+            k1: args.k1,
+            b: args.b,
+        },
+        cross_encoder: args.cross_encoder,
+        filters: Filters {
+            range_min: args.range_min,
+            range_max: args.range_max,
+            max_score: args.max_score,
+            min_score: args.min_score,
+            absolute_margin: args.absolute_margin,
+            relative_margin,
+            num_negatives: args.num_negatives,
+            sampling: match args.sampling {
+                SamplingArg::Top => Sampling::Top,
+                SamplingArg::Random => Sampling::Random,
+            },
+            seed: args.seed,
+        },
+        formats: args
+            .formats
+            .iter()
+            .map(|f| match f {
+                FormatArg::Triplet => Format::Triplet,
+                FormatArg::NTuple => Format::NTuple,
+                FormatArg::NTupleScores => Format::NTupleScores,
+                FormatArg::LabeledPair => Format::LabeledPair,
+                FormatArg::LabeledList => Format::LabeledList,
+                FormatArg::Flagembedding => Format::Flagembedding,
+                FormatArg::Tevatron => Format::Tevatron,
+            })
+            .collect(),
+        output: args.output,
+        cache: cache_dir(args.no_cache, args.cache_dir),
+        threads: args.threads,
+        skip_invalid: args.skip_invalid,
+    };
+    let s = foil::mine::run(&config, &Bars::new(args.no_progress)).context("mining failed")?;
+    print!("{}", s.stats);
+    let skipped: Vec<String> = s
+        .skipped_pairs
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    eprintln!(
+        "mine: {} pairs over {} queries: {} kept with {} negatives each, skipped {} ({}); {} negatives; {}; {:.2}s -> {}",
+        s.pairs,
+        s.queries,
+        s.kept_pairs,
+        config.filters.num_negatives,
+        s.skipped_pairs.values().sum::<u64>(),
+        if skipped.is_empty() { "none".into() } else { skipped.join(", ") },
+        s.negatives,
+        s.skips.summary(),
+        s.seconds,
+        config.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

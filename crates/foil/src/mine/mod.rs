@@ -1,0 +1,529 @@
+//! The mine stage: hard negatives for the (query, positive) pairs of a BEIR split, retrieved
+//! with BM25, a bi-encoder, or both fused (reciprocal-rank fusion), optionally rescored by a
+//! cross-encoder, filtered ([`filter`]) and written in the training formats of [`formats`],
+//! with every negative's provenance in `negatives.jsonl`, statistics, and a manifest.
+//!
+//! Pairs are keyed by query id (sentence-transformers merges queries by text), every positive
+//! of a query is excluded from its negatives, and margins are taken against its lowest-scoring
+//! positive.
+
+pub mod filter;
+pub mod formats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use foil_bm25::{Analyzer, Bm25Index, Bm25Params, Bm25Searcher};
+use foil_candle::{CrossEncoder, CrossEncoderOptions};
+use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
+use foil_core::fsutil::AtomicFile;
+use foil_core::manifest::Manifest;
+use foil_core::{
+    Document, Embeddings, Error, Hit, InputPolicy, Progress, Qrels, Query, Reranker, Result,
+    SkipReport, TextKind,
+};
+use foil_dense::{dot, exact_top_k, normalize_rows, TopKOptions};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cache::EmbeddingCache;
+use crate::encode::{encode_texts, CHUNK};
+use crate::encoders::EncoderSpec;
+use crate::threads::with_threads;
+use filter::{Candidate, Chosen, Filters, Rejection, Rejections};
+use formats::{Format, Passage, QueryResult};
+
+/// Where candidates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MineRetriever {
+    Bm25,
+    Dense,
+    /// Reciprocal-rank fusion of BM25 and dense: score = Σ 1 / (60 + rank).
+    Hybrid,
+}
+
+/// Configuration of a mining run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MineConfig {
+    /// A BEIR dataset folder: the corpus to mine from, the queries, and the qrels whose
+    /// judgments with grade ≥ 1 are the (query, positive) pairs.
+    pub data: PathBuf,
+    pub split: String,
+    pub retriever: MineRetriever,
+    pub encoder: Option<EncoderSpec>,
+    pub bm25: Bm25Params,
+    /// Rescore the candidates (and positives) with this cross-encoder; filters then use its scores.
+    pub cross_encoder: Option<PathBuf>,
+    pub filters: Filters,
+    pub formats: Vec<Format>,
+    /// Output folder.
+    pub output: PathBuf,
+    pub cache: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub skip_invalid: bool,
+}
+
+/// What a mining run did.
+#[derive(Debug, Clone)]
+pub struct MineSummary {
+    pub pairs: usize,
+    pub queries: usize,
+    pub negatives: usize,
+    /// Rows (query, positive) written in full, and skipped by reason.
+    pub kept_pairs: usize,
+    pub skipped_pairs: BTreeMap<String, u64>,
+    pub rejections: Rejections,
+    pub stats: String,
+    pub seconds: f64,
+    pub skips: SkipReport,
+}
+
+/// Retrieval extra depth beyond `range_max + positives`, for candidates whose text clashes.
+const EXTRA: usize = 16;
+const RRF_K: f32 = 60.0;
+
+/// Runs the mine stage.
+pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> {
+    let started = Instant::now();
+    let policy = InputPolicy {
+        skip_invalid: config.skip_invalid,
+    };
+    let mut skips = SkipReport::default();
+    let paths = BeirPaths::new(&config.data);
+    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
+    let mut reader = CorpusReader::open(&paths.corpus, policy)?;
+    let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
+    skips.merge(reader.into_skips());
+    let doc_index: HashMap<&str, u32> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.as_str(), i as u32))
+        .collect();
+    let query_text: HashMap<&str, &str> = queries
+        .iter()
+        .map(|q| (q.id.as_str(), q.text.as_str()))
+        .collect();
+    let qrels_path = paths.qrels(&config.split);
+    let qrels = Qrels::read_checked(
+        &qrels_path,
+        policy,
+        &mut skips,
+        |q| query_text.contains_key(q),
+        |d| doc_index.contains_key(d),
+    )?;
+    let full: Vec<String> = docs.iter().map(Document::full_text).collect();
+
+    // The queries with their positives (grade ≥ 1), in query id order.
+    let mut skipped_pairs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut work: Vec<(&str, &str, Vec<u32>)> = Vec::new();
+    let mut pairs = 0;
+    for (qid, judged) in qrels.iter() {
+        let positives: Vec<u32> = judged
+            .iter()
+            .filter(|(_, &g)| g >= 1)
+            .map(|(d, _)| doc_index[d.as_str()])
+            .collect();
+        if positives.is_empty() {
+            continue; // only non-relevant judgments: no pair
+        }
+        pairs += positives.len();
+        work.push((qid.as_str(), query_text[qid.as_str()], positives));
+    }
+    let max_pos = work.iter().map(|w| w.2.len()).max().unwrap_or(0);
+    let depth = config.filters.range_max + max_pos + EXTRA;
+    let texts: Vec<&str> = work.iter().map(|w| w.1).collect();
+
+    // Candidates and positive scores from the retriever(s).
+    let (mut candidates, mut positive_scores) = with_threads(config.threads, || {
+        retrieve(config, &docs, &full, &texts, &work, depth, progress)
+    })??;
+
+    if let Some(dir) = &config.cross_encoder {
+        let ce = CrossEncoder::load(
+            &crate::encoders::resolve_model(dir)?,
+            &CrossEncoderOptions::default(),
+        )?;
+        with_threads(config.threads, || {
+            rescore(
+                &ce,
+                &full,
+                &texts,
+                &work,
+                &mut candidates,
+                &mut positive_scores,
+                progress,
+            )
+        })??;
+    }
+
+    // Choose negatives per query.
+    let mut rejections = Rejections::new();
+    let mut chosen: Vec<Vec<Chosen>> = Vec::with_capacity(work.len());
+    for (i, (qid, qtext, positives)) in work.iter().enumerate() {
+        let mut seen_texts: HashMap<&str, ()> = HashMap::new();
+        for &p in positives {
+            seen_texts.insert(full[p as usize].as_str(), ());
+        }
+        let cands: Vec<Candidate> = candidates[i]
+            .iter()
+            .map(|h| {
+                let text = full[h.doc as usize].as_str();
+                let is_positive = positives.contains(&h.doc);
+                let text_clash = if is_positive {
+                    None
+                } else if seen_texts.contains_key(text) {
+                    Some(if positives.iter().any(|&p| full[p as usize] == text) {
+                        Rejection::SameTextAsPositive
+                    } else {
+                        Rejection::DuplicateText
+                    })
+                } else if text.trim() == qtext.trim() {
+                    Some(Rejection::SameTextAsQuery)
+                } else {
+                    None
+                };
+                if !is_positive {
+                    seen_texts.insert(text, ());
+                }
+                Candidate {
+                    doc: h.doc,
+                    score: h.score,
+                    text_clash,
+                    is_positive,
+                }
+            })
+            .collect();
+        let lowest = positive_scores[i]
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+        chosen.push(config.filters.choose(&cands, lowest, qid, &mut rejections));
+    }
+
+    // Write the outputs.
+    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+    let n = config.filters.num_negatives;
+    let method = match (config.retriever, config.cross_encoder.is_some()) {
+        (r, false) => format!("{r:?}").to_lowercase(),
+        (r, true) => format!("{}+cross-encoder", format!("{r:?}").to_lowercase()),
+    };
+    let passage = |d: u32, score: f32| Passage {
+        id: &docs[d as usize].id,
+        title: &docs[d as usize].title,
+        text: &docs[d as usize].text,
+        full: &full[d as usize],
+        score,
+    };
+    let mut native = AtomicFile::create(&config.output.join("negatives.jsonl"))?;
+    let mut writers: Vec<(Format, AtomicFile, usize)> = config
+        .formats
+        .iter()
+        .map(|&f| {
+            AtomicFile::create(&config.output.join(format!("{}.jsonl", f.name())))
+                .map(|w| (f, w, 0))
+        })
+        .collect::<Result<_>>()?;
+    let mut kept_pairs = 0;
+    let mut negatives_written = 0;
+    let (mut pos_all, mut neg_all, mut diff_all) = (Vec::new(), Vec::new(), Vec::new());
+    let native_path = config.output.join("negatives.jsonl");
+    for (i, (qid, qtext, positives)) in work.iter().enumerate() {
+        let negs = &chosen[i];
+        for (p, &pos) in positives.iter().enumerate() {
+            let ps = positive_scores[i][p];
+            pos_all.push(ps);
+            let line = json!({
+                "query_id": qid,
+                "positive_id": docs[pos as usize].id,
+                "positive_score": ps,
+                "method": method,
+                "negatives": negs.iter().map(|c| json!({"doc_id": docs[c.doc as usize].id, "score": c.score, "rank": c.rank})).collect::<Vec<_>>(),
+            });
+            writeln!(native.writer(), "{line}").map_err(|e| Error::io(&native_path, e))?;
+            if negs.len() >= n {
+                kept_pairs += 1;
+            } else if negs.is_empty() {
+                *skipped_pairs.entry("no_negative_left".into()).or_default() += 1;
+            } else {
+                *skipped_pairs
+                    .entry("fewer_negatives_than_asked".into())
+                    .or_default() += 1;
+            }
+            for c in negs.iter().take(n) {
+                neg_all.push(c.score);
+                diff_all.push(ps - c.score);
+            }
+        }
+        negatives_written += negs.len();
+        let result = QueryResult {
+            query_id: qid,
+            query: qtext,
+            positives: positives
+                .iter()
+                .enumerate()
+                .map(|(p, &d)| passage(d, positive_scores[i][p]))
+                .collect(),
+            negatives: negs.iter().map(|c| passage(c.doc, c.score)).collect(),
+        };
+        for (format, file, count) in writers.iter_mut() {
+            for row in formats::rows(*format, &result, n) {
+                writeln!(file.writer(), "{row}").map_err(|e| Error::io(&native_path, e))?;
+                *count += 1;
+            }
+        }
+    }
+    native.commit()?;
+    let mut written = BTreeMap::new();
+    for (format, file, count) in writers {
+        file.commit()?;
+        written.insert(format.name().to_string(), count as u64);
+    }
+    let stats = stats_table(&pos_all, &neg_all, &diff_all);
+    foil_core::fsutil::write_atomic(&config.output.join("stats.txt"), stats.as_bytes())?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let mut manifest = Manifest::new("mine", serde_json::to_value(config).unwrap_or_default());
+    manifest.add_input(&paths.corpus)?;
+    manifest.add_input(&paths.queries)?;
+    manifest.add_input(&qrels_path)?;
+    manifest.outputs = std::iter::once("negatives.jsonl".to_string())
+        .chain(config.formats.iter().map(|f| format!("{}.jsonl", f.name())))
+        .chain(std::iter::once("stats.txt".to_string()))
+        .collect();
+    manifest.seed = Some(config.filters.seed);
+    manifest.set_skips(&skips);
+    manifest.counts.insert("pairs".into(), pairs as u64);
+    manifest.counts.insert("queries".into(), work.len() as u64);
+    manifest
+        .counts
+        .insert("kept_pairs".into(), kept_pairs as u64);
+    for (reason, count) in &skipped_pairs {
+        manifest
+            .counts
+            .insert(format!("skipped_pairs.{reason}"), *count);
+    }
+    for (reason, count) in &rejections {
+        manifest.counts.insert(
+            format!(
+                "rejected_candidates.{}",
+                serde_json::to_value(reason)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
+            ),
+            *count,
+        );
+    }
+    for (format, count) in &written {
+        manifest.counts.insert(format!("rows.{format}"), *count);
+    }
+    manifest.timings.insert("seconds".into(), seconds);
+    manifest.write(&config.output.join("manifest.json"))?;
+
+    Ok(MineSummary {
+        pairs,
+        queries: work.len(),
+        negatives: negatives_written,
+        kept_pairs,
+        skipped_pairs,
+        rejections,
+        stats,
+        seconds,
+        skips,
+    })
+}
+
+/// Each query's candidates (best first, `depth` of them) and the scores of its positives.
+fn retrieve(
+    config: &MineConfig,
+    docs: &[Document],
+    full: &[String],
+    queries: &[&str],
+    work: &[(&str, &str, Vec<u32>)],
+    depth: usize,
+    progress: &dyn Progress,
+) -> Result<(Vec<Vec<Hit>>, Vec<Vec<f32>>)> {
+    let bm25 = || -> Result<(Vec<Vec<Hit>>, Vec<Vec<f32>>)> {
+        progress.begin("index", None);
+        let index = Bm25Index::build(Analyzer::english(), docs.iter().cloned().map(Ok), &|n| {
+            progress.update(n as u64)
+        })?;
+        progress.end();
+        let searcher = Bm25Searcher::new(index, config.bm25);
+        progress.begin("search", Some(queries.len() as u64));
+        let hits = searcher.search_many(queries, depth, &|n| progress.update(n as u64));
+        progress.end();
+        let pos = work
+            .iter()
+            .map(|(_, q, ps)| ps.iter().map(|&p| searcher.score_doc(q, p)).collect())
+            .collect();
+        Ok((hits, pos))
+    };
+    let dense = || -> Result<(Vec<Vec<Hit>>, Vec<Vec<f32>>)> {
+        let spec = config.encoder.as_ref().ok_or_else(|| {
+            Error::Invalid("dense and hybrid mining need a bi-encoder (--model)".into())
+        })?;
+        let encoder = spec.load()?;
+        let encode = |texts: &[&str], kind: TextKind| -> Result<Embeddings> {
+            let mut cache = match &config.cache {
+                Some(root) => Some(EmbeddingCache::open(root, encoder.as_ref(), kind)?),
+                None => None,
+            };
+            let mut out = Embeddings::new(encoder.dim());
+            encode_texts(
+                encoder.as_ref(),
+                texts,
+                kind,
+                cache.as_mut(),
+                CHUNK,
+                progress,
+                |_, v| {
+                    out.extend(v);
+                    Ok(())
+                },
+            )?;
+            normalize_rows(&mut out);
+            Ok(out)
+        };
+        let passages: Vec<&str> = full.iter().map(String::as_str).collect();
+        let corpus = encode(&passages, TextKind::Passage)?;
+        let q = encode(queries, TextKind::Query)?;
+        let hits = exact_top_k(&q, &corpus, depth, &TopKOptions::default());
+        let pos = work
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, ps))| {
+                ps.iter()
+                    .map(|&p| dot(q.row(i), corpus.row(p as usize)))
+                    .collect()
+            })
+            .collect();
+        Ok((hits, pos))
+    };
+    match config.retriever {
+        MineRetriever::Bm25 => bm25(),
+        MineRetriever::Dense => dense(),
+        MineRetriever::Hybrid => {
+            let (b, _) = bm25()?;
+            let (d, _) = dense()?;
+            let fuse = |lists: [&Vec<Hit>; 2]| -> HashMap<u32, f32> {
+                let mut scores: HashMap<u32, f32> = HashMap::new();
+                for list in lists {
+                    for (r, h) in list.iter().enumerate() {
+                        *scores.entry(h.doc).or_default() += 1.0 / (RRF_K + r as f32 + 1.0);
+                    }
+                }
+                scores
+            };
+            let mut hits = Vec::with_capacity(b.len());
+            let mut pos = Vec::with_capacity(b.len());
+            for (i, (_, _, ps)) in work.iter().enumerate() {
+                let scores = fuse([&b[i], &d[i]]);
+                let mut fused: Vec<Hit> = scores
+                    .iter()
+                    .map(|(&doc, &score)| Hit { doc, score })
+                    .collect();
+                fused.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.doc.cmp(&y.doc)));
+                fused.truncate(depth);
+                hits.push(fused);
+                // A positive outside both lists gets the score it would have just past them.
+                let floor = 2.0 / (RRF_K + depth as f32 + 1.0);
+                pos.push(
+                    ps.iter()
+                        .map(|p| scores.get(p).copied().unwrap_or(floor))
+                        .collect(),
+                );
+            }
+            Ok((hits, pos))
+        }
+    }
+}
+
+/// Replaces candidate and positive scores with the cross-encoder's, and re-sorts candidates.
+fn rescore(
+    ce: &dyn Reranker,
+    full: &[String],
+    queries: &[&str],
+    work: &[(&str, &str, Vec<u32>)],
+    candidates: &mut [Vec<Hit>],
+    positive_scores: &mut [Vec<f32>],
+    progress: &dyn Progress,
+) -> Result<()> {
+    progress.begin("rerank", Some(queries.len() as u64));
+    for (i, q) in queries.iter().enumerate() {
+        let mut pairs: Vec<(&str, &str)> = candidates[i]
+            .iter()
+            .map(|h| (*q, full[h.doc as usize].as_str()))
+            .collect();
+        pairs.extend(work[i].2.iter().map(|&p| (*q, full[p as usize].as_str())));
+        let scores = ce.score(&pairs)?;
+        let n = candidates[i].len();
+        for (h, s) in candidates[i].iter_mut().zip(&scores[..n]) {
+            h.score = *s;
+        }
+        positive_scores[i] = scores[n..].to_vec();
+        candidates[i].sort_by(|x, y| y.score.total_cmp(&x.score).then(x.doc.cmp(&y.doc)));
+        progress.update(i as u64 + 1);
+    }
+    progress.end();
+    Ok(())
+}
+
+/// sentence-transformers' statistics table: positive and negative score distributions and
+/// their difference.
+pub fn stats_table(pos: &[f32], neg: &[f32], diff: &[f32]) -> String {
+    fn describe(v: &[f32]) -> Vec<f64> {
+        if v.is_empty() {
+            return vec![f64::NAN; 8];
+        }
+        let mut s: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+        s.sort_by(f64::total_cmp);
+        let n = s.len() as f64;
+        let mean = s.iter().sum::<f64>() / n;
+        let std = if s.len() > 1 {
+            (s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            f64::NAN
+        };
+        let q = |p: f64| {
+            let pos = p * (n - 1.0);
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+        };
+        vec![
+            mean,
+            s[(s.len() - 1) / 2],
+            std,
+            s[0],
+            q(0.25),
+            q(0.5),
+            q(0.75),
+            s[s.len() - 1],
+        ]
+    }
+    let (p, n, d) = (describe(pos), describe(neg), describe(diff));
+    let mut out = format!(
+        "{:<6} {:>14} {:>14} {:>14}\n",
+        "Metric", "Positive", "Negative", "Difference"
+    );
+    out.push_str(&format!(
+        "{:<6} {:>14} {:>14} {:>14}\n",
+        "Count",
+        pos.len(),
+        neg.len(),
+        ""
+    ));
+    for (i, name) in ["Mean", "Median", "Std", "Min", "25%", "50%", "75%", "Max"]
+        .iter()
+        .enumerate()
+    {
+        out.push_str(&format!(
+            "{:<6} {:>14.4} {:>14.4} {:>14.4}\n",
+            name, p[i], n[i], d[i]
+        ));
+    }
+    out
+}
