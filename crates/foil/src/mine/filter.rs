@@ -299,3 +299,62 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn chosen_negatives_obey_every_filter(
+            scores in prop::collection::vec(-1.0f32..1.0, 0..80),
+            positives in prop::collection::vec(0usize..80, 0..4),
+            clashes in prop::collection::vec(0usize..80, 0..4),
+            positive_score in -1.0f32..1.0,
+            range_min in 0usize..5,
+            range_span in 1usize..40,
+            margin in prop::option::of(0.0f32..0.3),
+            absolute in prop::option::of(0.0f32..0.3),
+            num_negatives in 1usize..8,
+            random in any::<bool>(),
+        ) {
+            let mut sorted = scores.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let cands: Vec<Candidate> = sorted.iter().enumerate().map(|(i, &score)| Candidate {
+                doc: i as u32,
+                score,
+                text_clash: clashes.contains(&i).then_some(Rejection::DuplicateText),
+                is_positive: positives.contains(&i),
+            }).collect();
+            let f = Filters {
+                range_min,
+                range_max: range_min + range_span,
+                relative_margin: margin,
+                absolute_margin: absolute,
+                num_negatives,
+                sampling: if random { Sampling::Random } else { Sampling::Top },
+                ..Default::default()
+            };
+            let mut rejected = Rejections::new();
+            let kept = f.choose(&cands, positive_score, "q", &mut rejected);
+            prop_assert!(kept.len() <= num_negatives);
+            let mut seen = std::collections::HashSet::new();
+            for c in &kept {
+                prop_assert!(!positives.contains(&(c.doc as usize)), "a positive was chosen");
+                prop_assert!(!clashes.contains(&(c.doc as usize)), "a clashing text was chosen");
+                prop_assert!(seen.insert(c.doc), "duplicate negative");
+                prop_assert!(c.rank >= range_min && c.rank < range_min + range_span);
+                if let Some(m) = margin {
+                    prop_assert!(c.score <= positive_score - positive_score.abs() * m);
+                }
+                if let Some(m) = absolute {
+                    prop_assert!(c.score + m <= positive_score);
+                }
+            }
+            prop_assert!(kept.windows(2).all(|w| w[0].rank < w[1].rank));
+            let counted: u64 = rejected.values().sum::<u64>() + kept.len() as u64;
+            prop_assert!(counted <= cands.len() as u64);
+        }
+    }
+}
