@@ -336,6 +336,9 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
     })
 }
 
+/// Per query: candidates (best first) and the scores of its positives.
+type Retrieved = (Vec<Vec<Hit>>, Vec<Vec<f32>>);
+
 /// Each query's candidates (best first, `depth` of them) and the scores of its positives.
 fn retrieve(
     config: &MineConfig,
@@ -345,8 +348,8 @@ fn retrieve(
     work: &[(&str, &str, Vec<u32>)],
     depth: usize,
     progress: &dyn Progress,
-) -> Result<(Vec<Vec<Hit>>, Vec<Vec<f32>>)> {
-    let bm25 = || -> Result<(Vec<Vec<Hit>>, Vec<Vec<f32>>)> {
+) -> Result<Retrieved> {
+    let bm25 = || -> Result<Retrieved> {
         progress.begin("index", None);
         let index = Bm25Index::build(Analyzer::english(), docs.iter().cloned().map(Ok), &|n| {
             progress.update(n as u64)
@@ -362,7 +365,7 @@ fn retrieve(
             .collect();
         Ok((hits, pos))
     };
-    let dense = || -> Result<(Vec<Vec<Hit>>, Vec<Vec<f32>>)> {
+    let dense = || -> Result<Retrieved> {
         let spec = config.encoder.as_ref().ok_or_else(|| {
             Error::Invalid("dense and hybrid mining need a bi-encoder (--model)".into())
         })?;
