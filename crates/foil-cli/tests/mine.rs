@@ -111,7 +111,7 @@ fn mined_negatives_are_valid_counted_and_reproducible() {
                 s <= ps - ps.abs() * 0.05 + 1e-6,
                 "{q}: relative margin violated"
             );
-            assert_eq!(n["rank"].as_u64().is_some(), true);
+            assert!(n["rank"].as_u64().is_some());
         }
         assert_eq!(row["method"], "bm25");
     }
