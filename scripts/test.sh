@@ -51,6 +51,13 @@ if [[ -d "$SCIFACT" ]]; then
   target/release/foil search --data "$SCIFACT" --retriever dense --model all-MiniLM-L6-v2 \
     --threads 2 --cache-dir "$out/cache" --output "$out/dense-cached.trec" --no-progress
   cmp "$out/dense.trec" "$out/dense-cached.trec"
+
+  step "mining SciFact train vs sentence-transformers' mine_hard_negatives (≥ 99% of (query, negative) pairs)"
+  target/release/foil mine --data "$SCIFACT" --split train --retriever dense --model all-MiniLM-L6-v2 \
+    --range-max 50 --relative-margin 0.05 --num-negatives 5 --sampling top --threads 2 \
+    --cache-dir "$out/cache" --output "$out/mined" --no-progress >/dev/null
+  python3 scripts/golden/compare_mine.py --foil "$out/mined/negatives.jsonl" \
+    --st tests/fixtures/mine/st_scifact_train.jsonl --min-agreement 0.99 >/dev/null
 else
   echo "skipping the SciFact check: $SCIFACT not found" >&2
   [[ -z "${CI:-}" ]] || { echo "CI must have the shared data" >&2; exit 1; }
