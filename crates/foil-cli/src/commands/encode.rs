@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use foil::encode::EncodeConfig;
 use foil_core::TextKind;
 
-use super::encoder_args::{cache_dir, EncoderArgs};
+use super::encoder_args::{CacheArgs, EncoderArgs};
 use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -35,12 +35,8 @@ pub struct EncodeArgs {
     /// Encode only the first N records.
     #[arg(long)]
     limit: Option<usize>,
-    /// Do not read or write the embedding cache.
-    #[arg(long)]
-    no_cache: bool,
-    /// The embedding cache folder (default: $FOIL_CACHE/embeddings or ~/.cache/foil/embeddings).
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -70,7 +66,7 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
         },
         output: args.output,
         limit: args.limit,
-        cache: cache_dir(args.no_cache, args.cache_dir),
+        cache: args.cache.dir(),
         threads: args.threads,
         skip_invalid: args.skip_invalid,
         chunk: args.chunk_size,

@@ -83,11 +83,28 @@ impl EncoderArgs {
     }
 }
 
-/// Where the embedding cache lives, from `--no-cache` / `--cache-dir`.
-pub fn cache_dir(no_cache: bool, dir: Option<PathBuf>) -> Option<PathBuf> {
-    if no_cache {
-        None
-    } else {
-        Some(dir.unwrap_or_else(foil::cache::default_cache_dir))
+/// The embedding cache flags, shared by every command that embeds text.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The embedding cache folder (default: $FOIL_CACHE/embeddings or ~/.cache/foil/embeddings).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    /// The cache folder, or `None` with `--no-cache`.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            Some(
+                self.cache_dir
+                    .clone()
+                    .unwrap_or_else(foil::cache::default_cache_dir),
+            )
+        }
     }
 }

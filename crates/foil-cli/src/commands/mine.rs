@@ -10,7 +10,7 @@ use foil::mine::formats::Format;
 use foil::mine::{MineConfig, MineRetriever};
 use foil_bm25::Bm25Params;
 
-use super::encoder_args::{cache_dir, EncoderArgs};
+use super::encoder_args::{CacheArgs, EncoderArgs};
 use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,12 +106,8 @@ pub struct MineArgs {
     k1: f32,
     #[arg(long, default_value_t = 0.4)]
     b: f32,
-    /// Do not read or write the embedding cache.
-    #[arg(long)]
-    no_cache: bool,
-    /// The embedding cache folder.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -173,7 +169,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         output: args.output,
-        cache: cache_dir(args.no_cache, args.cache_dir),
+        cache: args.cache.dir(),
         threads: args.threads,
         skip_invalid: args.skip_invalid,
     };

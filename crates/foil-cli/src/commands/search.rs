@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use foil::search::{RetrieverKind, SearchConfig, Similarity};
 use foil_bm25::Bm25Params;
 
-use super::encoder_args::{cache_dir, EncoderArgs};
+use super::encoder_args::{CacheArgs, EncoderArgs};
 use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,12 +74,8 @@ pub struct SearchArgs {
     /// Dense: similarity of query and passage vectors.
     #[arg(long, value_enum, default_value = "cosine")]
     similarity: SimilarityArg,
-    /// Dense: do not read or write the embedding cache.
-    #[arg(long)]
-    no_cache: bool,
-    /// Dense: the embedding cache folder (default: $FOIL_CACHE/embeddings or ~/.cache/foil/embeddings).
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
@@ -100,7 +96,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         index: args.index,
         encoder: args.encoder.spec(),
         corpus_embeddings: args.corpus_embeddings,
-        cache: cache_dir(args.no_cache, args.cache_dir),
+        cache: args.cache.dir(),
         similarity: match args.similarity {
             SimilarityArg::Cosine => Similarity::Cosine,
             SimilarityArg::Dot => Similarity::Dot,
