@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use foil_core::fsutil::sha256_file;
 use foil_core::{Embeddings, Encoder, Error, Result, TextKind};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::{BertConfig, Pooling, SentenceConfig};
@@ -258,21 +257,4 @@ impl Encoder for BertEncoder {
         let ids = self.tokenize(texts, kind)?;
         self.encode_ids(&ids)
     }
-}
-
-/// Tokenizes in parallel chunks (the tokenizer's own parallelism needs large batches).
-pub fn par_tokenize(
-    encoder: &BertEncoder,
-    texts: &[&str],
-    kind: TextKind,
-) -> Result<Vec<Vec<u32>>> {
-    let chunks: Vec<Result<Vec<Vec<u32>>>> = texts
-        .par_chunks(256)
-        .map(|c| encoder.tokenize(c, kind))
-        .collect();
-    let mut out = Vec::with_capacity(texts.len());
-    for c in chunks {
-        out.extend(c?);
-    }
-    Ok(out)
 }

@@ -69,10 +69,15 @@ pub fn read_texts(
             let docs = reader
                 .by_ref()
                 .take(limit)
-                .map(|d| d.map(|d| (d.full_text(), d.id)))
+                .map(|d| {
+                    d.map(|d| {
+                        let text = d.full_text();
+                        (d.id, text)
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             skips.merge(reader.into_skips());
-            docs.into_iter().map(|(text, id)| (id, text)).collect()
+            docs
         }
         TextKind::Query => {
             let mut reader = QueriesReader::open(path, policy)?;
@@ -126,6 +131,34 @@ pub fn encode_texts(
     }
     progress.end();
     Ok(stats)
+}
+
+/// Encodes all of `texts` into one matrix, through the cache under `cache_root` when given.
+pub fn encode_all(
+    encoder: &dyn Encoder,
+    texts: &[&str],
+    kind: TextKind,
+    cache_root: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Embeddings> {
+    let mut cache = match cache_root {
+        Some(root) => Some(EmbeddingCache::open(root, encoder, kind)?),
+        None => None,
+    };
+    let mut out = Embeddings::new(encoder.dim());
+    encode_texts(
+        encoder,
+        texts,
+        kind,
+        cache.as_mut(),
+        CHUNK,
+        progress,
+        |_, v| {
+            out.extend(v);
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// Runs the encode stage.

@@ -17,8 +17,7 @@ use foil_core::{
 use foil_dense::{exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
 use serde::Serialize;
 
-use crate::cache::EmbeddingCache;
-use crate::encode::{encode_texts, CHUNK};
+use crate::encode::encode_all;
 use crate::encoders::EncoderSpec;
 use crate::threads::with_threads;
 
@@ -292,26 +291,12 @@ impl Corpus {
             Corpus::Dense {
                 vectors, encoder, ..
             } => {
-                let mut cache = match &config.cache {
-                    Some(root) => Some(EmbeddingCache::open(
-                        root,
-                        encoder.as_ref(),
-                        TextKind::Query,
-                    )?),
-                    None => None,
-                };
-                let mut q = Embeddings::new(encoder.dim());
-                encode_texts(
+                let mut q = encode_all(
                     encoder.as_ref(),
                     queries,
                     TextKind::Query,
-                    cache.as_mut(),
-                    CHUNK,
+                    config.cache.as_deref(),
                     progress,
-                    |_, v| {
-                        q.extend(v);
-                        Ok(())
-                    },
                 )?;
                 if config.similarity == Similarity::Cosine {
                     normalize_rows(&mut q);
@@ -363,26 +348,12 @@ fn dense_corpus(
             let records =
                 crate::encode::read_texts(corpus, TextKind::Passage, policy, None, skips)?;
             let texts: Vec<&str> = records.iter().map(|(_, t)| t.as_str()).collect();
-            let mut cache = match &config.cache {
-                Some(root) => Some(EmbeddingCache::open(
-                    root,
-                    encoder.as_ref(),
-                    TextKind::Passage,
-                )?),
-                None => None,
-            };
-            let mut vectors = Embeddings::new(encoder.dim());
-            encode_texts(
+            let vectors = encode_all(
                 encoder.as_ref(),
                 &texts,
                 TextKind::Passage,
-                cache.as_mut(),
-                CHUNK,
+                config.cache.as_deref(),
                 progress,
-                |_, v| {
-                    vectors.extend(v);
-                    Ok(())
-                },
             )?;
             let ids = records.into_iter().map(|(id, _)| id).collect();
             (ids, vectors, false)

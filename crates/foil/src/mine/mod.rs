@@ -28,8 +28,7 @@ use foil_dense::{dot, exact_top_k, normalize_rows, TopKOptions};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cache::EmbeddingCache;
-use crate::encode::{encode_texts, CHUNK};
+use crate::encode::encode_all;
 use crate::encoders::EncoderSpec;
 use crate::threads::with_threads;
 use filter::{Candidate, Chosen, Filters, Rejection, Rejections};
@@ -371,22 +370,12 @@ fn retrieve(
         })?;
         let encoder = spec.load()?;
         let encode = |texts: &[&str], kind: TextKind| -> Result<Embeddings> {
-            let mut cache = match &config.cache {
-                Some(root) => Some(EmbeddingCache::open(root, encoder.as_ref(), kind)?),
-                None => None,
-            };
-            let mut out = Embeddings::new(encoder.dim());
-            encode_texts(
+            let mut out = encode_all(
                 encoder.as_ref(),
                 texts,
                 kind,
-                cache.as_mut(),
-                CHUNK,
+                config.cache.as_deref(),
                 progress,
-                |_, v| {
-                    out.extend(v);
-                    Ok(())
-                },
             )?;
             normalize_rows(&mut out);
             Ok(out)
