@@ -11,6 +11,7 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod generator;
 pub mod lines;
 pub mod manifest;
 pub mod progress;
@@ -23,6 +24,10 @@ pub mod trec;
 pub use beir::{Document, Qrels, Query};
 pub use encoder::{Embeddings, Encoder, TextKind};
 pub use error::{Error, Result};
+pub use generator::{
+    ChatMessage, FinishReason, GenerateError, Generation, GenerationRequest, Generator, Role,
+    SamplingParams,
+};
 pub use progress::{NoProgress, Progress};
 pub use reranker::Reranker;
 pub use retriever::{Hit, Retriever};
