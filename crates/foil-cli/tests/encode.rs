@@ -219,3 +219,84 @@ fn dense_search_on_the_demo_beats_chance_and_reruns_identically() {
     let ndcg = eval["ndcg@10"].as_f64().unwrap();
     assert!(ndcg > 0.6, "MiniLM on the demo test split: nDCG@10 {ndcg}");
 }
+
+/// `foil mine` with precomputed corpus and query vectors gives exactly the output of mining
+/// with the model, and refuses vectors made for the other kind of text.
+#[test]
+fn mining_from_precomputed_vectors_equals_encoding() {
+    let Some(model) = minilm() else { return };
+    let model = model.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo(tmp.path());
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    for (input, kind, out) in [
+        ("corpus.jsonl", "passage", "corpus-vectors"),
+        ("queries.jsonl", "query", "query-vectors"),
+    ] {
+        foil(&[
+            "encode",
+            "--model",
+            model,
+            "--input",
+            data.join(input).to_str().unwrap(),
+            "--kind",
+            kind,
+            "--output",
+            &path(out),
+            "--no-cache",
+            "--no-progress",
+        ]);
+    }
+    let mine = |out: &str, extra: &[&str]| -> Output {
+        let mut args = vec![
+            "mine",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            model,
+            "--retriever",
+            "dense",
+            "--num-negatives",
+            "3",
+            "--format",
+            "n-tuple-scores",
+            "--output",
+            out,
+            "--no-cache",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_foil"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let encoded = mine(&path("encoded"), &[]);
+    assert!(encoded.status.success());
+    let (corpus, queries) = (path("corpus-vectors"), path("query-vectors"));
+    let loaded = mine(
+        &path("loaded"),
+        &[
+            "--corpus-embeddings",
+            &corpus,
+            "--query-embeddings",
+            &queries,
+        ],
+    );
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    for file in ["negatives.jsonl", "n-tuple-scores.jsonl"] {
+        assert_eq!(
+            std::fs::read(tmp.path().join("encoded").join(file)).unwrap(),
+            std::fs::read(tmp.path().join("loaded").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let swapped = mine(&path("swapped"), &["--corpus-embeddings", &queries]);
+    assert!(!swapped.status.success());
+    let err = String::from_utf8_lossy(&swapped.stderr);
+    assert!(err.contains("query-vectors"), "{err}");
+}

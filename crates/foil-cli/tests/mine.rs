@@ -193,3 +193,104 @@ fn mined_negatives_are_valid_counted_and_reproducible() {
     assert_eq!(read(&r1), read(&r2));
     assert_ne!(read(&r1), read(&r3));
 }
+
+/// Pairs given as a sentence-transformers-style table (JSON Lines written here, Parquet
+/// written by pyarrow) mine exactly what the same pairs from qrels mine; `--parquet` writes
+/// every sentence-transformers format as Parquet with the JSON Lines' rows.
+#[test]
+fn pairs_from_tables_mine_like_qrels_and_parquet_output_matches_jsonl() {
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    let data = tmp.path().join("data");
+    let from_qrels = tmp.path().join("from-qrels");
+    mine(&data, &from_qrels, &["--parquet"]);
+
+    // The same pairs as a JSON Lines table, in foil's pair order (query id, document id).
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/mine/demo_train_pairs.parquet");
+    let pairs = foil::table::read_rows(&fixture).unwrap();
+    assert_eq!(pairs.len(), 37);
+    let jsonl = tmp.path().join("pairs.jsonl");
+    let rows: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(_, row)| serde_json::Value::Object(row.clone()))
+        .collect();
+    foil::table::write_jsonl(&jsonl, &rows).unwrap();
+
+    for (name, pairs) in [("jsonl", &jsonl), ("parquet", &fixture)] {
+        let out = tmp.path().join(format!("from-{name}"));
+        mine(&data, &out, &["--pairs", pairs.to_str().unwrap()]);
+        for format in ["n-tuple", "triplet", "labeled-list", "flagembedding"] {
+            assert_eq!(
+                std::fs::read(out.join(format!("{format}.jsonl"))).unwrap(),
+                std::fs::read(from_qrels.join(format!("{format}.jsonl"))).unwrap(),
+                "{format} from the {name} table differs from the qrels' rows"
+            );
+        }
+    }
+
+    for format in [
+        "triplet",
+        "n-tuple",
+        "n-tuple-scores",
+        "labeled-pair",
+        "labeled-list",
+    ] {
+        let parquet: Vec<serde_json::Value> =
+            foil::table::read_rows(&from_qrels.join(format!("{format}.parquet")))
+                .unwrap()
+                .into_iter()
+                .map(|(_, row)| serde_json::Value::Object(row))
+                .collect();
+        let jsonl = lines(&from_qrels.join(format!("{format}.jsonl")));
+        assert_eq!(parquet.len(), jsonl.len(), "{format}");
+        for (p, j) in parquet.iter().zip(&jsonl) {
+            for (key, value) in j.as_object().unwrap() {
+                match (value, &p[key]) {
+                    // Scores are f32 in JSON and f64 in Parquet.
+                    (serde_json::Value::Array(a), serde_json::Value::Array(b))
+                        if a.first().is_some_and(|v| v.is_f64()) =>
+                    {
+                        for (x, y) in a.iter().zip(b) {
+                            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6);
+                        }
+                    }
+                    (a, b) => assert_eq!(a, b, "{format}: column {key}"),
+                }
+            }
+        }
+    }
+    assert!(!from_qrels.join("tevatron.parquet").exists());
+}
+
+/// A table row without the columns is an error naming the file and line.
+#[test]
+fn a_pairs_table_without_anchor_is_an_error_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"anchor\": \"a\", \"positive\": \"b\"}\n{\"query\": \"a\", \"positive\": \"b\"}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args([
+            "mine",
+            "--data",
+            tmp.path().join("data").to_str().unwrap(),
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--retriever",
+            "bm25",
+            "--output",
+            tmp.path().join("o").to_str().unwrap(),
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pairs.jsonl:2:"), "{err}");
+    assert!(err.contains("anchor"), "{err}");
+}

@@ -7,7 +7,7 @@
 //! - [`encode`]: texts → an embeddings store, through the embedding [`cache`], with any
 //!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
 //! - [`mine`]: hard negatives for (query, positive) pairs, with sentence-transformers'
-//!   filters and formats.
+//!   filters and formats; pairs from qrels or from tables ([`table`]: JSON Lines and Parquet).
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
 pub mod cache;
@@ -17,6 +17,7 @@ pub mod encoders;
 pub mod eval;
 pub mod mine;
 pub mod search;
+pub mod table;
 pub mod threads;
 
 pub use foil_core::{Error, Result};

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use foil::mine::filter::{Filters, Sampling};
 use foil::mine::formats::Format;
-use foil::mine::{MineConfig, MineRetriever};
+use foil::mine::{MineConfig, MineRetriever, PairsSource};
 use foil_bm25::Bm25Params;
 
 use super::encoder_args::{CacheArgs, EncoderArgs};
@@ -47,12 +47,27 @@ pub enum FormatArg {
 
 #[derive(Debug, Args)]
 pub struct MineArgs {
-    /// BEIR folder: the corpus to mine from, queries.jsonl, and qrels/<split>.tsv whose
-    /// judgments with grade ≥ 1 are the (query, positive) pairs.
+    /// BEIR folder: the corpus to mine from (corpus.jsonl), and, unless --pairs says
+    /// otherwise, queries.jsonl and qrels/<split>.tsv whose judgments with grade ≥ 1 are the
+    /// (query, positive) pairs.
     #[arg(long)]
     data: PathBuf,
     #[arg(long, default_value = "train")]
     split: String,
+    /// Pairs from elsewhere: a BEIR-style folder (queries.jsonl + qrels/<split>.tsv, e.g. the
+    /// output of `foil generate queries`), or a table with `anchor` and `positive` text columns
+    /// (.jsonl or .parquet, as sentence-transformers datasets have).
+    #[arg(long)]
+    pairs: Option<PathBuf>,
+    /// Precomputed passage vectors (a `foil encode` store of the corpus) instead of encoding.
+    #[arg(long)]
+    corpus_embeddings: Option<PathBuf>,
+    /// Precomputed query vectors (a `foil encode` store of the queries, by query id).
+    #[arg(long)]
+    query_embeddings: Option<PathBuf>,
+    /// Also write sentence-transformers' formats as Parquet.
+    #[arg(long)]
+    parquet: bool,
     /// Where candidates come from.
     #[arg(long, value_enum, default_value = "dense")]
     retriever: RetrieverArg,
@@ -127,9 +142,23 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
     if args.num_negatives == 0 || args.range_min >= args.range_max {
         anyhow::bail!("need --num-negatives ≥ 1 and --range-min < --range-max");
     }
+    let pairs = match args.pairs {
+        Some(path) if path.is_dir() => PairsSource::Beir {
+            dir: path,
+            split: args.split,
+        },
+        Some(path) => PairsSource::Table(path),
+        None => PairsSource::Beir {
+            dir: args.data.clone(),
+            split: args.split,
+        },
+    };
     let config = MineConfig {
-        data: args.data,
-        split: args.split,
+        corpus: args.data.join("corpus.jsonl"),
+        pairs,
+        corpus_embeddings: args.corpus_embeddings,
+        query_embeddings: args.query_embeddings,
+        parquet: args.parquet,
         retriever: match args.retriever {
             RetrieverArg::Bm25 => MineRetriever::Bm25,
             RetrieverArg::Dense => MineRetriever::Dense,

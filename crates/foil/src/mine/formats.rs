@@ -30,6 +30,11 @@ impl Format {
         Format::Tevatron,
     ];
 
+    /// sentence-transformers' own formats, which are also written as Parquet on request.
+    pub fn is_sentence_transformers(self) -> bool {
+        !matches!(self, Format::Flagembedding | Format::Tevatron)
+    }
+
     /// The format's name, also its file name stem.
     pub fn name(self) -> &'static str {
         match self {

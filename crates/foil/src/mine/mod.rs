@@ -12,7 +12,7 @@ pub mod formats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use foil_bm25::{Analyzer, Bm25Index, Bm25Params, Bm25Searcher};
@@ -21,10 +21,10 @@ use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
 use foil_core::fsutil::AtomicFile;
 use foil_core::manifest::Manifest;
 use foil_core::{
-    Document, Embeddings, Error, Hit, InputPolicy, Progress, Qrels, Query, Reranker, Result,
-    SkipReport, TextKind,
+    Document, Embeddings, Encoder, Error, Hit, InputPolicy, Progress, Qrels, Query, Reranker,
+    Result, SkipReason, SkipReport, TextKind,
 };
-use foil_dense::{dot, exact_top_k, normalize_rows, TopKOptions};
+use foil_dense::{dot, exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
 use serde::Serialize;
 use serde_json::json;
 
@@ -44,20 +44,40 @@ pub enum MineRetriever {
     Hybrid,
 }
 
+/// Where the (query, positive) pairs come from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PairsSource {
+    /// `queries.jsonl` and `qrels/<split>.tsv` of a BEIR folder — the data folder itself, or
+    /// the output of `foil generate queries`; judgments with grade ≥ 1 are pairs.
+    Beir { dir: PathBuf, split: String },
+    /// A table (JSON Lines or Parquet) with `anchor` and `positive` text columns, as
+    /// sentence-transformers datasets have. Rows with the same anchor text are one query;
+    /// positives are matched to corpus passages by exact text, and added to the corpus when
+    /// missing (as sentence-transformers does).
+    Table(PathBuf),
+}
+
 /// Configuration of a mining run.
 #[derive(Debug, Clone, Serialize)]
 pub struct MineConfig {
-    /// A BEIR dataset folder: the corpus to mine from, the queries, and the qrels whose
-    /// judgments with grade ≥ 1 are the (query, positive) pairs.
-    pub data: PathBuf,
-    pub split: String,
+    /// The corpus to mine from (BEIR `corpus.jsonl`).
+    pub corpus: PathBuf,
+    pub pairs: PairsSource,
     pub retriever: MineRetriever,
     pub encoder: Option<EncoderSpec>,
+    /// Precomputed passage vectors (a `foil encode` store) instead of encoding the corpus;
+    /// every corpus passage must have one.
+    pub corpus_embeddings: Option<PathBuf>,
+    /// Precomputed query vectors, by query id.
+    pub query_embeddings: Option<PathBuf>,
     pub bm25: Bm25Params,
     /// Rescore the candidates (and positives) with this cross-encoder; filters then use its scores.
     pub cross_encoder: Option<PathBuf>,
     pub filters: Filters,
     pub formats: Vec<Format>,
+    /// Also write each format as Parquet (sentence-transformers' formats only).
+    pub parquet: bool,
     /// Output folder.
     pub output: PathBuf,
     pub cache: Option<PathBuf>,
@@ -84,6 +104,139 @@ pub struct MineSummary {
 const EXTRA: usize = 16;
 const RRF_K: f32 = 60.0;
 
+/// A query to mine for, with the corpus indices of its positives.
+#[derive(Debug, Clone)]
+struct MineQuery {
+    id: String,
+    text: String,
+    positives: Vec<u32>,
+}
+
+/// The corpus and the queries with their positives, as read from the inputs.
+struct Inputs {
+    docs: Vec<Document>,
+    queries: Vec<MineQuery>,
+    /// (query, positive) pairs in the input, including those counted in `skipped_pairs`.
+    pairs: usize,
+    skipped_pairs: BTreeMap<String, u64>,
+    files: Vec<PathBuf>,
+}
+
+/// Reads the corpus and the pairs.
+fn read_inputs(config: &MineConfig, policy: InputPolicy, skips: &mut SkipReport) -> Result<Inputs> {
+    let mut reader = CorpusReader::open(&config.corpus, policy)?;
+    let mut docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
+    skips.merge(reader.into_skips());
+    let mut files = vec![config.corpus.clone()];
+    let mut skipped_pairs = BTreeMap::new();
+    let mut queries = Vec::new();
+    let mut pairs = 0;
+    match &config.pairs {
+        PairsSource::Beir { dir, split } => {
+            let paths = BeirPaths::new(dir);
+            let all: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
+            let doc_index: HashMap<&str, u32> = docs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.id.as_str(), i as u32))
+                .collect();
+            let query_text: HashMap<&str, &str> = all
+                .iter()
+                .map(|q| (q.id.as_str(), q.text.as_str()))
+                .collect();
+            let qrels_path = paths.qrels(split);
+            let qrels = Qrels::read_checked(
+                &qrels_path,
+                policy,
+                skips,
+                |q| query_text.contains_key(q),
+                |d| doc_index.contains_key(d),
+            )?;
+            // The queries with their positives (grade ≥ 1), in query id order.
+            for (qid, judged) in qrels.iter() {
+                let positives: Vec<u32> = judged
+                    .iter()
+                    .filter(|(_, &g)| g >= 1)
+                    .map(|(d, _)| doc_index[d.as_str()])
+                    .collect();
+                if positives.is_empty() {
+                    continue; // only non-relevant judgments: no pair
+                }
+                pairs += positives.len();
+                queries.push(MineQuery {
+                    id: qid.clone(),
+                    text: query_text[qid.as_str()].to_string(),
+                    positives,
+                });
+            }
+            files.push(paths.queries);
+            files.push(qrels_path);
+        }
+        PairsSource::Table(path) => {
+            let mut by_text: HashMap<String, u32> = HashMap::new();
+            for (i, d) in docs.iter().enumerate() {
+                by_text.entry(d.full_text()).or_insert(i as u32);
+            }
+            let mut query_index: HashMap<String, usize> = HashMap::new();
+            for (line, row) in crate::table::read_rows(path)? {
+                let field = |name: &str| row.get(name).and_then(|v| v.as_str());
+                let (Some(anchor), Some(positive)) = (field("anchor"), field("positive")) else {
+                    skips.reject(
+                        policy,
+                        path,
+                        line,
+                        SkipReason::MissingText,
+                        "needs text columns \"anchor\" and \"positive\"".into(),
+                    )?;
+                    continue;
+                };
+                if anchor.trim().is_empty() || positive.trim().is_empty() {
+                    skips.reject(
+                        policy,
+                        path,
+                        line,
+                        SkipReason::EmptyText,
+                        "empty anchor or positive".into(),
+                    )?;
+                    continue;
+                }
+                pairs += 1;
+                let doc = *by_text.entry(positive.to_string()).or_insert_with(|| {
+                    docs.push(Document {
+                        id: format!("positive-{}", docs.len()),
+                        title: String::new(),
+                        text: positive.to_string(),
+                    });
+                    docs.len() as u32 - 1
+                });
+                let q = *query_index.entry(anchor.to_string()).or_insert_with(|| {
+                    queries.push(MineQuery {
+                        id: format!("anchor-{}", queries.len() + 1),
+                        text: anchor.to_string(),
+                        positives: Vec::new(),
+                    });
+                    queries.len() - 1
+                });
+                if queries[q].positives.contains(&doc) {
+                    *skipped_pairs
+                        .entry("duplicate_pair".to_string())
+                        .or_default() += 1;
+                } else {
+                    queries[q].positives.push(doc);
+                }
+            }
+            files.push(path.clone());
+        }
+    }
+    Ok(Inputs {
+        docs,
+        queries,
+        pairs,
+        skipped_pairs,
+        files,
+    })
+}
+
 /// Runs the mine stage.
 pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> {
     let started = Instant::now();
@@ -91,49 +244,17 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         skip_invalid: config.skip_invalid,
     };
     let mut skips = SkipReport::default();
-    let paths = BeirPaths::new(&config.data);
-    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
-    let mut reader = CorpusReader::open(&paths.corpus, policy)?;
-    let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
-    skips.merge(reader.into_skips());
-    let doc_index: HashMap<&str, u32> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.id.as_str(), i as u32))
-        .collect();
-    let query_text: HashMap<&str, &str> = queries
-        .iter()
-        .map(|q| (q.id.as_str(), q.text.as_str()))
-        .collect();
-    let qrels_path = paths.qrels(&config.split);
-    let qrels = Qrels::read_checked(
-        &qrels_path,
-        policy,
-        &mut skips,
-        |q| query_text.contains_key(q),
-        |d| doc_index.contains_key(d),
-    )?;
+    let Inputs {
+        docs,
+        queries: work,
+        pairs,
+        mut skipped_pairs,
+        files,
+    } = read_inputs(config, policy, &mut skips)?;
     let full: Vec<String> = docs.iter().map(Document::full_text).collect();
-
-    // The queries with their positives (grade ≥ 1), in query id order.
-    let mut skipped_pairs: BTreeMap<String, u64> = BTreeMap::new();
-    let mut work: Vec<(&str, &str, Vec<u32>)> = Vec::new();
-    let mut pairs = 0;
-    for (qid, judged) in qrels.iter() {
-        let positives: Vec<u32> = judged
-            .iter()
-            .filter(|(_, &g)| g >= 1)
-            .map(|(d, _)| doc_index[d.as_str()])
-            .collect();
-        if positives.is_empty() {
-            continue; // only non-relevant judgments: no pair
-        }
-        pairs += positives.len();
-        work.push((qid.as_str(), query_text[qid.as_str()], positives));
-    }
-    let max_pos = work.iter().map(|w| w.2.len()).max().unwrap_or(0);
+    let max_pos = work.iter().map(|w| w.positives.len()).max().unwrap_or(0);
     let depth = config.filters.range_max + max_pos + EXTRA;
-    let texts: Vec<&str> = work.iter().map(|w| w.1).collect();
+    let texts: Vec<&str> = work.iter().map(|w| w.text.as_str()).collect();
 
     // Candidates and positive scores from the retriever(s).
     let (mut candidates, mut positive_scores) = with_threads(config.threads, || {
@@ -161,7 +282,8 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
     // Choose negatives per query.
     let mut rejections = Rejections::new();
     let mut chosen: Vec<Vec<Chosen>> = Vec::with_capacity(work.len());
-    for (i, (qid, qtext, positives)) in work.iter().enumerate() {
+    for (i, q) in work.iter().enumerate() {
+        let (qid, qtext, positives) = (q.id.as_str(), q.text.as_str(), &q.positives);
         let mut seen_texts: HashMap<&str, ()> = HashMap::new();
         for &p in positives {
             seen_texts.insert(full[p as usize].as_str(), ());
@@ -217,19 +339,23 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         score,
     };
     let mut native = AtomicFile::create(&config.output.join("negatives.jsonl"))?;
-    let mut writers: Vec<(Format, AtomicFile, usize)> = config
+    // Per format: its JSON Lines file, rows written, and the rows kept for Parquet.
+    type FormatOut = (Format, AtomicFile, usize, Option<Vec<serde_json::Value>>);
+    let mut writers: Vec<FormatOut> = config
         .formats
         .iter()
         .map(|&f| {
+            let parquet = (config.parquet && f.is_sentence_transformers()).then(Vec::new);
             AtomicFile::create(&config.output.join(format!("{}.jsonl", f.name())))
-                .map(|w| (f, w, 0))
+                .map(|w| (f, w, 0, parquet))
         })
         .collect::<Result<_>>()?;
     let mut kept_pairs = 0;
     let mut negatives_written = 0;
     let (mut pos_all, mut neg_all, mut diff_all) = (Vec::new(), Vec::new(), Vec::new());
     let native_path = config.output.join("negatives.jsonl");
-    for (i, (qid, qtext, positives)) in work.iter().enumerate() {
+    for (i, q) in work.iter().enumerate() {
+        let (qid, qtext, positives) = (q.id.as_str(), q.text.as_str(), &q.positives);
         let negs = &chosen[i];
         for (p, &pos) in positives.iter().enumerate() {
             let ps = positive_scores[i][p];
@@ -267,31 +393,39 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
                 .collect(),
             negatives: negs.iter().map(|c| passage(c.doc, c.score)).collect(),
         };
-        for (format, file, count) in writers.iter_mut() {
+        for (format, file, count, parquet) in writers.iter_mut() {
             for row in formats::rows(*format, &result, n) {
                 writeln!(file.writer(), "{row}").map_err(|e| Error::io(&native_path, e))?;
                 *count += 1;
+                if let Some(rows) = parquet {
+                    rows.push(row);
+                }
             }
         }
     }
     native.commit()?;
     let mut written = BTreeMap::new();
-    for (format, file, count) in writers {
+    let mut outputs = vec!["negatives.jsonl".to_string()];
+    for (format, file, count, parquet) in writers {
         file.commit()?;
         written.insert(format.name().to_string(), count as u64);
+        outputs.push(format!("{}.jsonl", format.name()));
+        if let Some(rows) = parquet {
+            let name = format!("{}.parquet", format.name());
+            crate::table::write_parquet(&config.output.join(&name), &rows)?;
+            outputs.push(name);
+        }
     }
+    outputs.push("stats.txt".to_string());
     let stats = stats_table(&pos_all, &neg_all, &diff_all);
     foil_core::fsutil::write_atomic(&config.output.join("stats.txt"), stats.as_bytes())?;
 
     let seconds = started.elapsed().as_secs_f64();
     let mut manifest = Manifest::new("mine", serde_json::to_value(config).unwrap_or_default());
-    manifest.add_input(&paths.corpus)?;
-    manifest.add_input(&paths.queries)?;
-    manifest.add_input(&qrels_path)?;
-    manifest.outputs = std::iter::once("negatives.jsonl".to_string())
-        .chain(config.formats.iter().map(|f| format!("{}.jsonl", f.name())))
-        .chain(std::iter::once("stats.txt".to_string()))
-        .collect();
+    for file in &files {
+        manifest.add_input(file)?;
+    }
+    manifest.outputs = outputs;
     manifest.seed = Some(config.filters.seed);
     manifest.set_skips(&skips);
     manifest.counts.insert("pairs".into(), pairs as u64);
@@ -344,7 +478,7 @@ fn retrieve(
     docs: &[Document],
     full: &[String],
     queries: &[&str],
-    work: &[(&str, &str, Vec<u32>)],
+    work: &[MineQuery],
     depth: usize,
     progress: &dyn Progress,
 ) -> Result<Retrieved> {
@@ -360,35 +494,77 @@ fn retrieve(
         progress.end();
         let pos = work
             .iter()
-            .map(|(_, q, ps)| ps.iter().map(|&p| searcher.score_doc(q, p)).collect())
+            .map(|q| {
+                q.positives
+                    .iter()
+                    .map(|&p| searcher.score_doc(&q.text, p))
+                    .collect()
+            })
             .collect();
         Ok((hits, pos))
     };
     let dense = || -> Result<Retrieved> {
-        let spec = config.encoder.as_ref().ok_or_else(|| {
-            Error::Invalid("dense and hybrid mining need a bi-encoder (--model)".into())
-        })?;
-        let encoder = spec.load()?;
-        let encode = |texts: &[&str], kind: TextKind| -> Result<Embeddings> {
-            let mut out = encode_all(
-                encoder.as_ref(),
-                texts,
-                kind,
-                config.cache.as_deref(),
-                progress,
-            )?;
+        let precomputed = config.corpus_embeddings.is_some() && config.query_embeddings.is_some();
+        let encoder = match &config.encoder {
+            Some(spec) => Some(spec.load()?),
+            None if precomputed => None,
+            None => {
+                return Err(Error::Invalid(
+                    "dense and hybrid mining need a bi-encoder (--model) or precomputed \
+                     corpus and query embeddings"
+                        .into(),
+                ))
+            }
+        };
+        let vectors = |texts: &[&str],
+                       ids: &[&str],
+                       stored: Option<&PathBuf>,
+                       kind: TextKind|
+         -> Result<Embeddings> {
+            let mut out = match (stored, &encoder) {
+                (Some(dir), _) => load_aligned(dir, ids, encoder.as_deref(), kind)?,
+                (None, Some(encoder)) => encode_all(
+                    encoder.as_ref(),
+                    texts,
+                    kind,
+                    config.cache.as_deref(),
+                    progress,
+                )?,
+                (None, None) => unreachable!("checked above"),
+            };
             normalize_rows(&mut out);
             Ok(out)
         };
         let passages: Vec<&str> = full.iter().map(String::as_str).collect();
-        let corpus = encode(&passages, TextKind::Passage)?;
-        let q = encode(queries, TextKind::Query)?;
+        let doc_ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+        let corpus = vectors(
+            &passages,
+            &doc_ids,
+            config.corpus_embeddings.as_ref(),
+            TextKind::Passage,
+        )?;
+        let query_ids: Vec<&str> = work.iter().map(|q| q.id.as_str()).collect();
+        let q = vectors(
+            queries,
+            &query_ids,
+            config.query_embeddings.as_ref(),
+            TextKind::Query,
+        )?;
+        if q.dim != corpus.dim {
+            return Err(Error::Invalid(format!(
+                "query vectors have {} dimensions, passage vectors {}",
+                q.dim, corpus.dim
+            )));
+        }
+        progress.begin("top-k", None);
         let hits = exact_top_k(&q, &corpus, depth, &TopKOptions::default());
+        progress.end();
         let pos = work
             .iter()
             .enumerate()
-            .map(|(i, (_, _, ps))| {
-                ps.iter()
+            .map(|(i, w)| {
+                w.positives
+                    .iter()
                     .map(|&p| dot(q.row(i), corpus.row(p as usize)))
                     .collect()
             })
@@ -412,7 +588,7 @@ fn retrieve(
             };
             let mut hits = Vec::with_capacity(b.len());
             let mut pos = Vec::with_capacity(b.len());
-            for (i, (_, _, ps)) in work.iter().enumerate() {
+            for (i, ps) in work.iter().map(|q| &q.positives).enumerate() {
                 let scores = fuse([&b[i], &d[i]]);
                 let mut fused: Vec<Hit> = scores
                     .iter()
@@ -434,12 +610,68 @@ fn retrieve(
     }
 }
 
+/// Loads a `foil encode` store and returns its vectors in the order of `ids`. With an
+/// encoder, the store must have been written by it (same fingerprint) for this kind of text.
+fn load_aligned(
+    dir: &Path,
+    ids: &[&str],
+    encoder: Option<&dyn Encoder>,
+    kind: TextKind,
+) -> Result<Embeddings> {
+    let stored = StoredEmbeddings::read(dir)?;
+    if let Some(encoder) = encoder {
+        let expected = format!("{}|kind={kind:?}", encoder.fingerprint());
+        if !stored.header.encoder.starts_with(&expected) {
+            return Err(Error::Invalid(format!(
+                "{}: these vectors were made by another encoder, with other settings or for \
+                 another kind of text ({:?})",
+                dir.display(),
+                stored.header.encoder
+            )));
+        }
+    }
+    if !stored.header.complete {
+        return Err(Error::Invalid(format!(
+            "{}: the encode run that wrote these vectors did not finish",
+            dir.display()
+        )));
+    }
+    if stored
+        .ids
+        .iter()
+        .map(String::as_str)
+        .eq(ids.iter().copied())
+    {
+        return Ok(stored.embeddings);
+    }
+    let row: HashMap<&str, usize> = stored
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let dim = stored.embeddings.dim;
+    let mut data = Vec::with_capacity(ids.len() * dim);
+    for id in ids {
+        let r = row.get(id).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no vector for {:?} (the store has {} rows)",
+                dir.display(),
+                id,
+                stored.ids.len()
+            ))
+        })?;
+        data.extend_from_slice(stored.embeddings.row(*r));
+    }
+    Ok(Embeddings::from_vec(dim, data))
+}
+
 /// Replaces candidate and positive scores with the cross-encoder's, and re-sorts candidates.
 fn rescore(
     ce: &dyn Reranker,
     full: &[String],
     queries: &[&str],
-    work: &[(&str, &str, Vec<u32>)],
+    work: &[MineQuery],
     candidates: &mut [Vec<Hit>],
     positive_scores: &mut [Vec<f32>],
     progress: &dyn Progress,
@@ -450,7 +682,12 @@ fn rescore(
             .iter()
             .map(|h| (*q, full[h.doc as usize].as_str()))
             .collect();
-        pairs.extend(work[i].2.iter().map(|&p| (*q, full[p as usize].as_str())));
+        pairs.extend(
+            work[i]
+                .positives
+                .iter()
+                .map(|&p| (*q, full[p as usize].as_str())),
+        );
         let scores = ce.score(&pairs)?;
         let n = candidates[i].len();
         for (h, s) in candidates[i].iter_mut().zip(&scores[..n]) {
