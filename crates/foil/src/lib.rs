@@ -8,6 +8,8 @@
 //!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
 //! - [`mine`]: hard negatives for (query, positive) pairs, with sentence-transformers'
 //!   filters and formats; pairs from qrels or from tables ([`table`]: JSON Lines and Parquet).
+//! - [`train`]: fine-tune a bi-encoder on a training table with a contrastive loss
+//!   (GradCache for large batches), resumable, saved as a sentence-transformers folder.
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
 pub mod cache;
@@ -19,5 +21,6 @@ pub mod mine;
 pub mod search;
 pub mod table;
 pub mod threads;
+pub mod train;
 
 pub use foil_core::{Error, Result};

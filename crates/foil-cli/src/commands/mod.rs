@@ -7,6 +7,7 @@ mod eval;
 mod init_cross_encoder;
 mod mine;
 mod search;
+mod train;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,9 @@ pub enum Command {
     /// Rank a BEIR corpus (BM25 or a dense bi-encoder) for the queries judged in a split and
     /// write a TREC run.
     Search(search::SearchArgs),
+    /// Fine-tune a bi-encoder on a training table (foil mine's output or any
+    /// sentence-transformers dataset) with a contrastive loss; saves a sentence-transformers folder.
+    Train(train::TrainArgs),
 }
 
 /// Runs a subcommand; returns the process exit code.
@@ -42,5 +46,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::InitCrossEncoder(args) => init_cross_encoder::run(args),
         Command::Mine(args) => mine::run(args),
         Command::Search(args) => search::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

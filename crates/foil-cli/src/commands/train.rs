@@ -1,0 +1,107 @@
+//! `foil train`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::Context;
+use clap::Args;
+use foil::train::TrainConfig;
+use foil_train::Loss;
+
+use crate::progress::Bars;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The training table: sentence-transformers n-tuple, triplet or n-tuple-scores columns, or
+    /// FlagEmbedding's {query, pos, neg}; .jsonl or .parquet (e.g. `foil mine` output).
+    train_file: PathBuf,
+    /// The model to start from: a name under the models folder or a folder path.
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    model: PathBuf,
+    /// Output folder: the trained sentence-transformers folder, checkpoint/, log.jsonl.
+    #[arg(long)]
+    output: PathBuf,
+    /// The loss, with options: infonce (= mnrl), dcl, dclw, mw, soft-infonce,
+    /// multi-similarity, triplet, margin-mse; e.g. "infonce:scale=20,symmetric=true".
+    #[arg(long, default_value = "infonce")]
+    loss: String,
+    /// Rows (queries) per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Texts per forward pass; smaller than the batch's text count runs GradCache.
+    #[arg(long)]
+    mini_batch: Option<usize>,
+    /// Hard negatives per row (default: as many as every row has).
+    #[arg(long)]
+    max_negatives: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Stop after this many steps.
+    #[arg(long)]
+    max_steps: Option<u64>,
+    #[arg(long, default_value_t = 2e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Longest input in tokens (default: the model's).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Train without dropout (for exact comparisons).
+    #[arg(long)]
+    no_dropout: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Checkpoint every N steps (0: only at the end); a rerun resumes from the checkpoint.
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Hide progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let loss = Loss::from_str(&args.loss).context("--loss")?;
+    let config = TrainConfig {
+        model: args.model,
+        train_file: args.train_file,
+        output: args.output,
+        loss,
+        batch_size: args.batch_size,
+        mini_batch: args.mini_batch,
+        max_negatives: args.max_negatives,
+        epochs: args.epochs,
+        max_steps: args.max_steps,
+        lr: args.lr,
+        warmup_ratio: args.warmup_ratio,
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        max_length: args.max_length,
+        dropout: !args.no_dropout,
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        threads: args.threads,
+    };
+    let s = foil::train::run(&config, &Bars::new(args.no_progress)).context("training failed")?;
+    let skipped: u64 = s.skipped_rows.values().sum();
+    eprintln!(
+        "train: {} rows, skipped {}; steps {} (resumed at {}); loss {:.4} -> {:.4}; {:.2} s/step; {:.1}s -> {}",
+        s.rows,
+        skipped,
+        s.steps,
+        s.resumed_from,
+        s.first_loss.unwrap_or(f64::NAN),
+        s.last_loss.unwrap_or(f64::NAN),
+        s.seconds_per_step,
+        s.seconds,
+        config.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,245 @@
+//! `foil train` end to end on the demo dataset with all-MiniLM-L6-v2 (installed by
+//! scripts/fetch-models.sh): a run killed with SIGKILL after a checkpoint resumes to the same
+//! weights as an uninterrupted run, GradCache gives the update of one big batch, and the
+//! saved folder is a model foil can load and that differs from the base.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use foil_candle::weights::Weights;
+
+fn minilm() -> Option<PathBuf> {
+    let root = std::env::var_os("FOIL_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?;
+    let dir = root.join("all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run scripts/fetch-models.sh first"
+    );
+    eprintln!("skipped: all-MiniLM-L6-v2 is not installed");
+    None
+}
+
+fn foil(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "foil {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Mines a small n-tuple table (1 BM25 negative per row) from the demo dataset.
+fn training_table(dir: &Path) -> PathBuf {
+    foil(&["demo", "--output", dir.to_str().unwrap()]);
+    let out = dir.join("mined");
+    foil(&[
+        "mine",
+        "--data",
+        dir.join("data").to_str().unwrap(),
+        "--retriever",
+        "bm25",
+        "--num-negatives",
+        "1",
+        "--format",
+        "n-tuple",
+        "--output",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    out.join("n-tuple.jsonl")
+}
+
+fn train_args<'a>(
+    model: &'a str,
+    table: &'a str,
+    out: &'a str,
+    steps: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        table,
+        "--model",
+        model,
+        "--output",
+        out,
+        "--batch-size",
+        "4",
+        "--max-steps",
+        steps,
+        "--max-length",
+        "24",
+        "--checkpoint-every",
+        "2",
+        "--threads",
+        "2",
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let w = Weights::load(dir, &Device::Cpu).unwrap();
+    let mut names: Vec<String> = w.names().map(str::to_string).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let shape = w.shape(&n).unwrap();
+            let v = w.vec(&n, &shape).unwrap();
+            (n, v)
+        })
+        .collect()
+}
+
+/// The largest difference between the parameters of `trained` and the same-named ones of
+/// `base` (a base folder may hold buffers a trained one leaves out).
+fn max_abs_diff(base: &[(String, Vec<f32>)], trained: &[(String, Vec<f32>)]) -> f32 {
+    let base: std::collections::HashMap<&str, &Vec<f32>> =
+        base.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    assert!(trained.len() > 100, "{} tensors", trained.len());
+    trained
+        .iter()
+        .flat_map(|(name, v)| {
+            let b = base
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("{name} not in the base"));
+            v.iter().zip(b.iter()).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn a_killed_training_run_resumes_to_the_same_weights() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let table = training_table(tmp.path());
+    let (model, table) = (model.to_str().unwrap(), table.to_str().unwrap());
+    let whole = tmp.path().join("whole");
+    foil(&train_args(model, table, whole.to_str().unwrap(), "6", &[]));
+    let log = std::fs::read_to_string(whole.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 6);
+
+    // Kill a second run as soon as its first checkpoint exists, then run it again.
+    let resumed = tmp.path().join("resumed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(train_args(
+            model,
+            table,
+            resumed.to_str().unwrap(),
+            "6",
+            &[],
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = resumed.join("checkpoint/state.json");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !state.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before a kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!resumed.join("log.jsonl").exists(), "killed before the end");
+    let out = foil(&train_args(
+        model,
+        table,
+        resumed.to_str().unwrap(),
+        "6",
+        &[],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("resumed at 0"), "did not resume: {err}");
+    assert_eq!(
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(resumed.join("model.safetensors")).unwrap(),
+        "a resumed run must end with the uninterrupted run's weights"
+    );
+    assert_eq!(
+        std::fs::read_to_string(resumed.join("log.jsonl")).unwrap(),
+        log
+    );
+
+    // The weights moved, and the folder loads as a bi-encoder.
+    let base = weights(Path::new(model));
+    let trained = weights(&whole);
+    assert!(
+        max_abs_diff(&base, &trained) > 1e-5,
+        "training changed nothing"
+    );
+    let texts = tmp.path().join("texts.jsonl");
+    std::fs::write(
+        &texts,
+        "{\"_id\": \"a\", \"text\": \"aspirin and heart attacks\"}\n",
+    )
+    .unwrap();
+    foil(&[
+        "encode",
+        "--model",
+        whole.to_str().unwrap(),
+        "--input",
+        texts.to_str().unwrap(),
+        "--output",
+        tmp.path().join("enc").to_str().unwrap(),
+        "--no-cache",
+        "--no-progress",
+    ]);
+}
+
+#[test]
+fn gradcache_gives_the_update_of_one_big_batch() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let table = training_table(tmp.path());
+    let (model, table) = (model.to_str().unwrap(), table.to_str().unwrap());
+    let (big, cached) = (tmp.path().join("big"), tmp.path().join("cached"));
+    foil(&train_args(
+        model,
+        table,
+        big.to_str().unwrap(),
+        "2",
+        &["--no-dropout"],
+    ));
+    foil(&train_args(
+        model,
+        table,
+        cached.to_str().unwrap(),
+        "2",
+        &["--no-dropout", "--mini-batch", "3"],
+    ));
+    let losses = |dir: &Path| -> Vec<f64> {
+        std::fs::read_to_string(dir.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (a, b) = (losses(&big), losses(&cached));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "losses {a:?} vs {b:?}");
+    }
+    let diff = max_abs_diff(&weights(&big), &weights(&cached));
+    assert!(diff < 1e-5, "GradCache moved weights differently: {diff}");
+}

@@ -1,0 +1,295 @@
+//! AdamW, its learning-rate schedule and gradient clipping, each exactly as the PyTorch code a
+//! sentence-transformers fine-tune runs (`tests/optim_parity.rs` checks them to 1e-6):
+//!
+//! - [`AdamW`] is `torch.optim.AdamW` (Loshchilov and Hutter, 2019, "Decoupled Weight Decay
+//!   Regularization"): for a parameter θ with gradient g at step t (per parameter, from 1)
+//!
+//!   ```text
+//!   θ ← θ · (1 − lr · λ)                           decoupled weight decay
+//!   m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+//!   θ ← θ − lr / (1 − β₁ᵗ) · m / ( √v / √(1 − β₂ᵗ) + ε )
+//!   ```
+//!
+//!   (ε outside the square root). Parameters without a gradient are skipped, and keep their own
+//!   step count, as in torch.
+//! - [`LinearSchedule`] is transformers' `get_linear_schedule_with_warmup`.
+//! - [`clip_grad_norm`] is `torch.nn.utils.clip_grad_norm_` (global L2 norm).
+//!
+//! The optimizer state (moments and step counts) is saved to safetensors for resuming.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use foil_candle::model::CandleResult;
+use foil_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// AdamW's hyper-parameters (torch's defaults, the learning rate aside).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// λ, applied to the parameters whose decay flag is set (see [`decays`]).
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// Whether a parameter gets weight decay under transformers' `Trainer` convention: not biases,
+/// not LayerNorm weights.
+pub fn decays(name: &str) -> bool {
+    !(name.ends_with("bias") || name.contains("LayerNorm") || name.contains("layer_norm"))
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    decay: bool,
+    /// First and second moments, once the parameter has had a gradient.
+    moments: Option<(Tensor, Tensor)>,
+    step: u64,
+}
+
+/// `torch.optim.AdamW` over a list of named variables.
+pub struct AdamW {
+    config: AdamWConfig,
+    params: Vec<Param>,
+}
+
+impl AdamW {
+    /// Optimizes `vars`, with weight decay where [`decays`] says so.
+    pub fn new(vars: &[(String, Var)], config: AdamWConfig) -> Self {
+        Self::with_decay(vars, config, decays)
+    }
+
+    /// Optimizes `vars`, with weight decay where `decay(name)` is true.
+    pub fn with_decay(
+        vars: &[(String, Var)],
+        config: AdamWConfig,
+        decay: impl Fn(&str) -> bool,
+    ) -> Self {
+        let params = vars
+            .iter()
+            .map(|(name, var)| Param {
+                name: name.clone(),
+                var: var.clone(),
+                decay: decay(name),
+                moments: None,
+                step: 0,
+            })
+            .collect();
+        Self { config, params }
+    }
+
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+
+    /// The most steps any parameter has taken.
+    pub fn steps(&self) -> u64 {
+        self.params.iter().map(|p| p.step).max().unwrap_or(0)
+    }
+
+    /// One update at learning rate `lr` from `grads`.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        let c = &self.config;
+        for p in &mut self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            let g = g.detach();
+            p.step += 1;
+            let t = p.step as i32;
+            let mut theta = p.var.as_tensor().detach();
+            if p.decay && c.weight_decay != 0.0 {
+                theta = (theta * (1.0 - lr * c.weight_decay)).ce()?;
+            }
+            let (m, v) = match p.moments.take() {
+                Some(mv) => mv,
+                None => (g.zeros_like().ce()?, g.zeros_like().ce()?),
+            };
+            let m = ((m * c.beta1).ce()? + (&g * (1.0 - c.beta1)).ce()?).ce()?;
+            let v = ((v * c.beta2).ce()? + (g.sqr().ce()? * (1.0 - c.beta2)).ce()?).ce()?;
+            let bias1 = 1.0 - c.beta1.powi(t);
+            let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+            let denom = (v.sqrt().ce()? / bias2_sqrt)
+                .ce()?
+                .affine(1.0, c.eps)
+                .ce()?;
+            let update = (m.div(&denom).ce()? * (lr / bias1)).ce()?;
+            p.var.set(&theta.sub(&update).ce()?).ce()?;
+            p.moments = Some((m, v));
+        }
+        Ok(())
+    }
+
+    /// Saves the moments and step counts (`<name>.exp_avg`, `<name>.exp_avg_sq`, `<name>.step`,
+    /// as torch's state names them) to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        for p in &self.params {
+            let Some((m, v)) = &p.moments else { continue };
+            tensors.insert(
+                format!("{}.exp_avg", p.name),
+                m.to_device(&Device::Cpu).ce()?,
+            );
+            tensors.insert(
+                format!("{}.exp_avg_sq", p.name),
+                v.to_device(&Device::Cpu).ce()?,
+            );
+            tensors.insert(
+                format!("{}.step", p.name),
+                Tensor::new(&[p.step as f64], &Device::Cpu).ce()?,
+            );
+        }
+        candle_core::safetensors::save(&tensors, path)
+            .map_err(|e| Error::format(path, e.to_string()))
+    }
+
+    /// Restores what [`AdamW::save`] wrote, for the same parameters.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        for p in &mut self.params {
+            let (Some(m), Some(v), Some(step)) = (
+                tensors.remove(&format!("{}.exp_avg", p.name)),
+                tensors.remove(&format!("{}.exp_avg_sq", p.name)),
+                tensors.remove(&format!("{}.step", p.name)),
+            ) else {
+                p.moments = None;
+                p.step = 0;
+                continue;
+            };
+            let shape = p.var.as_tensor().shape();
+            if m.shape() != shape || v.shape() != shape {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "optimizer state of \"{}\" is {:?}, the parameter {:?}",
+                        p.name,
+                        m.dims(),
+                        shape.dims()
+                    ),
+                ));
+            }
+            let (device, dtype) = (p.var.device().clone(), p.var.dtype());
+            let to = |t: Tensor| t.to_device(&device).and_then(|t| t.to_dtype(dtype));
+            p.moments = Some((to(m).ce()?, to(v).ce()?));
+            p.step = step
+                .to_dtype(DType::F64)
+                .ce()?
+                .flatten_all()
+                .ce()?
+                .to_vec1::<f64>()
+                .ce()?
+                .first()
+                .copied()
+                .unwrap_or(0.0) as u64;
+        }
+        if let Some(extra) = tensors.keys().next() {
+            return Err(Error::format(
+                path,
+                format!("optimizer state has \"{extra}\", which is no parameter here"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Linear warmup from 0 to `base_lr` over `warmup_steps`, then linear decay to 0 at
+/// `total_steps` (transformers' `get_linear_schedule_with_warmup`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinearSchedule {
+    pub base_lr: f64,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+}
+
+impl LinearSchedule {
+    /// The learning rate of the update that follows `step` finished updates (0-based).
+    pub fn lr(&self, step: u64) -> f64 {
+        let factor = if step < self.warmup_steps {
+            step as f64 / self.warmup_steps.max(1) as f64
+        } else {
+            let left = self.total_steps.saturating_sub(step) as f64;
+            (left / self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64).max(0.0)
+        };
+        self.base_lr * factor
+    }
+}
+
+/// Scales the gradients of `vars` in place so that their global L2 norm is at most `max_norm`
+/// (`torch.nn.utils.clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1);
+/// returns the norm before clipping. Variables without a gradient are left out.
+pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+    let mut sum = 0f64;
+    for (_, var) in vars {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let sq = g
+                .to_dtype(DType::F64)
+                .ce()?
+                .sqr()
+                .ce()?
+                .sum_all()
+                .ce()?
+                .to_scalar::<f64>()
+                .ce()?;
+            sum += sq;
+        }
+    }
+    let norm = sum.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for (_, var) in vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let scaled = (g.detach() * coef).ce()?;
+                grads.insert(var.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let s = LinearSchedule {
+            base_lr: 1.0,
+            warmup_steps: 4,
+            total_steps: 12,
+        };
+        let lrs: Vec<f64> = (0..14).map(|t| s.lr(t)).collect();
+        assert_eq!(&lrs[..5], &[0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(lrs[8], 0.5);
+        assert_eq!(&lrs[12..], &[0.0, 0.0]);
+        let none = LinearSchedule {
+            base_lr: 2.0,
+            warmup_steps: 0,
+            total_steps: 4,
+        };
+        assert_eq!(none.lr(0), 2.0);
+    }
+
+    #[test]
+    fn decay_follows_the_trainer_convention() {
+        assert!(decays("encoder.layer.0.attention.self.query.weight"));
+        assert!(!decays("encoder.layer.0.attention.self.query.bias"));
+        assert!(!decays("embeddings.LayerNorm.weight"));
+    }
+}

@@ -1,0 +1,672 @@
+//! The train stage: fine-tune a BERT bi-encoder on a training table with a contrastive loss,
+//! and save a folder that foil and sentence-transformers both load.
+//!
+//! Rows come from `foil mine` (or any sentence-transformers dataset): `n-tuple`, `triplet`,
+//! `n-tuple-scores` (the scores feed MarginMSE) or FlagEmbedding `{query, pos, neg}`, as
+//! JSON Lines or Parquet ([`crate::table`]). Each epoch is cut into batches by the
+//! no-duplicates sampler, seeded by (seed, epoch), so no text is twice in a batch.
+//!
+//! One step: tokenize the batch's queries, positives and negatives; embed them with
+//! [`TrainableBert`] (pooling and normalization from the model folder); compute the loss;
+//! backpropagate; clip the global gradient norm; update with AdamW under a linear
+//! warmup/decay schedule. With `mini_batch` smaller than the batch, the step runs as GradCache
+//! (Gao et al., 2021): embeddings of the whole batch are computed in chunks without keeping
+//! the graph, the loss's gradient with respect to each embedding is taken, and each chunk is
+//! run again with its graph to push that gradient into the weights — the same update as one
+//! big forward pass (dropout masks are seeded per chunk, so both passes draw the same ones) at
+//! the memory of one chunk.
+//!
+//! Everything random is seeded from (seed, step), so a run killed after a checkpoint and
+//! resumed gives the same weights as an uninterrupted one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
+use foil_candle::config::{BertConfig, SentenceConfig};
+use foil_candle::model::{Batch, CandleResult, Dropout, TrainableBert};
+use foil_candle::tokenizer::TextTokenizer;
+use foil_candle::weights::Weights;
+use foil_core::fsutil::write_atomic;
+use foil_core::manifest::Manifest;
+use foil_core::rng::SplitMix64;
+use foil_core::{Error, Progress, Result};
+use foil_train::{clip_grad_norm, no_duplicates_batches, AdamW, AdamWConfig, LinearSchedule};
+use foil_train::{Loss, LossInput};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::threads::with_threads;
+
+/// Configuration of a training run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainConfig {
+    /// The model folder to start from (Hugging Face BERT, sentence-transformers layout).
+    pub model: PathBuf,
+    /// The training table.
+    pub train_file: PathBuf,
+    /// Output folder: the trained model, `checkpoint/`, `log.jsonl`, `manifest.json`.
+    pub output: PathBuf,
+    pub loss: Loss,
+    /// Rows (queries) per batch.
+    pub batch_size: usize,
+    /// Texts per forward pass; below the batch's text count the step runs as GradCache.
+    pub mini_batch: Option<usize>,
+    /// Hard negatives used per row (default: as many as every row has).
+    pub max_negatives: Option<usize>,
+    pub epochs: usize,
+    /// Stop after this many steps (default: all epochs).
+    pub max_steps: Option<u64>,
+    pub lr: f64,
+    /// Share of the steps spent warming the learning rate up.
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    /// Longest input in tokens (default: the model folder's).
+    pub max_length: Option<usize>,
+    /// Train with the model's dropout (the usual); off for exact comparisons.
+    pub dropout: bool,
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    pub threads: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: PathBuf::new(),
+            train_file: PathBuf::new(),
+            output: PathBuf::new(),
+            loss: Loss::default(),
+            batch_size: 16,
+            mini_batch: None,
+            max_negatives: None,
+            epochs: 1,
+            max_steps: None,
+            lr: 2e-5,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            max_length: None,
+            dropout: true,
+            seed: 42,
+            checkpoint_every: 50,
+            threads: None,
+        }
+    }
+}
+
+/// What a training run did.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub rows: usize,
+    pub skipped_rows: BTreeMap<String, u64>,
+    pub steps: u64,
+    /// Step at which this run started (0, or the checkpoint it resumed from).
+    pub resumed_from: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub seconds: f64,
+    pub seconds_per_step: f64,
+}
+
+/// One training example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub anchor: String,
+    pub positive: String,
+    pub negatives: Vec<String>,
+    /// Teacher scores, positive first (`n-tuple-scores`).
+    pub scores: Option<Vec<f32>>,
+}
+
+/// Reads a training table: sentence-transformers' `anchor`, `positive`, `negative` or
+/// `negative_1..n` (+ `scores`) columns, or FlagEmbedding's `query`, `pos`, `neg` lists (one
+/// row per positive).
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (line, record) in crate::table::read_rows(path)? {
+        let bad = |message: String| Error::Input {
+            file: path.to_path_buf(),
+            line,
+            reason: foil_core::SkipReason::MissingText,
+            message,
+        };
+        let text = |v: &Value, what: &str| -> Result<String> {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("{what} is not a string: {v}")))
+        };
+        if let (Some(query), Some(pos)) = (record.get("query"), record.get("pos")) {
+            let negatives = match record.get("neg") {
+                Some(Value::Array(n)) => n.iter().map(|v| text(v, "neg")).collect::<Result<_>>()?,
+                _ => Vec::new(),
+            };
+            let pos = pos
+                .as_array()
+                .ok_or_else(|| bad("\"pos\" is not a list".into()))?;
+            for p in pos {
+                rows.push(Row {
+                    anchor: text(query, "query")?,
+                    positive: text(p, "pos")?,
+                    negatives: negatives.clone(),
+                    scores: None,
+                });
+            }
+            continue;
+        }
+        let anchor = record
+            .get("anchor")
+            .ok_or_else(|| bad("no \"anchor\" column".into()))?;
+        let positive = record
+            .get("positive")
+            .ok_or_else(|| bad("no \"positive\" column".into()))?;
+        let mut negatives = Vec::new();
+        if let Some(n) = record.get("negative") {
+            negatives.push(text(n, "negative")?);
+        }
+        let mut k = 1;
+        while let Some(n) = record.get(&format!("negative_{k}")) {
+            negatives.push(text(n, "negative")?);
+            k += 1;
+        }
+        let scores = match record.get("scores") {
+            Some(Value::Array(s)) => Some(
+                s.iter()
+                    .map(|v| v.as_f64().map(|x| x as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| bad("\"scores\" holds a non-number".into()))?,
+            ),
+            _ => None,
+        };
+        rows.push(Row {
+            anchor: text(anchor, "anchor")?,
+            positive: text(positive, "positive")?,
+            negatives,
+            scores,
+        });
+    }
+    Ok(rows)
+}
+
+/// Saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    /// Hash of everything that determines the run; a checkpoint of another run is not resumed.
+    run: String,
+    step: u64,
+    /// Per-step losses (f32, as computed: they survive the JSON round trip exactly).
+    losses: Vec<f32>,
+}
+
+/// A model folder's files that a trained folder copies unchanged.
+const COPIED: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "config_sentence_transformers.json",
+];
+
+/// Runs the train stage.
+pub fn run(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> {
+    with_threads(config.threads, || train(config, progress))?
+}
+
+fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> {
+    let started = Instant::now();
+    let model_dir = crate::encoders::resolve_model(&config.model)?;
+    let bert = BertConfig::read(&model_dir.join("config.json"))?;
+    let mut sentence = SentenceConfig::read(&model_dir, &bert)?;
+    if let Some(n) = config.max_length {
+        sentence.max_length = n.min(bert.max_position_embeddings);
+    }
+    let tokenizer = TextTokenizer::load(&model_dir, sentence.max_length)?;
+
+    // Rows with the same number of negatives K (what the loss's tensors need).
+    let all = read_rows(&config.train_file)?;
+    let min_negatives = all.iter().map(|r| r.negatives.len()).min().unwrap_or(0);
+    let k = config.max_negatives.unwrap_or(min_negatives);
+    let mut skipped_rows = BTreeMap::new();
+    let mut rows = Vec::with_capacity(all.len());
+    for mut row in all {
+        if row.negatives.len() < k {
+            *skipped_rows
+                .entry("fewer_negatives_than_used".to_string())
+                .or_default() += 1;
+            continue;
+        }
+        row.negatives.truncate(k);
+        if let Some(s) = &mut row.scores {
+            s.truncate(k + 1);
+        }
+        rows.push(row);
+    }
+    if rows.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "{}: {} usable rows; training needs at least 2",
+            config.train_file.display(),
+            rows.len()
+        )));
+    }
+    if config.loss.needs_negatives() && k == 0 {
+        return Err(Error::Invalid(format!(
+            "the {} loss needs hard negatives, and the rows have none",
+            config.loss.name()
+        )));
+    }
+    if matches!(config.loss, Loss::MarginMse(_)) && rows.iter().any(|r| r.scores.is_none()) {
+        return Err(Error::Invalid(
+            "margin-mse needs teacher scores (an n-tuple-scores table)".into(),
+        ));
+    }
+
+    // The whole schedule up front: batches of every epoch.
+    let texts: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| {
+            std::iter::once(r.anchor.as_str())
+                .chain(std::iter::once(r.positive.as_str()))
+                .chain(r.negatives.iter().map(String::as_str))
+                .collect()
+        })
+        .collect();
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for epoch in 0..config.epochs.max(1) {
+        let seed = config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        batches.extend(
+            no_duplicates_batches(&texts, config.batch_size, seed, false)
+                .into_iter()
+                .filter(|b| b.len() >= 2),
+        );
+    }
+    let total = config
+        .max_steps
+        .map_or(batches.len() as u64, |m| m.min(batches.len() as u64));
+    let schedule = LinearSchedule {
+        base_lr: config.lr,
+        warmup_steps: (total as f64 * config.warmup_ratio).round() as u64,
+        total_steps: total,
+    };
+    let run_id = run_hash(config, &model_dir, k)?;
+
+    // The model, and the checkpoint to resume from if it belongs to this run.
+    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+    let checkpoint = config.output.join("checkpoint");
+    let state: Option<State> = match std::fs::read(checkpoint.join("state.json")) {
+        Ok(bytes) => serde_json::from_slice::<State>(&bytes)
+            .ok()
+            .filter(|s| s.run == run_id),
+        Err(_) => None,
+    };
+    let device = Device::Cpu;
+    let weights_dir = if state.is_some() {
+        &checkpoint
+    } else {
+        &model_dir
+    };
+    let model = TrainableBert::new(&bert, &Weights::load(weights_dir, &device)?, &device)?;
+    let mut optimizer = AdamW::new(
+        model.vars(),
+        AdamWConfig {
+            weight_decay: config.weight_decay,
+            ..AdamWConfig::default()
+        },
+    );
+    let (mut step, mut losses) = match state {
+        Some(s) => {
+            optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
+            tracing::info!(step = s.step, "resuming from {}", checkpoint.display());
+            (s.step, s.losses)
+        }
+        None => (0, Vec::new()),
+    };
+    let resumed_from = step;
+
+    let trainer = Trainer {
+        model: &model,
+        tokenizer: &tokenizer,
+        sentence: &sentence,
+        config,
+        dropout: config.dropout,
+    };
+    progress.begin("train", Some(total));
+    progress.update(step);
+    let step_started = Instant::now();
+    while step < total {
+        let batch: Vec<&Row> = batches[step as usize].iter().map(|&i| &rows[i]).collect();
+        let seed = config
+            .seed
+            .wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let (loss, mut grads) = trainer.step(&batch, seed)?;
+        clip_grad_norm(model.vars(), &mut grads, config.max_grad_norm)?;
+        optimizer.step(&grads, schedule.lr(step))?;
+        step += 1;
+        losses.push(loss);
+        progress.update(step);
+        tracing::debug!(step, loss, "step");
+        if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 && step < total {
+            save_checkpoint(&checkpoint, &model, &optimizer, &run_id, step, &losses)?;
+        }
+    }
+    progress.end();
+    let trained = step - resumed_from;
+    let seconds_per_step = if trained > 0 {
+        step_started.elapsed().as_secs_f64() / trained as f64
+    } else {
+        0.0
+    };
+    save_checkpoint(&checkpoint, &model, &optimizer, &run_id, step, &losses)?;
+    save_model_folder(&model, &model_dir, &sentence, &config.output)?;
+
+    let log: String = losses
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            format!(
+                "{}\n",
+                json!({"step": i + 1, "loss": l, "lr": schedule.lr(i as u64)})
+            )
+        })
+        .collect();
+    write_atomic(&config.output.join("log.jsonl"), log.as_bytes())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut manifest = Manifest::new("train", serde_json::to_value(config).unwrap_or_default());
+    manifest.add_input(&config.train_file)?;
+    manifest.add_input(&model_dir.join("model.safetensors"))?;
+    manifest.outputs = vec![
+        "model.safetensors".into(),
+        "log.jsonl".into(),
+        "checkpoint/".into(),
+    ];
+    manifest.seed = Some(config.seed);
+    manifest.counts.insert("rows".into(), rows.len() as u64);
+    manifest.counts.insert("negatives_per_row".into(), k as u64);
+    manifest.counts.insert("steps".into(), step);
+    for (reason, n) in &skipped_rows {
+        manifest.counts.insert(format!("skipped_rows.{reason}"), *n);
+    }
+    manifest.timings.insert("seconds".into(), seconds);
+    manifest
+        .timings
+        .insert("seconds_per_step".into(), seconds_per_step);
+    manifest.write(&config.output.join("manifest.json"))?;
+    Ok(TrainSummary {
+        rows: rows.len(),
+        skipped_rows,
+        steps: step,
+        resumed_from,
+        first_loss: losses.first().map(|&l| l as f64),
+        last_loss: losses.last().map(|&l| l as f64),
+        seconds,
+        seconds_per_step,
+    })
+}
+
+/// What one step needs besides the batch.
+struct Trainer<'a> {
+    model: &'a TrainableBert,
+    tokenizer: &'a TextTokenizer,
+    sentence: &'a SentenceConfig,
+    config: &'a TrainConfig,
+    dropout: bool,
+}
+
+impl Trainer<'_> {
+    /// Embeds token sequences `[n, d]`, with dropout drawn from `seed` when training.
+    fn embed(&self, ids: &[Vec<u32>], seed: u64) -> Result<Tensor> {
+        let batch = Batch::new(ids, None, self.model.device())?;
+        let mut dropout = Dropout::new(seed);
+        let hidden = self
+            .model
+            .forward(&batch, self.dropout.then_some(&mut dropout))?;
+        self.model.pool(
+            &hidden,
+            &batch.mask,
+            self.sentence.pooling,
+            self.sentence.normalize,
+        )
+    }
+
+    /// The loss of a batch and the gradients of the model's variables.
+    fn step(&self, batch: &[&Row], seed: u64) -> Result<(f32, GradStore)> {
+        let b = batch.len();
+        let k = batch[0].negatives.len();
+        let with_prompt = |prompt: &str, t: &str| format!("{prompt}{t}");
+        let mut texts: Vec<String> = batch
+            .iter()
+            .map(|r| with_prompt(&self.sentence.query_prompt, &r.anchor))
+            .collect();
+        texts.extend(
+            batch
+                .iter()
+                .map(|r| with_prompt(&self.sentence.passage_prompt, &r.positive)),
+        );
+        for r in batch {
+            texts.extend(
+                r.negatives
+                    .iter()
+                    .map(|n| with_prompt(&self.sentence.passage_prompt, n)),
+            );
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ids = self.tokenizer.encode(&refs)?;
+        // Chunks: queries, then passages, each split into forward passes of `mini_batch`.
+        let chunk = self.config.mini_batch.unwrap_or(usize::MAX).max(1);
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in [(0, b), (b, ids.len())] {
+            let mut s = start;
+            while s < end {
+                let e = s.saturating_add(chunk).min(end);
+                spans.push((s, e));
+                s = e;
+            }
+        }
+        let chunk_seed = |c: usize| seed ^ (c as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407);
+        let teacher = match &batch[0].scores {
+            Some(_) => {
+                let flat: Vec<f32> = batch
+                    .iter()
+                    .flat_map(|r| r.scores.clone().unwrap_or_default())
+                    .collect();
+                Some(Tensor::from_vec(flat, (b, k + 1), self.model.device()).ce()?)
+            }
+            None => None,
+        };
+        let loss_of = |all: &Tensor| -> Result<Tensor> {
+            let queries = all.narrow(0, 0, b).ce()?;
+            let positives = all.narrow(0, b, b).ce()?;
+            let negatives = (k > 0)
+                .then(|| all.narrow(0, 2 * b, b * k))
+                .transpose()
+                .ce()?;
+            let mut input = LossInput::pairs(&queries, &positives);
+            if let Some(n) = &negatives {
+                input = input.with_negatives(n);
+            }
+            if let Some(t) = &teacher {
+                input = input.with_teacher(t);
+            }
+            self.config
+                .loss
+                .compute(&input, &mut SplitMix64::new(seed ^ 0x5EED))
+        };
+
+        if spans.len() <= 2 && self.config.mini_batch.is_none() {
+            // One pass with the graph: queries and passages embedded, loss, backward.
+            let parts = spans
+                .iter()
+                .enumerate()
+                .map(|(c, &(s, e))| self.embed(&ids[s..e], chunk_seed(c)))
+                .collect::<Result<Vec<_>>>()?;
+            let all = Tensor::cat(&parts, 0).ce()?;
+            let loss = loss_of(&all)?;
+            let value = loss.to_scalar::<f32>().ce()?;
+            return Ok((value, loss.backward().ce()?));
+        }
+
+        // GradCache: embeddings without their graphs, the loss's gradient on them, then each
+        // chunk again with its graph.
+        let parts = spans
+            .iter()
+            .enumerate()
+            .map(|(c, &(s, e))| self.embed(&ids[s..e], chunk_seed(c)).map(|t| t.detach()))
+            .collect::<Result<Vec<_>>>()?;
+        let cached = Var::from_tensor(&Tensor::cat(&parts, 0).ce()?).ce()?;
+        drop(parts);
+        let loss = loss_of(cached.as_tensor())?;
+        let value = loss.to_scalar::<f32>().ce()?;
+        let embedding_grads = loss.backward().ce()?;
+        let g = embedding_grads
+            .get(cached.as_tensor())
+            .ok_or_else(|| Error::Invalid("the loss does not depend on the embeddings".into()))?
+            .clone();
+        let mut total: Option<GradStore> = None;
+        for (c, &(s, e)) in spans.iter().enumerate() {
+            let emb = self.embed(&ids[s..e], chunk_seed(c))?;
+            let surrogate = emb.mul(&g.narrow(0, s, e - s).ce()?).ce()?.sum_all().ce()?;
+            let grads = surrogate.backward().ce()?;
+            total = Some(match total {
+                None => grads,
+                Some(mut acc) => {
+                    for (_, var) in self.model.vars() {
+                        if let Some(new) = grads.get(var.as_tensor()) {
+                            let sum = match acc.get(var.as_tensor()) {
+                                Some(old) => old.add(new).ce()?,
+                                None => new.clone(),
+                            };
+                            acc.insert(var.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        Ok((value, total.expect("a batch has at least one chunk")))
+    }
+}
+
+/// Hash of the inputs and settings that determine the run's weights.
+fn run_hash(config: &TrainConfig, model_dir: &Path, k: usize) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(foil_core::fsutil::sha256_file(&config.train_file)?);
+    h.update(foil_core::fsutil::sha256_file(
+        &model_dir.join("model.safetensors"),
+    )?);
+    let mut settings = serde_json::to_value(config).unwrap_or_default();
+    if let Value::Object(map) = &mut settings {
+        for volatile in [
+            "output",
+            "threads",
+            "checkpoint_every",
+            "model",
+            "train_file",
+        ] {
+            map.remove(volatile);
+        }
+    }
+    h.update(settings.to_string());
+    h.update(k.to_le_bytes());
+    Ok(foil_core::fsutil::hex(&h.finalize()))
+}
+
+/// Writes `checkpoint/` (weights, optimizer state, run state) atomically: a temporary
+/// folder renamed over the old one.
+fn save_checkpoint(
+    dir: &Path,
+    model: &TrainableBert,
+    optimizer: &AdamW,
+    run: &str,
+    step: u64,
+    losses: &[f32],
+) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    model.save(&tmp.join("model.safetensors"))?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    let state = State {
+        run: run.to_string(),
+        step,
+        losses: losses.to_vec(),
+    };
+    write_atomic(
+        &tmp.join("state.json"),
+        &serde_json::to_vec_pretty(&state).unwrap_or_default(),
+    )?;
+    let old = dir.with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Writes the trained model as a sentence-transformers folder: the weights, the base folder's
+/// config and tokenizer files, and modules.json / 1_Pooling / sentence_bert_config.json
+/// describing the pooling and normalization used in training.
+fn save_model_folder(
+    model: &TrainableBert,
+    base: &Path,
+    sentence: &SentenceConfig,
+    out: &Path,
+) -> Result<()> {
+    // The trained variables, plus the base's pooler (unused by mean or CLS pooling, but
+    // Hugging Face's BertModel expects it).
+    let mut tensors = model.tensors();
+    let base_weights = Weights::load(base, &Device::Cpu)?;
+    for name in ["pooler.dense.weight", "pooler.dense.bias"] {
+        if base_weights.contains(name) && !tensors.contains_key(name) {
+            let shape = base_weights.shape(name)?;
+            tensors.insert(name.to_string(), base_weights.get(name, &shape)?.clone());
+        }
+    }
+    let weights_path = out.join("model.safetensors");
+    let tmp = out.join("model.safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| Error::format(&weights_path, e.to_string()))?;
+    std::fs::rename(&tmp, &weights_path).map_err(|e| Error::io(&weights_path, e))?;
+    for name in COPIED {
+        let from = base.join(name);
+        if from.is_file() {
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            write_atomic(&out.join(name), &bytes)?;
+        }
+    }
+    let cls = sentence.pooling == foil_candle::config::Pooling::Cls;
+    let mut modules = vec![
+        json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
+        json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
+    ];
+    if sentence.normalize {
+        modules.push(json!({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}));
+        std::fs::create_dir_all(out.join("2_Normalize")).map_err(|e| Error::io(out, e))?;
+    }
+    let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
+    write_atomic(&out.join("modules.json"), &pretty(&json!(modules)))?;
+    std::fs::create_dir_all(out.join("1_Pooling")).map_err(|e| Error::io(out, e))?;
+    write_atomic(
+        &out.join("1_Pooling/config.json"),
+        &pretty(&json!({
+            "word_embedding_dimension": model.config().hidden_size,
+            "pooling_mode_cls_token": cls,
+            "pooling_mode_mean_tokens": !cls,
+            "pooling_mode_max_tokens": false,
+            "pooling_mode_mean_sqrt_len_tokens": false,
+            "pooling_mode_weightedmean_tokens": false,
+            "pooling_mode_lasttoken": false,
+            "include_prompt": true
+        })),
+    )?;
+    write_atomic(
+        &out.join("sentence_bert_config.json"),
+        &pretty(&json!({"max_seq_length": sentence.max_length, "do_lower_case": false})),
+    )?;
+    Ok(())
+}
