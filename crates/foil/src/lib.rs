@@ -8,6 +8,8 @@
 //!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
 //! - [`mine`]: hard negatives for (query, positive) pairs, with sentence-transformers'
 //!   filters and formats; pairs from qrels or from tables ([`table`]: JSON Lines and Parquet).
+//! - [`inspect`]: judge a training file's negatives (hardness, safety, AUC, diversity,
+//!   a reconstructed ECI) and write a report with charts.
 //! - [`train`]: fine-tune a bi-encoder on a training table with a contrastive loss
 //!   (GradCache for large batches), resumable, saved as a sentence-transformers folder.
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
@@ -17,6 +19,7 @@ pub mod demo;
 pub mod encode;
 pub mod encoders;
 pub mod eval;
+pub mod inspect;
 pub mod mine;
 pub mod search;
 pub mod table;

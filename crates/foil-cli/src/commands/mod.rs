@@ -5,6 +5,7 @@ mod encode;
 mod encoder_args;
 mod eval;
 mod init_cross_encoder;
+mod inspect;
 mod mine;
 mod search;
 mod train;
@@ -26,6 +27,9 @@ pub enum Command {
     /// Write an untrained cross-encoder checkpoint (BertForSequenceClassification, one logit)
     /// from a BERT folder, for tests and as the start of training.
     InitCrossEncoder(init_cross_encoder::InitCrossEncoderArgs),
+    /// Judge a training file's negatives before training: score distributions, margins,
+    /// likely false negatives, ROC/AUC, diversity and a reconstructed ECI; report + charts.
+    Inspect(inspect::InspectArgs),
     /// Mine hard negatives for the (query, positive) pairs of a split: BM25, dense, hybrid,
     /// optional cross-encoder rescoring, sentence-transformers' filters and formats.
     Mine(mine::MineArgs),
@@ -44,6 +48,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),
         Command::InitCrossEncoder(args) => init_cross_encoder::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Mine(args) => mine::run(args),
         Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),

@@ -1,0 +1,157 @@
+//! `foil inspect`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use foil::encoders::EncoderSpec;
+use foil::inspect::read::TrainingFormat;
+use foil::inspect::{InspectConfig, Judge, DEFAULT_DELTAS, DEFAULT_RIDGE};
+use foil_candle::EncoderOptions;
+
+use super::encoder_args::CacheArgs;
+use crate::progress::Bars;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Detect the format from the first record.
+    Auto,
+    /// foil's negatives.jsonl (ids and scores; texts from --data).
+    Negatives,
+    Triplet,
+    NTuple,
+    NTupleScores,
+    Flagembedding,
+    Tevatron,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JudgeArg {
+    /// The scores stored in the file by the model that mined it (negatives.jsonl,
+    /// n-tuple-scores, FlagEmbedding with pos_scores/neg_scores); no model runs.
+    Provenance,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The training file: foil's negatives.jsonl, or a triplet / n-tuple / n-tuple-scores /
+    /// FlagEmbedding / Tevatron JSONL written by `foil mine`.
+    file: PathBuf,
+    /// The training file's format.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Judge with a bi-encoder (cosine similarity): a Hugging Face / sentence-transformers
+    /// folder or the name of an installed model (e.g. all-MiniLM-L6-v2).
+    #[arg(long, value_name = "NAME_OR_DIR")]
+    judge_model: Option<PathBuf>,
+    /// Judge with a cross-encoder (BertForSequenceClassification folder or installed name).
+    #[arg(long, value_name = "NAME_OR_DIR", conflicts_with = "judge_model")]
+    cross_encoder: Option<PathBuf>,
+    /// Judge with the scores stored in the file instead of a model.
+    #[arg(long, value_enum, conflicts_with_all = ["judge_model", "cross_encoder"])]
+    judge: Option<JudgeArg>,
+    /// The BEIR folder a negatives.jsonl was mined from (its corpus.jsonl and queries.jsonl
+    /// give the texts a model judge needs).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    output: PathBuf,
+    /// Inspect only the examples of the first N distinct queries.
+    #[arg(long)]
+    max_queries: Option<usize>,
+    /// Histogram bins.
+    #[arg(long, default_value_t = foil::inspect::DEFAULT_BINS)]
+    bins: usize,
+    /// Texts (or pairs) per forward pass of the judge model.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Longest input in tokens (default: the model's).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// cpu, or cuda / cuda:N for the bi-encoder (needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Skip invalid records (counted) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Hide progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let judge = match (&args.judge, &args.judge_model, &args.cross_encoder) {
+        (Some(JudgeArg::Provenance), _, _) => Judge::Provenance,
+        (None, Some(model), _) => Judge::BiEncoder {
+            encoder: EncoderSpec::Local {
+                model: model.clone(),
+                options: EncoderOptions {
+                    batch_size: Some(args.batch_size),
+                    max_length: args.max_length,
+                    device: Some(args.device.clone()),
+                    ..EncoderOptions::default()
+                },
+            },
+        },
+        (None, None, Some(model)) => Judge::CrossEncoder {
+            model: model.clone(),
+            batch_size: args.batch_size,
+            max_length: args.max_length,
+        },
+        (None, None, None) => anyhow::bail!(
+            "choose a judge: --judge-model NAME_OR_DIR, --cross-encoder DIR or --judge provenance"
+        ),
+    };
+    if args.bins == 0 {
+        anyhow::bail!("--bins must be at least 1");
+    }
+    let format = match args.format {
+        FormatArg::Auto => None,
+        FormatArg::Negatives => Some(TrainingFormat::Negatives),
+        FormatArg::Triplet => Some(TrainingFormat::Triplet),
+        FormatArg::NTuple => Some(TrainingFormat::NTuple),
+        FormatArg::NTupleScores => Some(TrainingFormat::NTupleScores),
+        FormatArg::Flagembedding => Some(TrainingFormat::Flagembedding),
+        FormatArg::Tevatron => Some(TrainingFormat::Tevatron),
+    };
+    let config = InspectConfig {
+        input: args.file,
+        format,
+        judge,
+        data: args.data,
+        output: args.output,
+        max_queries: args.max_queries,
+        bins: args.bins,
+        deltas: DEFAULT_DELTAS.to_vec(),
+        ridge: DEFAULT_RIDGE,
+        cache: args.cache.dir(),
+        threads: args.threads,
+        skip_invalid: args.skip_invalid,
+    };
+    let s = foil::inspect::run(&config, &Bars::new(args.no_progress))
+        .with_context(|| format!("inspecting {} failed", config.input.display()))?;
+    let r = &s.report;
+    println!("{}", r.summary_line());
+    let skipped: u64 = r.skipped.examples.values().sum();
+    eprintln!(
+        "inspect: {} examples over {} queries ({} positives, {} negatives), skipped {} examples; {}; judge {} ({}); {:.2}s -> {}",
+        r.counts.examples,
+        r.counts.queries,
+        r.counts.positives,
+        r.counts.negatives,
+        skipped,
+        s.skips.summary(),
+        r.judge.kind,
+        r.judge.name,
+        s.seconds,
+        config.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,567 @@
+//! Reading a training file back into examples — a query with its positives and negatives — in
+//! any format `foil mine` writes that carries negatives: foil's `negatives.jsonl` (ids and
+//! scores), sentence-transformers' `triplet`, `n-tuple` and `n-tuple-scores`, FlagEmbedding's
+//! `{query, pos, neg}` (optionally with `pos_scores` / `neg_scores`) and Tevatron's
+//! `{query_id, query, positive_passages, negative_passages}`.
+//!
+//! The format is detected from the first record unless given. Triplet rows that share their
+//! anchor and positive are merged into one example. A bad record is an error naming
+//! `file:line`, or a counted skip under `--skip-invalid`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use foil_core::lines::{Line, LineReader};
+use foil_core::skip::quote;
+use foil_core::{Error, InputPolicy, Result, SkipReason, SkipReport};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// A training-file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainingFormat {
+    /// foil's `negatives.jsonl`: `{query_id, positive_id, positive_score, method,
+    /// negatives: [{doc_id, score, rank}]}`; texts come from the BEIR folder (`--data`).
+    Negatives,
+    Triplet,
+    NTuple,
+    NTupleScores,
+    Flagembedding,
+    Tevatron,
+}
+
+impl TrainingFormat {
+    pub const ALL: [TrainingFormat; 6] = [
+        TrainingFormat::Negatives,
+        TrainingFormat::Triplet,
+        TrainingFormat::NTuple,
+        TrainingFormat::NTupleScores,
+        TrainingFormat::Flagembedding,
+        TrainingFormat::Tevatron,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainingFormat::Negatives => "negatives",
+            TrainingFormat::Triplet => "triplet",
+            TrainingFormat::NTuple => "n-tuple",
+            TrainingFormat::NTupleScores => "n-tuple-scores",
+            TrainingFormat::Flagembedding => "flagembedding",
+            TrainingFormat::Tevatron => "tevatron",
+        }
+    }
+
+    /// The format a record's fields announce, if any.
+    pub fn detect(record: &Map<String, Value>) -> Option<TrainingFormat> {
+        let has = |k: &str| record.contains_key(k);
+        if has("query_id") && has("positive_id") && has("negatives") {
+            Some(TrainingFormat::Negatives)
+        } else if has("positive_passages") && has("negative_passages") {
+            Some(TrainingFormat::Tevatron)
+        } else if has("query") && has("pos") && has("neg") {
+            Some(TrainingFormat::Flagembedding)
+        } else if has("anchor") && has("positive") && has("negative_1") {
+            Some(if has("scores") {
+                TrainingFormat::NTupleScores
+            } else {
+                TrainingFormat::NTuple
+            })
+        } else if has("anchor") && has("positive") && has("negative") {
+            Some(TrainingFormat::Triplet)
+        } else {
+            None
+        }
+    }
+
+    /// Whether records of this format carry the scores of the model that mined them.
+    pub fn has_scores(self) -> bool {
+        matches!(
+            self,
+            TrainingFormat::Negatives
+                | TrainingFormat::NTupleScores
+                | TrainingFormat::Flagembedding
+        )
+    }
+}
+
+/// A query or passage of an example: its id and/or text, and the score stored in the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Item {
+    pub id: Option<String>,
+    pub text: Option<String>,
+    pub score: Option<f32>,
+}
+
+/// One training example: a query with its positives and negatives, from `line` of the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub line: u64,
+    pub query: Item,
+    pub positives: Vec<Item>,
+    pub negatives: Vec<Item>,
+}
+
+impl Example {
+    /// What identifies the query: its id, else its text.
+    pub fn query_key(&self) -> &str {
+        self.query
+            .id
+            .as_deref()
+            .or(self.query.text.as_deref())
+            .unwrap_or("")
+    }
+}
+
+type Bad = (SkipReason, String);
+
+fn field<'a>(r: &'a Map<String, Value>, key: &str) -> Result<&'a Value, Bad> {
+    r.get(key)
+        .ok_or_else(|| (SkipReason::MissingText, format!("missing field \"{key}\"")))
+}
+
+fn string(r: &Map<String, Value>, key: &str) -> Result<String, Bad> {
+    match field(r, key)? {
+        Value::String(s) => Ok(s.clone()),
+        v => Err((
+            SkipReason::MissingText,
+            format!("field \"{key}\" is not a string: {}", quote(&v.to_string())),
+        )),
+    }
+}
+
+fn number(v: &Value, what: &str) -> Result<f32, Bad> {
+    v.as_f64().map(|x| x as f32).ok_or_else(|| {
+        (
+            SkipReason::BadScore,
+            format!("{what} is not a number: {}", quote(&v.to_string())),
+        )
+    })
+}
+
+fn strings(r: &Map<String, Value>, key: &str) -> Result<Vec<String>, Bad> {
+    let bad = |v: &Value| {
+        (
+            SkipReason::MissingText,
+            format!(
+                "field \"{key}\" is not a list of strings: {}",
+                quote(&v.to_string())
+            ),
+        )
+    };
+    match field(r, key)? {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(v)))
+            .collect(),
+        v => Err(bad(v)),
+    }
+}
+
+fn numbers(r: &Map<String, Value>, key: &str, len: usize) -> Result<Option<Vec<f32>>, Bad> {
+    let Some(v) = r.get(key) else {
+        return Ok(None);
+    };
+    let items = v.as_array().ok_or_else(|| {
+        (
+            SkipReason::BadScore,
+            format!("field \"{key}\" is not a list: {}", quote(&v.to_string())),
+        )
+    })?;
+    if items.len() != len {
+        return Err((
+            SkipReason::BadScore,
+            format!("field \"{key}\" has {} scores, expected {len}", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .map(|x| number(x, &format!("a score of \"{key}\"")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn text(t: String) -> Item {
+    Item {
+        text: Some(t),
+        ..Item::default()
+    }
+}
+
+fn passage(v: &Value, key: &str) -> Result<Item, Bad> {
+    let bad = || {
+        (
+            SkipReason::MissingText,
+            format!(
+                "an entry of \"{key}\" is not a passage with docid and text: {}",
+                quote(&v.to_string())
+            ),
+        )
+    };
+    let o = v.as_object().ok_or_else(bad)?;
+    let body = o.get("text").and_then(Value::as_str).ok_or_else(bad)?;
+    let title = o.get("title").and_then(Value::as_str).unwrap_or("");
+    Ok(Item {
+        id: o.get("docid").and_then(Value::as_str).map(str::to_string),
+        text: Some(if title.is_empty() {
+            body.to_string()
+        } else {
+            format!("{title} {body}")
+        }),
+        score: None,
+    })
+}
+
+/// Parses one record of `format` into an example.
+fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Example, Bad> {
+    let example = |query, positives, negatives| Example {
+        line,
+        query,
+        positives,
+        negatives,
+    };
+    Ok(match format {
+        TrainingFormat::Negatives => {
+            let id = |v: &Value, what: &str| -> Result<String, Bad> {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    (
+                        SkipReason::MissingId,
+                        format!("{what} is not a string: {}", quote(&v.to_string())),
+                    )
+                })
+            };
+            let negatives = match field(r, "negatives")? {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|n| {
+                        let doc = n.get("doc_id").ok_or_else(|| {
+                            (
+                                SkipReason::MissingId,
+                                format!("a negative has no \"doc_id\": {}", quote(&n.to_string())),
+                            )
+                        })?;
+                        let score = n.get("score").ok_or_else(|| {
+                            (
+                                SkipReason::BadScore,
+                                format!("a negative has no \"score\": {}", quote(&n.to_string())),
+                            )
+                        })?;
+                        Ok(Item {
+                            id: Some(id(doc, "\"doc_id\"")?),
+                            text: None,
+                            score: Some(number(score, "\"score\"")?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Bad>>()?,
+                v => {
+                    return Err((
+                        SkipReason::MalformedJson,
+                        format!(
+                            "field \"negatives\" is not a list: {}",
+                            quote(&v.to_string())
+                        ),
+                    ))
+                }
+            };
+            example(
+                Item {
+                    id: Some(id(field(r, "query_id")?, "\"query_id\"")?),
+                    ..Item::default()
+                },
+                vec![Item {
+                    id: Some(id(field(r, "positive_id")?, "\"positive_id\"")?),
+                    text: None,
+                    score: Some(number(field(r, "positive_score")?, "\"positive_score\"")?),
+                }],
+                negatives,
+            )
+        }
+        TrainingFormat::Triplet => example(
+            text(string(r, "anchor")?),
+            vec![text(string(r, "positive")?)],
+            vec![text(string(r, "negative")?)],
+        ),
+        TrainingFormat::NTuple | TrainingFormat::NTupleScores => {
+            let mut negatives = Vec::new();
+            for i in 1.. {
+                let key = format!("negative_{i}");
+                if !r.contains_key(&key) {
+                    break;
+                }
+                negatives.push(text(string(r, &key)?));
+            }
+            let mut positive = text(string(r, "positive")?);
+            if format == TrainingFormat::NTupleScores {
+                let scores = numbers(r, "scores", negatives.len() + 1)?.ok_or_else(|| {
+                    (SkipReason::BadScore, "missing field \"scores\"".to_string())
+                })?;
+                positive.score = Some(scores[0]);
+                for (n, s) in negatives.iter_mut().zip(&scores[1..]) {
+                    n.score = Some(*s);
+                }
+            }
+            example(text(string(r, "anchor")?), vec![positive], negatives)
+        }
+        TrainingFormat::Flagembedding => {
+            let pos = strings(r, "pos")?;
+            let neg = strings(r, "neg")?;
+            let pos_scores = numbers(r, "pos_scores", pos.len())?;
+            let neg_scores = numbers(r, "neg_scores", neg.len())?;
+            let items = |texts: Vec<String>, scores: Option<Vec<f32>>| -> Vec<Item> {
+                texts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| Item {
+                        id: None,
+                        text: Some(t),
+                        score: scores.as_ref().map(|s| s[i]),
+                    })
+                    .collect()
+            };
+            example(
+                text(string(r, "query")?),
+                items(pos, pos_scores),
+                items(neg, neg_scores),
+            )
+        }
+        TrainingFormat::Tevatron => {
+            let list = |key: &str| -> Result<Vec<Item>, Bad> {
+                match field(r, key)? {
+                    Value::Array(items) => items.iter().map(|v| passage(v, key)).collect(),
+                    v => Err((
+                        SkipReason::MissingText,
+                        format!("field \"{key}\" is not a list: {}", quote(&v.to_string())),
+                    )),
+                }
+            };
+            let mut query = text(string(r, "query")?);
+            query.id = r
+                .get("query_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            example(
+                query,
+                list("positive_passages")?,
+                list("negative_passages")?,
+            )
+        }
+    })
+}
+
+/// What [`read_training_file`] found.
+#[derive(Debug, Clone)]
+pub struct TrainingFile {
+    pub format: TrainingFormat,
+    pub examples: Vec<Example>,
+    /// Records read (non-empty lines that parsed).
+    pub records: u64,
+    /// Examples beyond `max_queries` that were left out.
+    pub truncated: bool,
+}
+
+/// Reads `path`, in `format` or the format of its first record; keeps the examples of the
+/// first `max_queries` distinct queries when given.
+pub fn read_training_file(
+    path: &Path,
+    format: Option<TrainingFormat>,
+    max_queries: Option<usize>,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+) -> Result<TrainingFile> {
+    let mut reader = LineReader::open(path)?;
+    let mut format = format;
+    let mut examples: Vec<Example> = Vec::new();
+    let mut triplets: HashMap<(String, String), usize> = HashMap::new();
+    let mut queries: HashMap<String, ()> = HashMap::new();
+    let mut records = 0;
+    let mut truncated = false;
+    loop {
+        let line = match reader.next_line()? {
+            None => break,
+            Some(Line::Text(t)) => t.to_string(),
+            Some(Line::InvalidUtf8 { valid_up_to, .. }) => {
+                let n = reader.line_no();
+                skips.reject(
+                    policy,
+                    path,
+                    n,
+                    SkipReason::InvalidUtf8,
+                    format!("invalid UTF-8 at byte {valid_up_to}"),
+                )?;
+                continue;
+            }
+        };
+        let n = reader.line_no();
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                skips.reject(
+                    policy,
+                    path,
+                    n,
+                    SkipReason::MalformedJson,
+                    format!("not a JSON object: {}", quote(&line)),
+                )?;
+                continue;
+            }
+            Err(e) => {
+                skips.reject(
+                    policy,
+                    path,
+                    n,
+                    SkipReason::MalformedJson,
+                    format!("invalid JSON ({e}): {}", quote(&line)),
+                )?;
+                continue;
+            }
+        };
+        let fmt = match format {
+            Some(f) => f,
+            None => match TrainingFormat::detect(&record) {
+                Some(f) => {
+                    format = Some(f);
+                    f
+                }
+                None => {
+                    let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+                    return Err(Error::Input {
+                        file: path.to_path_buf(),
+                        line: n,
+                        reason: SkipReason::MalformedJson,
+                        message: format!(
+                            "cannot tell the training format from the fields {} (expected foil's negatives.jsonl, triplet, n-tuple, n-tuple-scores, flagembedding or tevatron)",
+                            quote(&keys.join(", "))
+                        ),
+                    });
+                }
+            },
+        };
+        let example = match parse(fmt, &record, n) {
+            Ok(e) => e,
+            Err((reason, message)) => {
+                skips.reject(
+                    policy,
+                    path,
+                    n,
+                    reason,
+                    format!("{message} (reading as {})", fmt.name()),
+                )?;
+                continue;
+            }
+        };
+        records += 1;
+        let key = example.query_key().to_string();
+        if !queries.contains_key(&key) {
+            if max_queries.is_some_and(|m| queries.len() >= m) {
+                truncated = true;
+                continue;
+            }
+            queries.insert(key.clone(), ());
+        }
+        if fmt == TrainingFormat::Triplet {
+            let pkey = example.positives[0].text.clone().unwrap_or_default();
+            match triplets.get(&(key.clone(), pkey.clone())) {
+                Some(&i) => examples[i].negatives.extend(example.negatives),
+                None => {
+                    triplets.insert((key, pkey), examples.len());
+                    examples.push(example);
+                }
+            }
+        } else {
+            examples.push(example);
+        }
+    }
+    Ok(TrainingFile {
+        format: format.unwrap_or(TrainingFormat::Triplet),
+        examples,
+        records,
+        truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(content: &str, policy: InputPolicy) -> Result<(TrainingFile, SkipReport)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.jsonl");
+        std::fs::write(&path, content).unwrap();
+        let mut skips = SkipReport::default();
+        read_training_file(&path, None, None, policy, &mut skips).map(|t| (t, skips))
+    }
+
+    #[test]
+    fn detects_each_format_and_reads_scores() {
+        let cases = [
+            (
+                r#"{"query_id":"q","positive_id":"d","positive_score":2.5,"method":"bm25","negatives":[{"doc_id":"x","score":1.0,"rank":1}]}"#,
+                TrainingFormat::Negatives,
+            ),
+            (
+                r#"{"anchor":"q","positive":"p","negative":"n"}"#,
+                TrainingFormat::Triplet,
+            ),
+            (
+                r#"{"anchor":"q","positive":"p","negative_1":"n","negative_2":"m"}"#,
+                TrainingFormat::NTuple,
+            ),
+            (
+                r#"{"anchor":"q","positive":"p","negative_1":"n","scores":[0.9,0.5]}"#,
+                TrainingFormat::NTupleScores,
+            ),
+            (
+                r#"{"query":"q","pos":["p"],"neg":["n","m"]}"#,
+                TrainingFormat::Flagembedding,
+            ),
+            (
+                r#"{"query_id":"1","query":"q","positive_passages":[{"docid":"d","title":"T","text":"p"}],"negative_passages":[]}"#,
+                TrainingFormat::Tevatron,
+            ),
+        ];
+        for (line, format) in cases {
+            let (t, _) = read(line, InputPolicy::default()).unwrap();
+            assert_eq!(t.format, format, "{line}");
+            assert_eq!(t.examples.len(), 1);
+        }
+        let (t, _) = read(cases[3].0, InputPolicy::default()).unwrap();
+        assert_eq!(t.examples[0].positives[0].score, Some(0.9));
+        assert_eq!(t.examples[0].negatives[0].score, Some(0.5));
+        let (t, _) = read(cases[5].0, InputPolicy::default()).unwrap();
+        assert_eq!(t.examples[0].positives[0].text.as_deref(), Some("T p"));
+    }
+
+    #[test]
+    fn merges_triplets_of_one_anchor_and_positive() {
+        let content = "{\"anchor\":\"q\",\"positive\":\"p\",\"negative\":\"a\"}\n{\"anchor\":\"q\",\"positive\":\"p\",\"negative\":\"b\"}\n{\"anchor\":\"q\",\"positive\":\"p2\",\"negative\":\"a\"}\n";
+        let (t, _) = read(content, InputPolicy::default()).unwrap();
+        assert_eq!(t.examples.len(), 2);
+        assert_eq!(t.examples[0].negatives.len(), 2);
+    }
+
+    #[test]
+    fn bad_records_name_file_and_line_or_are_skipped() {
+        let content = "{\"anchor\":\"q\",\"positive\":\"p\",\"negative\":\"a\"}\n\n{\"anchor\":\"q\",\"positive\":\"p\"}\nnot json\n";
+        let err = read(content, InputPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("train.jsonl:3: missing field \"negative\" (reading as triplet)"),
+            "{err}"
+        );
+        let (t, skips) = read(content, InputPolicy { skip_invalid: true }).unwrap();
+        assert_eq!(t.examples.len(), 1);
+        assert_eq!(skips.count(SkipReason::MissingText), 1);
+        assert_eq!(skips.count(SkipReason::MalformedJson), 1);
+        let err = read("{\"a\":1}\n", InputPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.jsonl:1: cannot tell the training format"),
+            "{err}"
+        );
+    }
+}
