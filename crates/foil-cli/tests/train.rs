@@ -178,6 +178,13 @@ fn a_killed_training_run_resumes_to_the_same_weights() {
         log
     );
 
+    // The saved folder keeps the base's maximum length (training used 24 tokens).
+    let length = |dir: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join("sentence_bert_config.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["max_seq_length"].clone()
+    };
+    assert_eq!(length(&whole), length(Path::new(model)));
+
     // The weights moved, and the folder loads as a bi-encoder.
     let base = weights(Path::new(model));
     let trained = weights(&whole);

@@ -221,6 +221,8 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     let model_dir = crate::encoders::resolve_model(&config.model)?;
     let bert = BertConfig::read(&model_dir.join("config.json"))?;
     let mut sentence = SentenceConfig::read(&model_dir, &bert)?;
+    // The saved folder keeps the base's settings; the training length only shapes batches.
+    let saved = sentence.clone();
     if let Some(n) = config.max_length {
         sentence.max_length = n.min(bert.max_position_embeddings);
     }
@@ -360,7 +362,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         0.0
     };
     save_checkpoint(&checkpoint, &model, &optimizer, &run_id, step, &losses)?;
-    save_model_folder(&model, &model_dir, &sentence, &config.output)?;
+    save_model_folder(&model, &model_dir, &saved, &config.output)?;
 
     let log: String = losses
         .iter()
