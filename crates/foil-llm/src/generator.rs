@@ -1,0 +1,389 @@
+//! [`GgufGenerator`]: the [`Generator`] that runs a GGUF model in-process.
+//!
+//! Requests are scheduled with continuous batching: up to `max_batch` sequences are live at a
+//! time, each holding a [`KvCache`] slot. Every step packs, into one forward call, one row per
+//! decoding sequence plus up to `prefill_rows` prompt tokens of newly admitted sequences (long
+//! prompts are fed over several steps). A sequence that finishes frees its slot for the next
+//! waiting request at the next step; the others keep decoding. Since each row's arithmetic is
+//! independent of the others and each request samples with its own RNG seeded from
+//! `params.seed`, a request's output does not depend on what shares its batch.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use foil_core::generator::{FinishReason, GenerateError, Generation, GenerationRequest, Generator};
+use foil_core::{Error, Result};
+
+use crate::chat::ChatTemplate;
+use crate::gguf::GgufFile;
+use crate::llama::{KvCache, LoadOptions, Model, Segment};
+use crate::sampler::{argmax, Sampler};
+use crate::tokenizer::GgufTokenizer;
+
+/// How a [`GgufGenerator`] runs.
+#[derive(Clone, Debug)]
+pub struct GgufOptions {
+    /// Sequences generated together (live KV cache slots). Default 16.
+    pub max_batch: usize,
+    /// The context window in tokens (prompt + completion); default: the model's
+    /// `context_length`. Prompts that do not fit fail with reason `"prompt_too_long"`.
+    pub context_length: Option<usize>,
+    /// The most prompt tokens fed in one forward call (bounds activation memory). Default 1024.
+    pub prefill_rows: usize,
+    /// Quantize activations in 32-value blocks as llama.cpp does (logits closer to llama.cpp's)
+    /// instead of using the faster AVX512-VNNI kernels for Q8_0 weights. Default false.
+    pub precise: bool,
+}
+
+impl Default for GgufOptions {
+    fn default() -> Self {
+        GgufOptions {
+            max_batch: 16,
+            context_length: None,
+            prefill_rows: 1024,
+            precise: false,
+        }
+    }
+}
+
+/// A local GGUF chat model (llama or qwen2 architecture, byte-level BPE tokenizer, ChatML
+/// template) behind the [`Generator`] trait.
+pub struct GgufGenerator {
+    model: Model,
+    tokenizer: GgufTokenizer,
+    template: ChatTemplate,
+    options: GgufOptions,
+    context_length: usize,
+    /// Tokens that end the assistant's turn.
+    end_of_turn: Vec<u32>,
+    name: String,
+    fingerprint: String,
+    path: PathBuf,
+}
+
+impl GgufGenerator {
+    /// Loads the model, tokenizer and chat template of the GGUF file at `path` and hashes it.
+    ///
+    /// The model runs on the rayon pool of the caller (its size is the thread count; the CLI's
+    /// `--threads`). candle's own quantized kernels are kept single-threaded: `load` sets
+    /// `CANDLE_NUM_THREADS=1` unless it is already set, because candle's spinning thread pool
+    /// (sized once per process) stalls when the machine is shared.
+    pub fn load(path: &Path, options: GgufOptions) -> Result<Self> {
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
+        }
+        if options.max_batch == 0 || options.prefill_rows == 0 {
+            return Err(Error::Invalid(
+                "max_batch and prefill_rows must be at least 1".into(),
+            ));
+        }
+        let sha256 = foil_core::fsutil::sha256_file(path)?;
+        let mut file = GgufFile::open(path)?;
+        let tokenizer = GgufTokenizer::from_gguf(&file)?;
+        let template_text = file.string("tokenizer.chat_template")?;
+        let template = ChatTemplate::from_template(&template_text, path)?;
+        let model = Model::load(
+            &mut file,
+            LoadOptions {
+                precise: options.precise,
+                threads: rayon::current_num_threads(),
+            },
+        )?;
+        if model.config.vocab != tokenizer.vocab_size() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the embedding has {} rows but the tokenizer {} tokens",
+                    model.config.vocab,
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        let context_length = options
+            .context_length
+            .unwrap_or(model.config.context_length)
+            .max(1);
+        let mut end_of_turn: Vec<u32> = tokenizer.eos.into_iter().collect();
+        for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = tokenizer.token_id(t) {
+                if tokenizer.is_control(id) && !end_of_turn.contains(&id) {
+                    end_of_turn.push(id);
+                }
+            }
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(GgufGenerator {
+            name: format!("gguf:{file_name}"),
+            fingerprint: format!("gguf sha256={sha256} template={}", template.identity()),
+            model,
+            tokenizer,
+            template,
+            options,
+            context_length,
+            end_of_turn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The GGUF file this generator was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The context window in tokens.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// The prompt token ids of a chat: the rendered template, tokenized (with BOS if the model
+    /// asks for one).
+    pub fn prompt_ids(&self, messages: &[foil_core::generator::ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.template.render(messages);
+        let mut ids = self.tokenizer.encode(&text)?;
+        if let (true, Some(bos)) = (self.tokenizer.add_bos, self.tokenizer.bos) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Greedy continuation of raw prompt ids for `n` tokens, stopping early at an end-of-turn
+    /// token (which is included). For tests against reference implementations.
+    pub fn greedy_ids(&self, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+        let mut cache = KvCache::new(&self.model, 1);
+        let mut out = Vec::new();
+        let mut feed = prompt.to_vec();
+        let mut pos = 0;
+        while out.len() < n && !feed.is_empty() {
+            let seg = Segment {
+                seq: 0,
+                start: pos,
+                len: feed.len(),
+                logits: true,
+            };
+            let logits = self.model.forward(&feed, &[seg], &mut cache)?;
+            pos += feed.len();
+            let t = argmax(&logits[0]);
+            out.push(t);
+            if self.end_of_turn.contains(&t) {
+                break;
+            }
+            feed = vec![t];
+        }
+        Ok(out)
+    }
+
+    fn prepare(&self, request: &GenerationRequest) -> Result<Vec<u32>, GenerateError> {
+        if request.messages.is_empty() {
+            return Err(GenerateError::new("empty_chat", "the chat has no messages"));
+        }
+        let ids = self
+            .prompt_ids(&request.messages)
+            .map_err(|e| GenerateError::new("bad_request", e.to_string()))?;
+        if ids.len() >= self.context_length {
+            return Err(GenerateError::new(
+                "prompt_too_long",
+                format!(
+                    "the prompt has {} tokens; the context holds {}",
+                    ids.len(),
+                    self.context_length
+                ),
+            ));
+        }
+        Ok(ids)
+    }
+}
+
+/// A live sequence.
+struct Live<'a> {
+    request: usize,
+    slot: usize,
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    /// Positions already in the KV cache.
+    fed: usize,
+    bytes: Vec<u8>,
+    sampler: Sampler,
+    request_ref: &'a GenerationRequest,
+}
+
+impl Live<'_> {
+    fn completion(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+}
+
+impl Generator for GgufGenerator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn generate(&self, requests: &[GenerationRequest]) -> Vec<Result<Generation, GenerateError>> {
+        let mut results: Vec<Option<Result<Generation, GenerateError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut queue = VecDeque::new();
+        for (i, r) in requests.iter().enumerate() {
+            match self.prepare(r) {
+                Ok(ids) if r.params.max_tokens == 0 => {
+                    results[i] = Some(Ok(Generation {
+                        text: String::new(),
+                        finish: FinishReason::Length,
+                        prompt_tokens: ids.len(),
+                        completion_tokens: 0,
+                    }))
+                }
+                Ok(ids) => queue.push_back((i, ids)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let slots = self.options.max_batch.min(queue.len()).max(1);
+        let mut cache = KvCache::new(&self.model, slots);
+        let mut free: Vec<usize> = (0..slots).rev().collect();
+        let mut live: Vec<Live> = Vec::new();
+
+        loop {
+            while let (Some(slot), false) = (free.last().copied(), queue.is_empty()) {
+                let Some((i, ids)) = queue.pop_front() else {
+                    break;
+                };
+                free.pop();
+                cache.clear(slot);
+                let p = &requests[i].params;
+                live.push(Live {
+                    request: i,
+                    slot,
+                    prompt_len: ids.len(),
+                    tokens: ids,
+                    fed: 0,
+                    bytes: Vec::new(),
+                    sampler: Sampler::new(p.temperature, p.top_p, p.seed),
+                    request_ref: &requests[i],
+                });
+            }
+            if live.is_empty() {
+                break;
+            }
+
+            // Pack this step's rows: decoding sequences one row each, prompts within budget.
+            let mut budget = self.options.prefill_rows;
+            let mut tokens = Vec::new();
+            let mut segments = Vec::new();
+            let mut fed_live = Vec::new();
+            for (li, s) in live.iter().enumerate() {
+                let pending = s.tokens.len() - s.fed;
+                let prefill = s.fed < s.prompt_len;
+                let n = if prefill {
+                    pending.min(budget)
+                } else {
+                    pending
+                };
+                if n == 0 {
+                    continue;
+                }
+                if prefill {
+                    budget -= n;
+                }
+                segments.push(Segment {
+                    seq: s.slot,
+                    start: s.fed,
+                    len: n,
+                    logits: s.fed + n == s.tokens.len(),
+                });
+                tokens.extend_from_slice(&s.tokens[s.fed..s.fed + n]);
+                fed_live.push((li, n));
+            }
+            let logits = match self.model.forward(&tokens, &segments, &mut cache) {
+                Ok(l) => l,
+                Err(e) => {
+                    for s in live.drain(..) {
+                        results[s.request] =
+                            Some(Err(GenerateError::new("model_error", e.to_string())));
+                    }
+                    for (i, _) in queue.drain(..) {
+                        results[i] = Some(Err(GenerateError::new("model_error", e.to_string())));
+                    }
+                    break;
+                }
+            };
+
+            let mut logits = logits.into_iter();
+            let mut done = Vec::new();
+            for ((li, n), seg) in fed_live.into_iter().zip(&segments) {
+                let s = &mut live[li];
+                s.fed += n;
+                if !seg.logits {
+                    continue;
+                }
+                let Some(l) = logits.next() else { break };
+                let t = s.sampler.sample(&l);
+                if let Some(finish) = self.step(s, t) {
+                    done.push((li, finish));
+                }
+            }
+            for (li, (text, finish)) in done.into_iter().rev() {
+                let s = live.swap_remove(li);
+                free.push(s.slot);
+                results[s.request] = Some(Ok(Generation {
+                    text,
+                    finish,
+                    prompt_tokens: s.prompt_len,
+                    completion_tokens: s.completion(),
+                }));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(GenerateError::new("model_error", "not generated"))))
+            .collect()
+    }
+}
+
+impl GgufGenerator {
+    /// Takes sampled token `t` for `s`; returns the text and finish reason when `s` is done.
+    fn step(&self, s: &mut Live, t: u32) -> Option<(String, FinishReason)> {
+        let params = &s.request_ref.params;
+        if self.end_of_turn.contains(&t) {
+            return Some((
+                String::from_utf8_lossy(&s.bytes).into_owned(),
+                FinishReason::Stop,
+            ));
+        }
+        s.tokens.push(t);
+        self.tokenizer.decode_bytes(&[t], &mut s.bytes);
+        let text = String::from_utf8_lossy(&s.bytes);
+        let first_stop = params
+            .stop
+            .iter()
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| text.find(p.as_str()))
+            .min();
+        if let Some(at) = first_stop {
+            return Some((text[..at].to_string(), FinishReason::Stop));
+        }
+        if s.completion() >= params.max_tokens || s.tokens.len() >= self.context_length {
+            return Some((text.into_owned(), FinishReason::Length));
+        }
+        None
+    }
+}

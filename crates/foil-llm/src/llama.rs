@@ -1,0 +1,773 @@
+//! The llama / qwen2 decoder (Touvron et al. 2023, "LLaMA"; Qwen2 adds q/k/v biases and
+//! rotates half-split pairs), run on packed rows.
+//!
+//! Each layer computes, for a row `x` at position `p`:
+//!
+//! ```text
+//! h = x + Wo · attn(rope(Wq·n + bq, p), rope(Wk·n + bk), Wv·n + bv),   n = rmsnorm(x) ⊙ g_attn
+//! y = h + Wdown · (silu(Wgate·m) ⊙ Wup·m),                            m = rmsnorm(h) ⊙ g_ffn
+//! rmsnorm(x) = x / sqrt(mean(x²) + ε)
+//! ```
+//!
+//! **Packed rows.** One forward call takes the new tokens of many sequences as one matrix of
+//! rows, sequence after sequence ([`Segment`]s): a prompt contributes all its tokens (batched
+//! prefill), a decoding sequence its one latest token (batched decode), both in the same call.
+//! The weight matrices multiply all rows at once through candle's `QMatMul` (which quantizes the
+//! activations and runs int8 dot products), so the weights are read once per call instead of once
+//! per sequence. Only attention is per sequence: each row attends to its own sequence's cache, so
+//! no padding is needed. Every row's arithmetic is independent of the other rows (see
+//! [`Linear`] for the one kernel choice that depends on the row count), so a sequence's output
+//! does not depend on its batch.
+//!
+//! **KV cache.** [`KvCache`] holds, per sequence and per layer, the keys and the values of every
+//! position so far as `[position][kv_head][head_dim]` f32 rows, appended as tokens are fed.
+//! Grouped-query attention maps query head `h` to kv head `h / (heads / kv_heads)`.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{Device, Module, Tensor};
+use foil_core::{Error, Result};
+use rayon::prelude::*;
+
+use crate::gguf::GgufFile;
+
+/// How rotary embeddings pair dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RopeStyle {
+    /// Pairs `(2i, 2i+1)`: llama GGUFs (their q/k weights are permuted for it).
+    Interleaved,
+    /// Pairs `(i, i + d/2)`: qwen2 (GPT-NeoX style).
+    HalfSplit,
+}
+
+/// Model dimensions, read from the GGUF metadata.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub architecture: String,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_dim: usize,
+    pub ffn: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    pub context_length: usize,
+    pub vocab: usize,
+    rope_style: RopeStyle,
+}
+
+impl Config {
+    fn read(file: &GgufFile) -> Result<Self> {
+        let arch = file.string("general.architecture")?;
+        let rope_style = match arch.as_str() {
+            "llama" => RopeStyle::Interleaved,
+            "qwen2" => RopeStyle::HalfSplit,
+            other => {
+                return Err(Error::format(
+                    &file.path,
+                    format!("unsupported architecture \"{other}\" (llama and qwen2 are supported)"),
+                ))
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let hidden = file.usize(&key("embedding_length"))?;
+        let heads = file.usize(&key("attention.head_count"))?;
+        let kv_heads = if file.has(&key("attention.head_count_kv")) {
+            file.usize(&key("attention.head_count_kv"))?
+        } else {
+            heads
+        };
+        if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+            return Err(Error::format(
+                &file.path,
+                format!("inconsistent attention shape: {hidden} hidden, {heads} heads, {kv_heads} kv heads"),
+            ));
+        }
+        let head_dim = hidden / heads;
+        let rope_dim = if file.has(&key("rope.dimension_count")) {
+            file.usize(&key("rope.dimension_count"))?
+        } else {
+            head_dim
+        };
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(Error::format(
+                &file.path,
+                format!("bad rope dimension count {rope_dim} for head size {head_dim}"),
+            ));
+        }
+        let rope_base = if file.has(&key("rope.freq_base")) {
+            file.f32(&key("rope.freq_base"))?
+        } else {
+            10_000.0
+        };
+        Ok(Config {
+            hidden,
+            layers: file.usize(&key("block_count"))?,
+            heads,
+            kv_heads,
+            head_dim,
+            rope_dim,
+            ffn: file.usize(&key("feed_forward_length"))?,
+            rope_base,
+            rms_eps: file.f32(&key("attention.layer_norm_rms_epsilon"))?,
+            context_length: file.usize(&key("context_length"))?,
+            vocab: 0,
+            rope_style,
+            architecture: arch,
+        })
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// How weights are prepared at load.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Keep activations quantized in 32-value blocks, as llama.cpp does, instead of padding
+    /// Q8_0 rows for candle's AVX512-VNNI kernels (which quantize activations per 256 values:
+    /// faster, but logits drift further from llama.cpp's).
+    pub precise: bool,
+    /// Threads the matrix multiplies are split for (the rayon pool size).
+    pub threads: usize,
+}
+
+/// A quantized weight matrix `[out, in]` applied to rows.
+///
+/// The matrix is cut into blocks of output rows multiplied in parallel on the caller's rayon
+/// pool (candle itself runs single-threaded: its own spinning thread pool stalls when the
+/// machine is busy). Cutting by output rows leaves each output value's arithmetic unchanged.
+///
+/// candle picks a different x86 kernel for Q6_K weights when it multiplies a single row than
+/// when it multiplies several (the two sum in different orders), so a lone row is multiplied
+/// as two identical rows: a sequence decoding alone then gets bit-identical results to the
+/// same sequence decoding in a batch.
+struct Linear {
+    parts: Vec<(QMatMul, usize)>,
+    out: usize,
+    input: usize,
+    /// Row length of the stored weight: `input`, or more when padded with zeros.
+    padded: usize,
+    pad_single_row: bool,
+}
+
+impl Linear {
+    /// Converts `t` to the form it is multiplied in; returns it and its stored row length.
+    fn prepare(t: QTensor, opts: LoadOptions) -> candle_core::Result<(QTensor, usize)> {
+        let (out, input) = t.shape().dims2()?;
+        // candle has no SIMD x86 kernels for these formats (its scalar code is ~20x slower),
+        // so they are requantized to Q8_0, whose 8-bit grid holds their 4/5-bit values closely.
+        let slow = matches!(
+            t.dtype(),
+            GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+        );
+        let t = if slow && input % 32 == 0 {
+            let f = t.dequantize(&Device::Cpu)?;
+            QTensor::quantize(&f, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        // candle's fastest x86 kernels (AVX512-VNNI tiles) need rows of a multiple of 256
+        // values; Q8_0 rows are padded with zero blocks up to one (the matching activation
+        // columns are zero too, so the products are unchanged).
+        if t.dtype() == GgmlDType::Q8_0
+            && input % 256 != 0
+            && out % 16 == 0
+            && !opts.precise
+            && vnni_available()
+        {
+            let padded = input.div_ceil(256) * 256;
+            return Ok((pad_q8_0(&t, out, padded)?, padded));
+        }
+        Ok((t, input))
+    }
+
+    /// A prepared `[out, padded]` matrix whose logical rows hold `input` values.
+    fn from_prepared(
+        t: QTensor,
+        input: usize,
+        padded: usize,
+        opts: LoadOptions,
+    ) -> candle_core::Result<Self> {
+        let out = t.shape().dims2()?.0;
+        let pad_single_row = t.dtype() == GgmlDType::Q6K;
+        // One block of output rows per thread (multiples of 16 rows, at least 64): each block
+        // quantizes the activations again, so more blocks would cost more than they balance.
+        let per_part = out
+            .div_ceil(opts.threads.max(1))
+            .next_multiple_of(16)
+            .max(64);
+        let parts = if per_part >= out {
+            vec![(QMatMul::from_qtensor(t)?, out)]
+        } else {
+            split_rows(&t, out, padded, per_part)?
+                .into_iter()
+                .map(|(q, rows)| Ok((QMatMul::from_qtensor(q)?, rows)))
+                .collect::<candle_core::Result<Vec<_>>>()?
+        };
+        Ok(Linear {
+            parts,
+            out,
+            input,
+            padded,
+            pad_single_row,
+        })
+    }
+
+    /// `x` is `m` rows of `self.input` values; returns `m` rows of `self.out`.
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let rows = if m == 1 && self.pad_single_row { 2 } else { m };
+        let mut data = Vec::with_capacity(rows * self.padded);
+        if self.padded == self.input {
+            data.extend_from_slice(x);
+        } else {
+            for row in x.chunks(self.input) {
+                data.extend_from_slice(row);
+                data.resize(data.len() + self.padded - self.input, 0.0);
+            }
+        }
+        if rows > m {
+            data.extend_from_within(..);
+        }
+        let t = Tensor::from_vec(data, (rows, self.padded), &Device::Cpu).map_err(candle_err)?;
+        let outs = self
+            .parts
+            .par_iter()
+            .map(|(w, _)| {
+                w.forward(&t)
+                    .and_then(|y| y.flatten_all())
+                    .and_then(|y| y.to_vec1::<f32>())
+                    .map_err(candle_err)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if outs.len() == 1 {
+            let mut v = outs.into_iter().next().unwrap_or_default();
+            v.truncate(m * self.out);
+            return Ok(v);
+        }
+        let mut y = Vec::with_capacity(m * self.out);
+        for r in 0..m {
+            for (o, (_, n)) in outs.iter().zip(&self.parts) {
+                y.extend_from_slice(&o[r * n..(r + 1) * n]);
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// `t` (`[out, input]`) cut into blocks of at most `per_part` rows.
+fn split_rows(
+    t: &QTensor,
+    out: usize,
+    input: usize,
+    per_part: usize,
+) -> candle_core::Result<Vec<(QTensor, usize)>> {
+    let dtype = t.dtype();
+    let row_bytes = input / dtype.block_size() * dtype.type_size();
+    let data = t.data()?;
+    let mut parts = Vec::new();
+    let mut r0 = 0;
+    while r0 < out {
+        let rows = per_part.min(out - r0);
+        let bytes = data[r0 * row_bytes..(r0 + rows) * row_bytes].to_vec();
+        let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), &Device::Cpu, dtype)?;
+        parts.push((QTensor::new(storage, (rows, input))?, rows));
+        r0 += rows;
+    }
+    Ok(parts)
+}
+
+/// Matrices applied to the same input (q, k, v; gate, up), stacked into one matrix when they
+/// share a format, so the activations are quantized once for all of them.
+enum Stack {
+    One(Linear, Vec<usize>),
+    Many(Vec<Linear>),
+}
+
+impl Stack {
+    /// `ts`: (tensor name, expected out, expected input).
+    fn load(file: &mut GgufFile, ts: &[(String, usize, usize)], opts: LoadOptions) -> Result<Self> {
+        let path = file.path.clone();
+        let mut prepared = Vec::new();
+        for (name, out, input) in ts {
+            let err =
+                |e: candle_core::Error| Error::format(&path, format!("tensor \"{name}\": {e}"));
+            let t = file.tensor(name)?;
+            let dims = t.shape().dims2().map_err(err)?;
+            if dims != (*out, *input) {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "tensor \"{name}\" is [{}, {}], expected [{out}, {input}]",
+                        dims.0, dims.1
+                    ),
+                ));
+            }
+            let (t, padded) = Linear::prepare(t, opts).map_err(err)?;
+            prepared.push((t, *input, padded));
+        }
+        let err = |e: candle_core::Error| Error::format(&path, format!("tensors {ts:?}: {e}"));
+        let same = prepared
+            .windows(2)
+            .all(|w| w[0].0.dtype() == w[1].0.dtype() && w[0].2 == w[1].2);
+        if prepared.len() > 1 && same {
+            let dtype = prepared[0].0.dtype();
+            let (input, padded) = (prepared[0].1, prepared[0].2);
+            let mut bytes = Vec::new();
+            for (t, _, _) in &prepared {
+                bytes.extend_from_slice(&t.data().map_err(err)?);
+            }
+            let outs: Vec<usize> = ts.iter().map(|t| t.1).collect();
+            let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), &Device::Cpu, dtype)
+                .map_err(err)?;
+            let t = QTensor::new(storage, (outs.iter().sum::<usize>(), padded)).map_err(err)?;
+            return Ok(Stack::One(
+                Linear::from_prepared(t, input, padded, opts).map_err(err)?,
+                outs,
+            ));
+        }
+        prepared
+            .into_iter()
+            .map(|(t, input, padded)| Linear::from_prepared(t, input, padded, opts).map_err(err))
+            .collect::<Result<Vec<_>>>()
+            .map(Stack::Many)
+    }
+
+    /// Each matrix's output for `m` rows of `x`.
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Stack::Many(ls) => ls.iter().map(|l| l.forward(x, m)).collect(),
+            Stack::One(l, outs) => {
+                let y = l.forward(x, m)?;
+                let mut parts: Vec<Vec<f32>> =
+                    outs.iter().map(|n| Vec::with_capacity(m * n)).collect();
+                for row in y.chunks(l.out) {
+                    let mut at = 0;
+                    for (p, n) in parts.iter_mut().zip(outs) {
+                        p.extend_from_slice(&row[at..at + n]);
+                        at += n;
+                    }
+                }
+                Ok(parts)
+            }
+        }
+    }
+}
+
+fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A Q8_0 `[out, input]` matrix with each row extended by zero blocks to `padded` values.
+fn pad_q8_0(t: &QTensor, out: usize, padded: usize) -> candle_core::Result<QTensor> {
+    let block_bytes = GgmlDType::Q8_0.type_size();
+    let blocks = GgmlDType::Q8_0.block_size();
+    let input = t.shape().dims2()?.1;
+    let (row, new_row) = (input / blocks * block_bytes, padded / blocks * block_bytes);
+    let data = t.data()?;
+    let mut bytes = vec![0u8; out * new_row];
+    for (dst, src) in bytes.chunks_mut(new_row).zip(data.chunks(row)) {
+        dst[..row].copy_from_slice(src);
+    }
+    let storage = QStorage::from_data(
+        std::borrow::Cow::Owned(bytes),
+        &Device::Cpu,
+        GgmlDType::Q8_0,
+    )?;
+    QTensor::new(storage, (out, padded))
+}
+
+pub(crate) fn candle_err(e: candle_core::Error) -> Error {
+    Error::Invalid(format!("model computation failed: {e}"))
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// q, k, v.
+    qkv: Stack,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    /// gate, up.
+    gate_up: Stack,
+    down: Linear,
+}
+
+/// A llama or qwen2 model loaded from GGUF.
+pub struct Model {
+    pub config: Config,
+    embed: QTensor,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    output: Linear,
+    inv_freq: Vec<f64>,
+}
+
+/// New tokens of one sequence inside a packed forward call: rows `row..row + len` hold the
+/// tokens at positions `start..start + len` of sequence `seq` (a [`KvCache`] slot).
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub seq: usize,
+    pub start: usize,
+    pub len: usize,
+    /// Whether to return logits for the segment's last row.
+    pub logits: bool,
+}
+
+/// Keys and values of every fed position, per sequence slot and layer.
+pub struct KvCache {
+    /// `slots[seq][layer]` = (keys, values), each `[position][kv_head][head_dim]`.
+    slots: Vec<Vec<(Vec<f32>, Vec<f32>)>>,
+    kv_dim: usize,
+}
+
+impl KvCache {
+    pub fn new(model: &Model, slots: usize) -> Self {
+        KvCache {
+            slots: (0..slots)
+                .map(|_| vec![(Vec::new(), Vec::new()); model.config.layers])
+                .collect(),
+            kv_dim: model.config.kv_dim(),
+        }
+    }
+
+    /// Positions held for `seq`.
+    pub fn len(&self, seq: usize) -> usize {
+        self.slots[seq]
+            .first()
+            .map_or(0, |l| l.0.len() / self.kv_dim)
+    }
+
+    /// Empties `seq`'s slot for a new sequence, keeping its memory.
+    pub fn clear(&mut self, seq: usize) {
+        for (k, v) in &mut self.slots[seq] {
+            k.clear();
+            v.clear();
+        }
+    }
+}
+
+fn vector_or_none(file: &mut GgufFile, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+    if file.has_tensor(name) {
+        Ok(Some(file.vector(name, len)?))
+    } else {
+        Ok(None)
+    }
+}
+
+impl Model {
+    pub(crate) fn load(file: &mut GgufFile, opts: LoadOptions) -> Result<Self> {
+        let mut config = Config::read(file)?;
+        let path = file.path.clone();
+        let linear = |file: &mut GgufFile, name: &str, out: usize, input: usize| match Stack::load(
+            file,
+            &[(name.to_string(), out, input)],
+            opts,
+        )? {
+            Stack::Many(mut ls) if ls.len() == 1 => Ok(ls.remove(0)),
+            _ => Err(Error::format(
+                &path,
+                format!("tensor \"{name}\": cannot load"),
+            )),
+        };
+        let (h, kv, ffn) = (config.hidden, config.kv_dim(), config.ffn);
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: file.vector(&p("attn_norm.weight"), h)?,
+                qkv: Stack::load(
+                    file,
+                    &[
+                        (p("attn_q.weight"), h, h),
+                        (p("attn_k.weight"), kv, h),
+                        (p("attn_v.weight"), kv, h),
+                    ],
+                    opts,
+                )?,
+                bq: vector_or_none(file, &p("attn_q.bias"), h)?,
+                bk: vector_or_none(file, &p("attn_k.bias"), kv)?,
+                bv: vector_or_none(file, &p("attn_v.bias"), kv)?,
+                wo: linear(file, &p("attn_output.weight"), h, h)?,
+                ffn_norm: file.vector(&p("ffn_norm.weight"), h)?,
+                gate_up: Stack::load(
+                    file,
+                    &[(p("ffn_gate.weight"), ffn, h), (p("ffn_up.weight"), ffn, h)],
+                    opts,
+                )?,
+                down: linear(file, &p("ffn_down.weight"), h, ffn)?,
+            });
+        }
+        let embed = file.tensor("token_embd.weight")?;
+        let (vocab, embed_h) = embed
+            .shape()
+            .dims2()
+            .map_err(|e| Error::format(&path, format!("tensor \"token_embd.weight\": {e}")))?;
+        if embed_h != h {
+            return Err(Error::format(
+                &path,
+                format!("token_embd.weight has {embed_h} columns, expected {h}"),
+            ));
+        }
+        config.vocab = vocab;
+        // Models with tied embeddings have no output matrix and reuse the embedding.
+        let output_name = if file.has_tensor("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let output = linear(file, output_name, vocab, h)?;
+        let norm = file.vector("output_norm.weight", h)?;
+        let half = config.rope_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| (config.rope_base as f64).powf(-(2.0 * i as f64) / config.rope_dim as f64))
+            .collect();
+        Ok(Model {
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// Feeds `tokens` (packed as `segments` describe, in order) through the model, appending
+    /// their keys and values to `cache`; returns the logits of each segment with
+    /// `logits == true`, in segment order.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        segments: &[Segment],
+        cache: &mut KvCache,
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.config;
+        let m = tokens.len();
+        if segments.iter().map(|s| s.len).sum::<usize>() != m {
+            return Err(Error::Invalid("segments do not cover the tokens".into()));
+        }
+        for s in segments {
+            if cache.len(s.seq) != s.start {
+                return Err(Error::Invalid(format!(
+                    "sequence {} holds {} positions, segment starts at {}",
+                    s.seq,
+                    cache.len(s.seq),
+                    s.start
+                )));
+            }
+        }
+        // (sequence, position) of each row.
+        let rows: Vec<(usize, usize)> = segments
+            .iter()
+            .flat_map(|s| (s.start..s.start + s.len).map(move |p| (s.seq, p)))
+            .collect();
+        let ids = Tensor::new(tokens, &Device::Cpu).map_err(candle_err)?;
+        let mut x = self
+            .embed
+            .embedding(&ids)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(candle_err)?;
+        let (cos, sin) = self.rope_tables(&rows);
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            let n = rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
+            let mut qkv = layer.qkv.forward(&n, m)?.into_iter();
+            let (Some(mut q), Some(mut k), Some(mut v)) = (qkv.next(), qkv.next(), qkv.next())
+            else {
+                return Err(Error::Invalid("q/k/v projection lost an output".into()));
+            };
+            add_bias(&mut q, layer.bq.as_deref());
+            add_bias(&mut k, layer.bk.as_deref());
+            add_bias(&mut v, layer.bv.as_deref());
+            self.rope(&mut q, cfg.heads, &cos, &sin);
+            self.rope(&mut k, cfg.kv_heads, &cos, &sin);
+            let kv = cfg.kv_dim();
+            let mut row = 0;
+            for s in segments {
+                let (ks, vs) = &mut cache.slots[s.seq][li];
+                ks.extend_from_slice(&k[row * kv..(row + s.len) * kv]);
+                vs.extend_from_slice(&v[row * kv..(row + s.len) * kv]);
+                row += s.len;
+            }
+            let attn = self.attention(&q, &rows, cache, li);
+            let o = layer.wo.forward(&attn, m)?;
+            add_into(&mut x, &o);
+
+            let n = rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
+            let mut gu = layer.gate_up.forward(&n, m)?.into_iter();
+            let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
+                return Err(Error::Invalid("gate/up projection lost an output".into()));
+            };
+            g.par_chunks_mut(4096)
+                .zip(u.par_chunks(4096))
+                .for_each(|(g, u)| {
+                    for (g, u) in g.iter_mut().zip(u) {
+                        *g = *g / (1.0 + (-*g).exp()) * u;
+                    }
+                });
+            let d = layer.down.forward(&g, m)?;
+            add_into(&mut x, &d);
+        }
+
+        // Final norm and the output projection, only for the rows whose logits are wanted.
+        let h = cfg.hidden;
+        let mut last = Vec::new();
+        let mut row = 0;
+        for s in segments {
+            row += s.len;
+            if s.logits {
+                last.extend_from_slice(&x[(row - 1) * h..row * h]);
+            }
+        }
+        let wanted = last.len() / h;
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let n = rms_norm(&last, &self.norm, cfg.rms_eps);
+        let logits = self.output.forward(&n, wanted)?;
+        Ok(logits.chunks(cfg.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// cos and sin of every row's rotation angles, `[row][rope_dim / 2]`.
+    fn rope_tables(&self, rows: &[(usize, usize)]) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(rows.len() * half);
+        let mut sin = Vec::with_capacity(rows.len() * half);
+        for &(_, p) in rows {
+            for f in &self.inv_freq {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Rotates the first `rope_dim` dimensions of each head of each row in place.
+    fn rope(&self, x: &mut [f32], heads: usize, cos: &[f32], sin: &[f32]) {
+        let hd = self.config.head_dim;
+        let half = self.inv_freq.len();
+        let style = self.config.rope_style;
+        for (r, row) in x.chunks_mut(heads * hd).enumerate() {
+            let (c, s) = (
+                &cos[r * half..(r + 1) * half],
+                &sin[r * half..(r + 1) * half],
+            );
+            for head in row.chunks_mut(hd) {
+                for i in 0..half {
+                    let (a, b) = match style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::HalfSplit => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c[i] - x1 * s[i];
+                    head[b] = x0 * s[i] + x1 * c[i];
+                }
+            }
+        }
+    }
+
+    /// Causal attention of each row over its own sequence's cached positions `0..=p`.
+    fn attention(
+        &self,
+        q: &[f32],
+        rows: &[(usize, usize)],
+        cache: &KvCache,
+        layer: usize,
+    ) -> Vec<f32> {
+        let cfg = &self.config;
+        let (hd, kv) = (cfg.head_dim, cfg.kv_dim());
+        let group = cfg.heads / cfg.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(cfg.hidden)
+            .zip(q.par_chunks(cfg.hidden))
+            .zip(rows.par_iter())
+            .for_each(|((out, q), &(seq, pos))| {
+                let (keys, values) = &cache.slots[seq][layer];
+                let mut scores = vec![0f32; pos + 1];
+                for h in 0..cfg.heads {
+                    let off = (h / group) * hd;
+                    let qh = &q[h * hd..(h + 1) * hd];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        *s = dot(qh, &keys[j * kv + off..j * kv + off + hd]) * scale;
+                        max = max.max(*s);
+                    }
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let oh = &mut out[h * hd..(h + 1) * hd];
+                    for (j, s) in scores.iter().enumerate() {
+                        let w = s / sum;
+                        let vj = &values[j * kv + off..j * kv + off + hd];
+                        for (o, v) in oh.iter_mut().zip(vj) {
+                            *o += w * v;
+                        }
+                    }
+                }
+            });
+        out
+    }
+}
+
+/// A dot product with eight independent partial sums, so that it vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let d = weight.len();
+    let mut out = vec![0f32; x.len()];
+    for (o, row) in out.chunks_mut(d).zip(x.chunks(d)) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v * r * w;
+        }
+    }
+    out
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in x.chunks_mut(b.len()) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
