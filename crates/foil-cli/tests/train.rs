@@ -250,3 +250,109 @@ fn gradcache_gives_the_update_of_one_big_batch() {
     let diff = max_abs_diff(&weights(&big), &weights(&cached));
     assert!(diff < 1e-5, "GradCache moved weights differently: {diff}");
 }
+
+/// A cross-encoder trained by foil (from `foil init-cross-encoder`) is saved as a
+/// BertForSequenceClassification folder whose weights moved, and `foil rerank` ranks with it.
+#[test]
+fn a_cross_encoder_trains_and_reranks() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let data = path("data");
+    foil(&[
+        "init-cross-encoder",
+        "--base",
+        model.to_str().unwrap(),
+        "--output",
+        &path("init"),
+    ]);
+    foil(&[
+        "mine",
+        "--data",
+        &data,
+        "--retriever",
+        "bm25",
+        "--num-negatives",
+        "3",
+        "--format",
+        "n-tuple",
+        "--output",
+        &path("mined"),
+        "--no-progress",
+    ]);
+    let table = path("mined/n-tuple.jsonl");
+    for loss in ["listwise", "bce"] {
+        let out = path(&format!("ce-{loss}"));
+        foil(&[
+            "train",
+            &table,
+            "--model-type",
+            "cross-encoder",
+            "--loss",
+            loss,
+            "--model",
+            &path("init"),
+            "--output",
+            &out,
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--max-length",
+            "48",
+            "--lr",
+            "1e-4",
+            "--threads",
+            "2",
+            "--no-progress",
+        ]);
+        let before = weights(&tmp.path().join("init"));
+        let after = weights(Path::new(&out));
+        for name in [
+            "pooler.dense.weight",
+            "classifier.weight",
+            "classifier.bias",
+        ] {
+            assert!(
+                after.iter().any(|(n, _)| n == name),
+                "{loss}: {name} not saved"
+            );
+        }
+        assert!(
+            max_abs_diff(&before, &after) > 1e-6,
+            "{loss}: nothing moved"
+        );
+    }
+    foil(&[
+        "search",
+        "--data",
+        &data,
+        "--split",
+        "test",
+        "--retriever",
+        "bm25",
+        "--output",
+        &path("bm25.trec"),
+        "--no-progress",
+    ]);
+    foil(&[
+        "rerank",
+        "--data",
+        &data,
+        "--run",
+        &path("bm25.trec"),
+        "--cross-encoder",
+        &path("ce-listwise"),
+        "--top-k",
+        "5",
+        "--output",
+        &path("rr.trec"),
+        "--no-progress",
+    ]);
+    let run = std::fs::read_to_string(path("rr.trec")).unwrap();
+    let queries: std::collections::HashSet<&str> =
+        run.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(queries.len(), 25);
+    assert_eq!(run.lines().count(), 25 * 5);
+}

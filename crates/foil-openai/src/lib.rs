@@ -19,9 +19,11 @@
 //! # Ok::<(), foil_core::Error>(())
 //! ```
 
+pub mod chat;
 pub mod client;
 pub mod embeddings;
 mod retry;
 
+pub use chat::OpenAiChat;
 pub use client::{ApiConfig, ApiKey, HttpClient, DEFAULT_API_KEY_ENV};
 pub use embeddings::{EmbeddingsConfig, OpenAiEncoder};

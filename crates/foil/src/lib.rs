@@ -8,10 +8,15 @@
 //!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
 //! - [`mine`]: hard negatives for (query, positive) pairs, with sentence-transformers'
 //!   filters and formats; pairs from qrels or from tables ([`table`]: JSON Lines and Parquet).
+//! - [`generate`]: synthetic queries for a corpus and corpus-free hard negatives, from an LLM
+//!   (a local GGUF model or an OpenAI-compatible chat server), resumable through a cache.
 //! - [`inspect`]: judge a training file's negatives (hardness, safety, AUC, diversity,
 //!   a reconstructed ECI) and write a report with charts.
 //! - [`train`]: fine-tune a bi-encoder on a training table with a contrastive loss
 //!   (GradCache for large batches), resumable, saved as a sentence-transformers folder.
+//! - [`experiment`]: the paper's comparison in one resumable command — negatives by each
+//!   method → inspect → train → evaluate → a report.
+//! - [`rerank`]: rescore the top of a run with a cross-encoder.
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
 pub mod cache;
@@ -19,8 +24,11 @@ pub mod demo;
 pub mod encode;
 pub mod encoders;
 pub mod eval;
+pub mod experiment;
+pub mod generate;
 pub mod inspect;
 pub mod mine;
+pub mod rerank;
 pub mod search;
 pub mod table;
 pub mod threads;

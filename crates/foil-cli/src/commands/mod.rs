@@ -4,9 +4,12 @@ mod demo;
 mod encode;
 mod encoder_args;
 mod eval;
+mod experiment;
+mod generate;
 mod init_cross_encoder;
 mod inspect;
 mod mine;
+mod rerank;
 mod search;
 mod train;
 
@@ -24,6 +27,12 @@ pub enum Command {
     /// Evaluate a TREC run against qrels (nDCG, MAP, recall, P, MRR at several cutoffs), or
     /// compare two runs with paired significance tests.
     Eval(eval::EvalArgs),
+    /// Compare ways of getting hard negatives end to end from a TOML file: negatives (LLM,
+    /// BM25, dense, cross-encoder) → inspect → train → evaluate → report; resumable.
+    Experiment(experiment::ExperimentArgs),
+    /// Generate training data with an LLM (local GGUF or an OpenAI-compatible server):
+    /// synthetic queries for a corpus, or corpus-free hard negatives for (query, positive) pairs.
+    Generate(generate::GenerateArgs),
     /// Write an untrained cross-encoder checkpoint (BertForSequenceClassification, one logit)
     /// from a BERT folder, for tests and as the start of training.
     InitCrossEncoder(init_cross_encoder::InitCrossEncoderArgs),
@@ -33,6 +42,8 @@ pub enum Command {
     /// Mine hard negatives for the (query, positive) pairs of a split: BM25, dense, hybrid,
     /// optional cross-encoder rescoring, sentence-transformers' filters and formats.
     Mine(mine::MineArgs),
+    /// Rescore the top of a TREC run with a cross-encoder and write the reranked run.
+    Rerank(rerank::RerankArgs),
     /// Rank a BEIR corpus (BM25 or a dense bi-encoder) for the queries judged in a split and
     /// write a TREC run.
     Search(search::SearchArgs),
@@ -47,9 +58,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Experiment(args) => experiment::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::InitCrossEncoder(args) => init_cross_encoder::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Mine(args) => mine::run(args),
+        Command::Rerank(args) => rerank::run(args),
         Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),
     }

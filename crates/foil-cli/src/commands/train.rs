@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::Context;
-use clap::Args;
-use foil::train::TrainConfig;
+use clap::{Args, ValueEnum};
+use foil::train::{CrossLoss, ModelType, TrainConfig};
 use foil_train::Loss;
 
 use crate::progress::Bars;
@@ -22,10 +22,14 @@ pub struct TrainArgs {
     /// Output folder: the trained sentence-transformers folder, checkpoint/, log.jsonl.
     #[arg(long)]
     output: PathBuf,
-    /// The loss, with options: infonce (= mnrl), dcl, dclw, mw, soft-infonce,
-    /// multi-similarity, triplet, margin-mse; e.g. "infonce:scale=20,symmetric=true".
-    #[arg(long, default_value = "infonce")]
-    loss: String,
+    /// What to train: a bi-encoder, or a cross-encoder (start from `foil init-cross-encoder`).
+    #[arg(long, value_enum, default_value = "bi-encoder")]
+    model_type: ModelTypeArg,
+    /// The loss. Bi-encoders: infonce (= mnrl), dcl, dclw, mw, soft-infonce,
+    /// multi-similarity, triplet, margin-mse, with options, e.g. "infonce:scale=20,symmetric=true"
+    /// (default infonce). Cross-encoders: listwise (default) or bce.
+    #[arg(long)]
+    loss: Option<String>,
     /// Rows (queries) per batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -67,9 +71,34 @@ pub struct TrainArgs {
     no_progress: bool,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModelTypeArg {
+    BiEncoder,
+    CrossEncoder,
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let loss = Loss::from_str(&args.loss).context("--loss")?;
+    let (model_type, loss, cross_loss) = match args.model_type {
+        ModelTypeArg::BiEncoder => (
+            ModelType::BiEncoder,
+            Loss::from_str(args.loss.as_deref().unwrap_or("infonce")).context("--loss")?,
+            CrossLoss::Listwise,
+        ),
+        ModelTypeArg::CrossEncoder => (
+            ModelType::CrossEncoder,
+            Loss::default(),
+            match args.loss.as_deref().unwrap_or("listwise") {
+                "listwise" => CrossLoss::Listwise,
+                "bce" => CrossLoss::Bce,
+                other => {
+                    anyhow::bail!("--loss {other:?}: a cross-encoder trains with listwise or bce")
+                }
+            },
+        ),
+    };
     let config = TrainConfig {
+        model_type,
+        cross_loss,
         model: args.model,
         train_file: args.train_file,
         output: args.output,

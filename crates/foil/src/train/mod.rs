@@ -39,9 +39,34 @@ use serde_json::{json, Value};
 
 use crate::threads::with_threads;
 
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelType {
+    /// A bi-encoder: queries and passages embedded apart, a contrastive loss on the vectors.
+    BiEncoder,
+    /// A cross-encoder (`BertForSequenceClassification`, one logit) scoring (query, passage)
+    /// pairs; start from a folder made by `foil init-cross-encoder` or a trained one.
+    CrossEncoder,
+}
+
+/// The loss of a cross-encoder over a row's logits (positive first, then its negatives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossLoss {
+    /// Softmax cross-entropy over the row's 1 + K logits with the positive as the target
+    /// (the listwise loss of Nogueira & Cho's successors, e.g. Gao et al. 2021 "LCE").
+    Listwise,
+    /// Binary cross-entropy with logits: label 1 for the positive, 0 for each negative.
+    Bce,
+}
+
 /// Configuration of a training run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainConfig {
+    pub model_type: ModelType,
+    /// The cross-encoder's loss (ignored for bi-encoders, which use `loss`).
+    pub cross_loss: CrossLoss,
     /// The model folder to start from (Hugging Face BERT, sentence-transformers layout).
     pub model: PathBuf,
     /// The training table.
@@ -76,6 +101,8 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            model_type: ModelType::BiEncoder,
+            cross_loss: CrossLoss::Listwise,
             model: PathBuf::new(),
             train_file: PathBuf::new(),
             output: PathBuf::new(),
@@ -254,7 +281,12 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
             rows.len()
         )));
     }
-    if config.loss.needs_negatives() && k == 0 {
+    if config.model_type == ModelType::CrossEncoder && k == 0 {
+        return Err(Error::Invalid(
+            "training a cross-encoder needs rows with hard negatives".into(),
+        ));
+    }
+    if config.model_type == ModelType::BiEncoder && config.loss.needs_negatives() && k == 0 {
         return Err(Error::Invalid(format!(
             "the {} loss needs hard negatives, and the rows have none",
             config.loss.name()
@@ -310,9 +342,33 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     } else {
         &model_dir
     };
-    let model = TrainableBert::new(&bert, &Weights::load(weights_dir, &device)?, &device)?;
+    let weights = Weights::load(weights_dir, &device)?;
+    let cross = config.model_type == ModelType::CrossEncoder;
+    if cross && (!weights.contains("classifier.weight") || bert.labels() != 1) {
+        return Err(Error::Invalid(format!(
+            "{}: not a one-logit BertForSequenceClassification folder (make one with \
+             `foil init-cross-encoder`)",
+            model_dir.display()
+        )));
+    }
+    let model = TrainableBert::new(&bert, &weights, &device)?;
+    // A cross-encoder's pooler (dense + tanh before the classifier) is trained too.
+    let pooler = if cross && weights.contains("pooler.dense.weight") {
+        let h = bert.hidden_size;
+        let w = Var::from_tensor(weights.get("pooler.dense.weight", &[h, h])?).ce()?;
+        let b = Var::from_tensor(weights.get("pooler.dense.bias", &[h])?).ce()?;
+        Some((w, b))
+    } else {
+        None
+    };
+    drop(weights);
+    let mut vars: Vec<(String, Var)> = model.vars().to_vec();
+    if let Some((w, b)) = &pooler {
+        vars.push(("pooler.dense.weight".into(), w.clone()));
+        vars.push(("pooler.dense.bias".into(), b.clone()));
+    }
     let mut optimizer = AdamW::new(
-        model.vars(),
+        &vars,
         AdamWConfig {
             weight_decay: config.weight_decay,
             ..AdamWConfig::default()
@@ -330,6 +386,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
 
     let trainer = Trainer {
         model: &model,
+        pooler: pooler.as_ref(),
         tokenizer: &tokenizer,
         sentence: &sentence,
         config,
@@ -344,14 +401,14 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
             .seed
             .wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03));
         let (loss, mut grads) = trainer.step(&batch, seed)?;
-        clip_grad_norm(model.vars(), &mut grads, config.max_grad_norm)?;
+        clip_grad_norm(&vars, &mut grads, config.max_grad_norm)?;
         optimizer.step(&grads, schedule.lr(step))?;
         step += 1;
         losses.push(loss);
         progress.update(step);
         tracing::debug!(step, loss, "step");
         if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 && step < total {
-            save_checkpoint(&checkpoint, &model, &optimizer, &run_id, step, &losses)?;
+            save_checkpoint(&checkpoint, &vars, &optimizer, &run_id, step, &losses)?;
         }
     }
     progress.end();
@@ -361,8 +418,12 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     } else {
         0.0
     };
-    save_checkpoint(&checkpoint, &model, &optimizer, &run_id, step, &losses)?;
-    save_model_folder(&model, &model_dir, &saved, &config.output)?;
+    save_checkpoint(&checkpoint, &vars, &optimizer, &run_id, step, &losses)?;
+    if cross {
+        save_cross_encoder(&vars, &model_dir, &config.output)?;
+    } else {
+        save_model_folder(&model, &model_dir, &saved, &config.output)?;
+    }
 
     let log: String = losses
         .iter()
@@ -411,6 +472,8 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
 /// What one step needs besides the batch.
 struct Trainer<'a> {
     model: &'a TrainableBert,
+    /// A cross-encoder's trainable pooler.
+    pooler: Option<&'a (Var, Var)>,
     tokenizer: &'a TextTokenizer,
     sentence: &'a SentenceConfig,
     config: &'a TrainConfig,
@@ -433,8 +496,79 @@ impl Trainer<'_> {
         )
     }
 
+    /// A cross-encoder step: every (query, positive) and (query, negative) pair scored in one
+    /// pass, the row's logits `[B, 1 + K]` into the listwise or binary loss.
+    fn cross_step(&self, batch: &[&Row], seed: u64) -> Result<(f32, GradStore)> {
+        let b = batch.len();
+        let k = batch[0].negatives.len();
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(b * (1 + k));
+        for r in batch {
+            pairs.push((&r.anchor, &r.positive));
+            pairs.extend(r.negatives.iter().map(|n| (r.anchor.as_str(), n.as_str())));
+        }
+        let (ids, types): (Vec<Vec<u32>>, Vec<Vec<u32>>) =
+            self.tokenizer.encode_pairs(&pairs)?.into_iter().unzip();
+        let tensors = Batch::new(&ids, Some(&types), self.model.device())?;
+        let mut dropout = Dropout::new(seed);
+        let hidden = self
+            .model
+            .forward(&tensors, self.dropout.then_some(&mut dropout))?;
+        let pooler = self.pooler.map(|(w, b)| (w.as_tensor(), b.as_tensor()));
+        let logits = self
+            .model
+            .classify(&hidden, pooler)?
+            .reshape((b, 1 + k))
+            .ce()?;
+        let loss = match self.config.cross_loss {
+            CrossLoss::Listwise => {
+                let max = logits.max_keepdim(1).ce()?.detach();
+                let lse = logits
+                    .broadcast_sub(&max)
+                    .ce()?
+                    .exp()
+                    .ce()?
+                    .sum_keepdim(1)
+                    .ce()?
+                    .log()
+                    .ce()?
+                    .add(&max)
+                    .ce()?;
+                lse.sub(&logits.narrow(1, 0, 1).ce()?)
+                    .ce()?
+                    .mean_all()
+                    .ce()?
+            }
+            CrossLoss::Bce => {
+                // softplus(−z) for the positive, softplus(z) for negatives;
+                // softplus(x) = max(x, 0) + ln(1 + e^(−|x|)).
+                let mut sign = vec![1f32; b * (1 + k)];
+                for row in sign.chunks_mut(1 + k) {
+                    row[0] = -1.0;
+                }
+                let sign = Tensor::from_vec(sign, (b, 1 + k), self.model.device()).ce()?;
+                let x = logits.mul(&sign).ce()?;
+                let soft = x
+                    .relu()
+                    .ce()?
+                    .add(
+                        &((x.abs().ce()?.neg().ce()?.exp().ce()? + 1.0)
+                            .ce()?
+                            .log()
+                            .ce()?),
+                    )
+                    .ce()?;
+                soft.mean_all().ce()?
+            }
+        };
+        let value = loss.to_scalar::<f32>().ce()?;
+        Ok((value, loss.backward().ce()?))
+    }
+
     /// The loss of a batch and the gradients of the model's variables.
     fn step(&self, batch: &[&Row], seed: u64) -> Result<(f32, GradStore)> {
+        if self.config.model_type == ModelType::CrossEncoder {
+            return self.cross_step(batch, seed);
+        }
         let b = batch.len();
         let k = batch[0].negatives.len();
         let with_prompt = |prompt: &str, t: &str| format!("{prompt}{t}");
@@ -580,7 +714,7 @@ fn run_hash(config: &TrainConfig, model_dir: &Path, k: usize) -> Result<String> 
 /// folder renamed over the old one.
 fn save_checkpoint(
     dir: &Path,
-    model: &TrainableBert,
+    vars: &[(String, Var)],
     optimizer: &AdamW,
     run: &str,
     step: u64,
@@ -589,7 +723,7 @@ fn save_checkpoint(
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    model.save(&tmp.join("model.safetensors"))?;
+    save_vars(vars, &tmp.join("model.safetensors"), "")?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     let state = State {
         run: run.to_string(),
@@ -607,6 +741,40 @@ fn save_checkpoint(
     }
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Saves variables as safetensors under their names, `prefix` added to every name that is not
+/// the classifier's.
+fn save_vars(vars: &[(String, Var)], path: &Path, prefix: &str) -> Result<()> {
+    let tensors: std::collections::HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| {
+            let name = if n.starts_with("classifier.") {
+                n.clone()
+            } else {
+                format!("{prefix}{n}")
+            };
+            (name, v.as_tensor().clone())
+        })
+        .collect();
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a trained cross-encoder as a Hugging Face `BertForSequenceClassification` folder
+/// (`bert.`-prefixed encoder names, `classifier.*`), with the base's config and tokenizer.
+fn save_cross_encoder(vars: &[(String, Var)], base: &Path, out: &Path) -> Result<()> {
+    save_vars(vars, &out.join("model.safetensors"), "bert.")?;
+    for name in COPIED {
+        let from = base.join(name);
+        if from.is_file() {
+            let bytes = std::fs::read(&from).map_err(|e| Error::io(&from, e))?;
+            write_atomic(&out.join(name), &bytes)?;
+        }
+    }
     Ok(())
 }
 

@@ -1,0 +1,124 @@
+//! `foil experiment` on the demo dataset with all-MiniLM-L6-v2 (installed by
+//! scripts/fetch-models.sh), BM25 and dense negatives and a two-step training budget: the
+//! report has every pipeline and the baselines, a rerun reuses every step and writes the
+//! same report, and a changed training budget reruns only training and evaluation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn minilm() -> Option<PathBuf> {
+    let root = std::env::var_os("FOIL_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?;
+    let dir = root.join("all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run scripts/fetch-models.sh first"
+    );
+    eprintln!("skipped: all-MiniLM-L6-v2 is not installed");
+    None
+}
+
+fn foil(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(args)
+        .env("FOIL_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "foil {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn config(dir: &Path, model: &Path, steps: u32) -> PathBuf {
+    let path = dir.join("exp.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data = \"data\"\nencoder = {:?}\nthreads = 2\nembedding_cache = \"\"\n\n\
+             [negatives]\nmethods = [\"bm25\", \"dense\"]\nnum_negatives = 1\n\n\
+             [train]\nbatch_size = 8\nmax_steps = {steps}\nmax_length = 24\n",
+            model.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn steps(out: &Output) -> (u64, u64) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("experiment:"))
+        .unwrap_or_else(|| panic!("no summary line in {err}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[1].parse().unwrap(), words[4].parse().unwrap())
+}
+
+#[test]
+fn an_experiment_reports_every_pipeline_and_reruns_only_what_changed() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    let out = tmp.path().join("out");
+    let run = |steps: u32| {
+        let exp = config(tmp.path(), &model, steps);
+        foil(&[
+            "experiment",
+            "--config",
+            exp.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+    };
+    let first = run(2);
+    // queries are given: negatives, inspect, model, run for 2 methods + base and BM25 runs.
+    assert_eq!(steps(&first), (10, 0));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for row in [
+        "| base (baseline) |",
+        "| bm25-retrieval (baseline) |",
+        "| bm25 |",
+        "| dense |",
+    ] {
+        assert!(report.contains(row), "{row} missing from\n{report}");
+    }
+    assert!(report.contains("reconstruction"));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let pipelines = json["pipelines"].as_array().unwrap();
+    assert_eq!(pipelines.len(), 4);
+    for p in pipelines {
+        let ndcg = p["ndcg@10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ndcg), "{p}");
+        assert_eq!(p["queries"], 25);
+    }
+    // Trained pipelines carry negative-set statistics; baselines do not.
+    assert!(pipelines[2]["statistics"]["eci"].as_f64().is_some());
+    assert!(pipelines[0]["statistics"].is_null());
+    for file in ["report.html", "ndcg.svg", "ndcg.png", "manifest.json"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+
+    let again = run(2);
+    assert_eq!(
+        steps(&again),
+        (0, 10),
+        "an unchanged experiment reruns nothing"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
+        report
+    );
+
+    // Another training budget: negatives, inspections and baseline runs are reused.
+    let changed = run(1);
+    assert_eq!(steps(&changed), (4, 6));
+}

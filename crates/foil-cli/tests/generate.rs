@@ -1,0 +1,578 @@
+//! `foil generate queries|negatives` against a loopback OpenAI-compatible chat mock: faults
+//! (429 with Retry-After, 500, stalls, truncated JSON, wrong schemas) end as outputs or
+//! recorded failures; a run killed with SIGKILL resumes from its cache to the same bytes; the
+//! API key reaches no log line, file or error.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- the mock server
+
+/// What the mock answers to one request.
+#[derive(Clone, Debug)]
+enum Reply {
+    /// The scripted completion of the request.
+    Ok,
+    Status(u16, Vec<(String, String)>, String),
+    Stall(Duration),
+    Truncated,
+    WrongSchema,
+}
+
+/// A request as received.
+#[derive(Clone, Debug)]
+struct Request {
+    authorization: Option<String>,
+    body: Value,
+}
+
+impl Request {
+    fn last_message(&self) -> &str {
+        self.body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+    }
+    fn seed(&self) -> u64 {
+        self.body["seed"].as_u64().unwrap_or(0)
+    }
+}
+
+type Script = dyn Fn(&Request, usize) -> Reply + Send + Sync;
+
+struct Mock {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Mock {
+    /// `script(request, seen)`, `seen` counting earlier requests with the same messages and
+    /// seed; `delay` before every answer.
+    fn start(
+        delay: Duration,
+        script: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        let r = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, script, seen) = (r.clone(), script.clone(), seen.clone());
+                std::thread::spawn(move || serve(stream, delay, &r, &*script, &seen));
+            }
+        });
+        Mock { addr, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    delay: Duration,
+    requests: &Mutex<Vec<Request>>,
+    script: &Script,
+    seen: &Mutex<HashMap<String, usize>>,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    let (mut length, mut authorization) = (0usize, None);
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let request = Request {
+        authorization,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    requests.lock().unwrap().push(request.clone());
+    let count = {
+        let mut seen = seen.lock().unwrap();
+        let key = format!("{}|{}", request.body["messages"], request.seed());
+        let n = seen.entry(key).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
+    std::thread::sleep(delay);
+    let good = json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion(&request)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 9},
+    })
+    .to_string();
+    let (code, headers, text) = match script(&request, count) {
+        Reply::Ok => (200, vec![], good),
+        Reply::Status(code, headers, text) => (code, headers, text),
+        Reply::Stall(wait) => {
+            std::thread::sleep(wait);
+            return;
+        }
+        Reply::Truncated => (200, vec![], good[..good.len() / 2].to_string()),
+        Reply::WrongSchema => (200, vec![], r#"{"result": "no choices here"}"#.to_string()),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {code} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        text.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut s = &stream;
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(text.as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn words(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The mock "model": a deterministic function of the prompt and the seed that sometimes
+/// writes a good query, and sometimes a copy, chatter, or nothing, like a small model.
+fn completion(request: &Request) -> String {
+    let prompt = request.last_message();
+    let seed = request.seed();
+    if let Some(passage) = prompt.strip_prefix("Passage: ") {
+        let w = words(passage);
+        return match seed % 5 {
+            0 | 3 => format!(
+                "Query: \"does {} affect {} {}\"",
+                w[0].to_lowercase(),
+                w[w.len() / 2],
+                w[w.len() - 1]
+            ),
+            1 => w[..12.min(w.len())].join(" "),
+            2 => "Sure! Here is a query about the passage.".into(),
+            _ => String::new(),
+        };
+    }
+    if prompt.contains("Describe, in one sentence") {
+        return format!("A study of a related population, variant {}.", seed % 3);
+    }
+    if let Some(rest) = prompt.strip_prefix("Search query: ") {
+        let query = rest.lines().next().unwrap_or("");
+        return format!(
+            "Researchers examined {} in a different setting, variant {}. The cohort was small and the follow up was short, so the findings were inconclusive and did not address the question directly.",
+            words(query).last().unwrap_or(&"x"),
+            seed % 7
+        );
+    }
+    "unexpected prompt".into()
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generate")
+}
+
+fn foil_with(args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_foil"));
+    cmd.args(args).env("FOIL_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "foil {args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn queries_args(mock: &Mock, output: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "generate",
+        "queries",
+        "--data",
+        fixture().to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--generator",
+        "openai",
+        "--base-url",
+        &mock.url(),
+        "--model",
+        "mock-chat",
+        "--api-key-env",
+        "FOIL_GENERATE_TEST_KEY_NEVER_SET",
+        "--per-passage",
+        "2",
+        "--seed",
+        "7",
+        "--timeout",
+        "1",
+        "--max-retries",
+        "2",
+        "--no-progress",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn summary(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Faults by passage title: each transient one once, two permanent ones.
+fn faulty(request: &Request, seen: usize) -> Reply {
+    let p = request.last_message();
+    let once = |r: Reply| if seen == 0 { r } else { Reply::Ok };
+    if p.contains("Zinc") {
+        once(Reply::Status(
+            429,
+            vec![("Retry-After".into(), "0".into())],
+            r#"{"error": {"message": "rate limited"}}"#.into(),
+        ))
+    } else if p.contains("Sleep restriction") {
+        once(Reply::Status(500, vec![], "boom".into()))
+    } else if p.contains("Coral") {
+        once(Reply::Stall(Duration::from_millis(1500)))
+    } else if p.contains("Statins") {
+        once(Reply::Truncated)
+    } else if p.contains("Gut microbiota") {
+        Reply::WrongSchema
+    } else if p.contains("Malaria") {
+        Reply::Status(503, vec![], "down for good".into())
+    } else {
+        Reply::Ok
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn faults_end_as_outputs_or_recorded_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mock = Mock::start(Duration::ZERO, faulty);
+    let out = tmp.path().join("gen");
+    let s = summary(&foil_with(
+        &queries_args(&mock, &out, &["--concurrency", "3", "--batch-size", "5"]),
+        &[],
+    ));
+    assert_eq!(s["requests"], 24);
+    let queries = lines(&out.join("queries.jsonl"));
+    let rejected = lines(&out.join("rejected.jsonl"));
+    assert_eq!(s["queries"].as_u64().unwrap() as usize, queries.len());
+    assert_eq!(
+        queries.len() + rejected.len(),
+        24,
+        "every request is accounted for"
+    );
+    let m = manifest(&out);
+    assert_eq!(m["counts"]["rejected.failed.bad_response"], 2, "{m:#}");
+    assert_eq!(m["counts"]["rejected.failed.http_503"], 2, "{m:#}");
+    assert_eq!(m["counts"]["requests"], 24);
+    let counted: u64 = m["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("rejected."))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted + m["counts"]["queries"].as_u64().unwrap(), 24);
+    assert_eq!(m["config"]["template_name"], "few-shot");
+    assert!(m["config"]["generator_fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("openai-chat:"));
+    assert_eq!(m["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+    for r in &rejected {
+        assert!(r["reason"].is_string() && r["item"].is_string(), "{r}");
+        if r["reason"] == "failed" {
+            assert!(r["raw"].is_null());
+            assert!(
+                r["error"].as_str().unwrap().contains("gave up after"),
+                "{r}"
+            );
+        } else {
+            assert!(r["raw"].is_string(), "{r}");
+        }
+    }
+    // The qrels map each kept query to its passage.
+    let qrels = std::fs::read_to_string(out.join("qrels/train.tsv")).unwrap();
+    assert_eq!(qrels.lines().count(), queries.len() + 1);
+    for q in &queries {
+        let line = format!(
+            "{}\t{}\t1",
+            q["_id"].as_str().unwrap(),
+            q["metadata"]["passage_id"].as_str().unwrap()
+        );
+        assert!(qrels.contains(&line), "{line}");
+    }
+    // Failed requests are not cached: a rerun retries just those.
+    let again = summary(&foil_with(&queries_args(&mock, &out, &[]), &[]));
+    assert_eq!(again["cache_hits"], 20);
+    assert_eq!(again["failed"], 4);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mock = Mock::start(Duration::from_millis(120), |_, _| Reply::Ok);
+    let extra = ["--concurrency", "1", "--batch-size", "1"];
+    let full = tmp.path().join("full");
+    let first = summary(&foil_with(&queries_args(&mock, &full, &extra), &[]));
+    assert_eq!(first["generated"], 24);
+
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(queries_args(&mock, &killed, &extra))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cache = killed.join("cache.jsonl");
+    let start = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&cache)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= 5 || start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !killed.join("queries.jsonl").exists(),
+        "killed before the end"
+    );
+    // A write cut short by the kill.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&cache)
+        .unwrap();
+    f.write_all(br#"{"key":"0123","template":"few-sh"#).unwrap();
+    drop(f);
+
+    let resumed = summary(&foil_with(&queries_args(&mock, &killed, &extra), &[]));
+    let hits = resumed["cache_hits"].as_u64().unwrap();
+    assert!((5..24).contains(&hits), "{resumed}");
+    assert_eq!(resumed["generated"].as_u64().unwrap(), 24 - hits);
+    assert_eq!(resumed["cache_dropped_partial_lines"], 1);
+    for f in ["queries.jsonl", "qrels/train.tsv", "rejected.jsonl"] {
+        assert_eq!(
+            std::fs::read(full.join(f)).unwrap(),
+            std::fs::read(killed.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    // Nothing duplicated in the cache: one line per request.
+    let keys: Vec<String> = lines(&cache)
+        .iter()
+        .map(|l| l["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 24);
+    assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 24);
+    // A third run sends nothing.
+    let before = mock.requests().len();
+    let third = summary(&foil_with(&queries_args(&mock, &killed, &extra), &[]));
+    assert_eq!(third["cache_hits"], 24);
+    assert_eq!(mock.requests().len(), before);
+}
+
+#[test]
+fn the_api_key_reaches_only_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = format!("sk-foil-gen-{}-5e2d7a", std::process::id());
+    let echo = secret.clone();
+    let mock = Mock::start(Duration::ZERO, move |request, seen| {
+        let auth = request.authorization.clone().unwrap_or_default();
+        let p = request.last_message();
+        if p.contains("Zinc") && seen == 0 {
+            Reply::Status(500, vec![], format!("internal error for {auth}"))
+        } else if p.contains("Coral") {
+            Reply::Status(
+                401,
+                vec![],
+                format!(r#"{{"error": {{"message": "Incorrect API key provided: {echo}."}}}}"#),
+            )
+        } else if p.contains("Graphene") && seen == 0 {
+            Reply::Status(
+                429,
+                vec![("Retry-After".into(), "0".into())],
+                format!("slow down, {echo}"),
+            )
+        } else {
+            Reply::Ok
+        }
+    });
+    let out = tmp.path().join("gen");
+    let mut args = queries_args(&mock, &out, &["-vv"]);
+    let at = args.iter().position(|a| a == "--api-key-env").unwrap();
+    args[at + 1] = "FOIL_GENERATE_TEST_KEY".into();
+    let run = foil_with(
+        &args,
+        &[("FOIL_GENERATE_TEST_KEY", &secret), ("FOIL_LOG", "trace")],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(stderr.contains("request failed, retrying"), "{stderr}");
+    assert!(stderr.contains("[redacted]"), "{stderr}");
+    assert!(mock
+        .requests()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some(format!("Bearer {secret}").as_str())));
+    let m = manifest(&out);
+    assert_eq!(m["counts"]["rejected.failed.http_401"], 2);
+    let mut places = vec![
+        ("stderr".to_string(), stderr),
+        (
+            "stdout".to_string(),
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+        ),
+    ];
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            places.push((
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    assert!(places.len() >= 6, "{places:?}");
+    for (place, text) in places {
+        assert!(!text.contains(&secret), "the key is in {place}");
+        assert!(!text.contains("5e2d7a"), "part of the key is in {place}");
+    }
+}
+
+#[test]
+fn negatives_are_written_in_mines_formats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mock = Mock::start(Duration::ZERO, |_, _| Reply::Ok);
+    let queries = tmp.path().join("queries");
+    foil_with(
+        &queries_args(&mock, &queries, &["--round-trip", "none"]),
+        &[],
+    );
+    let kept = lines(&queries.join("queries.jsonl")).len();
+    assert!(kept >= 3, "only {kept} queries kept");
+    for mode in ["query-only", "query-positive"] {
+        let out = tmp.path().join(mode);
+        let args: Vec<String> = [
+            "generate",
+            "negatives",
+            "--data",
+            queries.to_str().unwrap(),
+            "--corpus",
+            fixture().join("corpus.jsonl").to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--per-query",
+            "2",
+            "--generator",
+            "openai",
+            "--base-url",
+            &mock.url(),
+            "--model",
+            "mock-chat",
+            "--api-key-env",
+            "FOIL_GENERATE_TEST_KEY_NEVER_SET",
+            "--format",
+            "triplet,n-tuple,flagembedding,tevatron",
+            "--no-progress",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let s = summary(&foil_with(&args, &[]));
+        assert_eq!(s["items"].as_u64().unwrap() as usize, kept * 2, "{s}");
+        let corpus = lines(&out.join("negatives-corpus.jsonl"));
+        let rejected = lines(&out.join("rejected.jsonl"));
+        assert_eq!(corpus.len() + rejected.len(), kept * 2, "{mode}: {s}");
+        assert!(!corpus.is_empty(), "{mode}: {s}");
+        for d in &corpus {
+            assert!(d["_id"].as_str().unwrap().starts_with("gen-neg-"));
+            assert!(d["text"].as_str().unwrap().split(' ').count() >= 20);
+        }
+        let native = lines(&out.join("negatives.jsonl"));
+        assert_eq!(native.len(), kept, "one line per (query, positive)");
+        assert!(native.iter().all(|l| l["method"] == "llm"));
+        let ids: HashSet<&str> = corpus.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+        for l in &native {
+            for n in l["negatives"].as_array().unwrap() {
+                assert!(ids.contains(n["doc_id"].as_str().unwrap()));
+            }
+        }
+        let triplet = lines(&out.join("triplet.jsonl"));
+        assert_eq!(triplet.len(), corpus.len());
+        assert!(triplet[0]["anchor"].is_string() && triplet[0]["negative"].is_string());
+        let flag = lines(&out.join("flagembedding.jsonl"));
+        assert_eq!(flag.len(), kept);
+        assert!(out.join("n-tuple.jsonl").is_file() && out.join("tevatron.jsonl").is_file());
+        let m = manifest(&out);
+        assert_eq!(m["stage"], "generate-negatives");
+        assert_eq!(m["config"]["template_name"], mode);
+        // The same command again: all from the cache, same bytes.
+        let before = std::fs::read(out.join("negatives-corpus.jsonl")).unwrap();
+        let again = summary(&foil_with(&args, &[]));
+        assert_eq!(again["generated"], 0);
+        assert_eq!(
+            std::fs::read(out.join("negatives-corpus.jsonl")).unwrap(),
+            before
+        );
+    }
+}

@@ -1,0 +1,590 @@
+//! The experiment stage: the paper's comparison as one resumable command.
+//!
+//! For one BEIR dataset and one base bi-encoder: take the training pairs (the dataset's own
+//! qrels, or queries an LLM generated for its passages), get hard negatives by each method
+//! asked for — an LLM writing them from the query alone (corpus-free), BM25, the bi-encoder
+//! (dense), or BM25 candidates reranked by a cross-encoder — judge each negative set
+//! ([`crate::inspect`]), train one model per set with the same seed and budget
+//! ([`crate::train`]), evaluate every model, the base model and BM25 on the test qrels, and
+//! write a report: the measures per pipeline, paired significance against the base model,
+//! the negative-set statistics, how well each statistic ranked the pipelines (Spearman), and a
+//! chart.
+//!
+//! Every step writes into its own folder under the output and records a key there — a hash of
+//! its settings and of its inputs' keys. A rerun skips each step whose key is unchanged, so
+//! after a change only what depends on it is recomputed; the steps themselves resume after a
+//! kill.
+
+mod config;
+mod report;
+
+pub use config::{ExperimentConfig, Method};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use foil_bm25::Bm25Params;
+use foil_core::eval::{EvalConfig, Evaluation};
+use foil_core::fsutil::{hex, sha256_file, write_atomic};
+use foil_core::manifest::Manifest;
+use foil_core::{Error, InputPolicy, Progress, Result, SkipReport};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::encoders::EncoderSpec;
+use crate::generate::{self, GeneratorSpec, Sampling};
+use crate::inspect::{self, Judge};
+use crate::mine::filter::{Filters, Sampling as MineSampling};
+use crate::mine::formats::Format;
+use crate::mine::{self, MineConfig, MineRetriever, PairsSource};
+use crate::search::{self, RetrieverKind, SearchConfig};
+use crate::train::{self, TrainConfig};
+pub use report::{PipelineResult, Statistics};
+
+/// What an experiment produced.
+#[derive(Debug, Clone)]
+pub struct ExperimentSummary {
+    pub results: Vec<PipelineResult>,
+    /// Steps run this time and steps reused from an earlier run.
+    pub steps_run: usize,
+    pub steps_reused: usize,
+    pub report: PathBuf,
+    pub seconds: f64,
+}
+
+/// A step's record in its folder: the key it ran with and what it returned.
+#[derive(Serialize, Deserialize)]
+struct StepRecord<T> {
+    key: String,
+    value: T,
+}
+
+const STEP_FILE: &str = "step.json";
+
+/// Runs and caches the experiment's steps.
+struct Steps<'a> {
+    output: &'a Path,
+    run: usize,
+    reused: usize,
+}
+
+impl Steps<'_> {
+    /// Runs `f` in `output/name` unless that folder records the same `key`; returns its value.
+    fn step<T: Serialize + DeserializeOwned>(
+        &mut self,
+        name: &str,
+        key: &str,
+        f: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<T> {
+        let dir = self.output.join(name);
+        let record = dir.join(STEP_FILE);
+        if let Ok(bytes) = std::fs::read(&record) {
+            if let Ok(done) = serde_json::from_slice::<StepRecord<T>>(&bytes) {
+                if done.key == key {
+                    tracing::info!(step = name, "unchanged; reusing {}", dir.display());
+                    self.reused += 1;
+                    return Ok(done.value);
+                }
+            }
+            // Another key: the step's inputs or settings changed. Its own resume logic
+            // decides what of the folder it can keep.
+            let _ = std::fs::remove_file(&record);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        tracing::info!(step = name, "running");
+        let value = f(&dir)?;
+        let bytes = serde_json::to_vec_pretty(&StepRecord {
+            key: key.to_string(),
+            value: &value,
+        })
+        .map_err(|e| Error::Invalid(format!("cannot record step {name}: {e}")))?;
+        write_atomic(&record, &bytes)?;
+        self.run += 1;
+        Ok(value)
+    }
+}
+
+/// The hash of a step's settings and the keys of what it reads.
+fn key(parts: &Value) -> String {
+    hex(&Sha256::digest(parts.to_string().as_bytes()))
+}
+
+/// Runs the experiment described by `config` into `output`.
+pub fn run(
+    config: &ExperimentConfig,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<ExperimentSummary> {
+    let started = Instant::now();
+    config.validate()?;
+    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    let mut steps = Steps {
+        output,
+        run: 0,
+        reused: 0,
+    };
+    let data = &config.data;
+    let corpus = data.join("corpus.jsonl");
+    let data_key = key(&json!({
+        "corpus": sha256_file(&corpus)?,
+        "queries": sha256_file(&data.join("queries.jsonl"))?,
+        "train": sha256_file(&data.join("qrels").join(format!("{}.tsv", config.train_split)))?,
+        "test": sha256_file(&data.join("qrels").join(format!("{}.tsv", config.test_split)))?,
+    }));
+    let encoder = EncoderSpec::Local {
+        model: PathBuf::from(&config.encoder),
+        options: Default::default(),
+    };
+    let encoder_key = crate::encoders::resolve_model(Path::new(&config.encoder))
+        .and_then(|dir| sha256_file(&dir.join("model.safetensors")))?;
+    let generator = config.llm.as_ref().map(|llm| GeneratorSpec::Local {
+        model: PathBuf::from(llm),
+        threads: config.threads,
+        max_batch: 16,
+    });
+    let generator_key = match &config.llm {
+        Some(llm) => Some(sha256_file(&generate::resolve_gguf(Path::new(llm))?)?),
+        None => None,
+    };
+    let cache = config.embedding_cache.clone();
+
+    // 1. The training pairs: given, or generated.
+    let (pairs_dir, pairs_key) = if config.queries.generate {
+        let q = &config.queries;
+        let k = key(&json!({"data": data_key, "llm": generator_key, "q": q, "seed": config.seed}));
+        steps.step("queries", &k, |dir| {
+            let summary = generate::queries::run(
+                &generate::queries::QueriesConfig {
+                    data: data.clone(),
+                    output: dir.to_path_buf(),
+                    split: config.train_split.clone(),
+                    generator: generator
+                        .clone()
+                        .expect("validated: generated queries need an llm"),
+                    template: q.template.clone(),
+                    per_passage: q.per_passage,
+                    selection: generate::queries::Selection::Sample(q.passages),
+                    seed: config.seed,
+                    sampling: Sampling {
+                        temperature: q.temperature,
+                        top_p: 0.9,
+                        max_tokens: 48,
+                    },
+                    max_query_words: 40,
+                    max_copy_overlap: 0.6,
+                    round_trip: generate::queries::RoundTrip::Bm25,
+                    round_trip_k: q.round_trip_k,
+                    cache: None,
+                    embedding_cache: cache.clone(),
+                    batch_size: 16,
+                    threads: config.threads,
+                    skip_invalid: false,
+                },
+                progress,
+            )?;
+            Ok(json!({"queries": summary.queries, "passages": summary.passages}))
+        })?;
+        (output.join("queries"), k)
+    } else {
+        (data.clone(), data_key.clone())
+    };
+
+    // 2–5. One pipeline per method: negatives → inspect → train → evaluate.
+    let test_qrels = data
+        .join("qrels")
+        .join(format!("{}.tsv", config.test_split));
+    let mut results = Vec::new();
+    for &method in &config.negatives.methods {
+        let name = method.name();
+        let n = &config.negatives;
+        let neg_key = key(&json!({
+            "pairs": pairs_key, "data": data_key, "method": name, "n": n, "encoder": encoder_key,
+            "llm": generator_key, "cross_encoder": config.cross_encoder, "seed": config.seed,
+        }));
+        let table = steps.step(&format!("negatives/{name}"), &neg_key, |dir| {
+            negatives(
+                config,
+                method,
+                &pairs_dir,
+                &encoder,
+                generator.as_ref(),
+                dir,
+                progress,
+            )
+        })?;
+        let table = PathBuf::from(table);
+
+        let inspect_key = key(&json!({"negatives": neg_key, "encoder": encoder_key}));
+        let stats: Statistics = steps.step(&format!("inspect/{name}"), &inspect_key, |dir| {
+            let summary = inspect::run(
+                &inspect::InspectConfig {
+                    input: table.clone(),
+                    format: None,
+                    judge: Judge::BiEncoder {
+                        encoder: encoder.clone(),
+                    },
+                    data: None,
+                    output: dir.to_path_buf(),
+                    max_queries: None,
+                    bins: 40,
+                    deltas: vec![0.0, 0.01, 0.05, 0.1],
+                    ridge: 1e-4,
+                    cache: cache.clone(),
+                    threads: config.threads,
+                    skip_invalid: false,
+                },
+                progress,
+            )?;
+            Ok(Statistics::from_report(&summary.report))
+        })?;
+
+        let train_key =
+            key(&json!({"negatives": neg_key, "encoder": encoder_key, "train": config.train}));
+        let model_dir = output.join("models").join(name);
+        steps.step(&format!("models/{name}"), &train_key, |dir| {
+            let t = &config.train;
+            let summary = train::run(
+                &TrainConfig {
+                    model: PathBuf::from(&config.encoder),
+                    train_file: table.clone(),
+                    output: dir.to_path_buf(),
+                    loss: t.loss.parse()?,
+                    batch_size: t.batch_size,
+                    max_negatives: Some(config.negatives.num_negatives),
+                    epochs: t.epochs,
+                    max_steps: t.max_steps,
+                    lr: t.lr,
+                    max_length: t.max_length,
+                    seed: config.seed,
+                    threads: config.threads,
+                    ..TrainConfig::default()
+                },
+                progress,
+            )?;
+            Ok(json!({"steps": summary.steps, "rows": summary.rows, "last_loss": summary.last_loss}))
+        })?;
+
+        let eval_key = key(&json!({"model": train_key, "data": data_key, "eval": config.eval}));
+        let run_file = steps.step(&format!("runs/{name}"), &eval_key, |dir| {
+            dense_run(config, &model_dir, dir, progress)
+        })?;
+        results.push(PipelineResult::new(
+            name,
+            Some(stats),
+            evaluate(&test_qrels, Path::new(&run_file))?,
+        ));
+    }
+
+    // Baselines: the base model and BM25.
+    let base_key = key(&json!({"encoder": encoder_key, "data": data_key, "eval": config.eval}));
+    let base_model = crate::encoders::resolve_model(Path::new(&config.encoder))?;
+    let base_run = steps.step("runs/base", &base_key, |dir| {
+        dense_run(config, &base_model, dir, progress)
+    })?;
+    let bm25_key = key(&json!({"data": data_key, "eval": config.eval}));
+    let bm25_run = steps.step("runs/bm25-retrieval", &bm25_key, |dir| {
+        let file = dir.join("run.trec");
+        search::run(
+            &SearchConfig {
+                data: data.clone(),
+                split: config.test_split.clone(),
+                retriever: RetrieverKind::Bm25,
+                top_k: config.eval.top_k,
+                output: file.clone(),
+                bm25: Bm25Params::default(),
+                index: None,
+                encoder: None,
+                corpus_embeddings: None,
+                cache: None,
+                similarity: search::Similarity::Cosine,
+                threads: config.threads,
+                skip_invalid: false,
+                tag: "bm25".into(),
+            },
+            progress,
+        )?;
+        Ok(file.display().to_string())
+    })?;
+    let base = PipelineResult::new("base", None, evaluate(&test_qrels, Path::new(&base_run))?);
+    let bm25 = PipelineResult::new(
+        "bm25-retrieval",
+        None,
+        evaluate(&test_qrels, Path::new(&bm25_run))?,
+    );
+
+    let report_path = report::write(output, config, &base, &bm25, &mut results)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut manifest = Manifest::new(
+        "experiment",
+        serde_json::to_value(config).unwrap_or_default(),
+    );
+    manifest.add_input(&corpus)?;
+    manifest.add_input(&test_qrels)?;
+    manifest.outputs = vec![
+        "report.md".into(),
+        "report.html".into(),
+        "report.json".into(),
+    ];
+    manifest.seed = Some(config.seed);
+    manifest.counts.insert("steps_run".into(), steps.run as u64);
+    manifest
+        .counts
+        .insert("steps_reused".into(), steps.reused as u64);
+    manifest.timings.insert("seconds".into(), seconds);
+    manifest.write(&output.join("manifest.json"))?;
+    let mut all = vec![base, bm25];
+    all.extend(results);
+    Ok(ExperimentSummary {
+        results: all,
+        steps_run: steps.run,
+        steps_reused: steps.reused,
+        report: report_path,
+        seconds,
+    })
+}
+
+/// Gets the negatives of one method into `dir`; returns the n-tuple training table's path.
+fn negatives(
+    config: &ExperimentConfig,
+    method: Method,
+    pairs: &Path,
+    encoder: &EncoderSpec,
+    generator: Option<&GeneratorSpec>,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<String> {
+    let n = &config.negatives;
+    let pairs_source = PairsSource::Beir {
+        dir: pairs.to_path_buf(),
+        split: config.train_split.clone(),
+    };
+    let mine = |retriever: MineRetriever, cross_encoder: Option<PathBuf>| -> Result<()> {
+        mine::run(
+            &MineConfig {
+                corpus: config.data.join("corpus.jsonl"),
+                pairs: pairs_source.clone(),
+                retriever,
+                encoder: Some(encoder.clone()),
+                corpus_embeddings: None,
+                query_embeddings: None,
+                bm25: Bm25Params::default(),
+                cross_encoder,
+                filters: Filters {
+                    range_min: n.range_min,
+                    range_max: n.range_max,
+                    relative_margin: n.relative_margin,
+                    num_negatives: n.num_negatives,
+                    sampling: MineSampling::Top,
+                    seed: config.seed,
+                    ..Filters::default()
+                },
+                formats: vec![Format::NTuple],
+                parquet: false,
+                output: dir.to_path_buf(),
+                cache: config.embedding_cache.clone(),
+                threads: config.threads,
+                skip_invalid: false,
+            },
+            progress,
+        )
+        .map(|_| ())
+    };
+    match method {
+        Method::Bm25 => mine(MineRetriever::Bm25, None)?,
+        Method::Dense => mine(MineRetriever::Dense, None)?,
+        Method::CrossEncoder => mine(
+            MineRetriever::Bm25,
+            Some(config.cross_encoder.clone().ok_or_else(|| {
+                Error::Invalid(
+                    "the cross-encoder method needs `cross_encoder` in the config".into(),
+                )
+            })?),
+        )?,
+        Method::Llm => {
+            let generator = generator
+                .ok_or_else(|| Error::Invalid("the llm method needs `llm` in the config".into()))?;
+            generate::negatives::run(
+                &generate::negatives::NegativesConfig {
+                    data: pairs.to_path_buf(),
+                    corpus: Some(config.data.join("corpus.jsonl")),
+                    split: config.train_split.clone(),
+                    output: dir.to_path_buf(),
+                    generator: generator.clone(),
+                    mode: generate::negatives::NegativeMode::QueryOnly,
+                    template: None,
+                    per_query: n.num_negatives,
+                    limit: None,
+                    seed: config.seed,
+                    sampling: Sampling {
+                        temperature: 0.7,
+                        top_p: 0.9,
+                        max_tokens: 160,
+                    },
+                    describe_sampling: Sampling {
+                        temperature: 0.7,
+                        top_p: 0.9,
+                        max_tokens: 64,
+                    },
+                    min_words: 8,
+                    max_copy_overlap: 0.6,
+                    formats: vec![Format::NTuple],
+                    num_negatives: Some(n.num_negatives),
+                    cache: None,
+                    batch_size: 16,
+                    skip_invalid: false,
+                },
+                progress,
+            )?;
+        }
+    }
+    Ok(dir.join("n-tuple.jsonl").display().to_string())
+}
+
+/// Ranks the test split's corpus with a bi-encoder folder; returns the run file's path.
+fn dense_run(
+    config: &ExperimentConfig,
+    model: &Path,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<String> {
+    let file = dir.join("run.trec");
+    search::run(
+        &SearchConfig {
+            data: config.data.clone(),
+            split: config.test_split.clone(),
+            retriever: RetrieverKind::Dense,
+            top_k: config.eval.top_k,
+            output: file.clone(),
+            bm25: Bm25Params::default(),
+            index: None,
+            encoder: Some(EncoderSpec::Local {
+                model: model.to_path_buf(),
+                options: Default::default(),
+            }),
+            corpus_embeddings: None,
+            cache: config.embedding_cache.clone(),
+            similarity: search::Similarity::Cosine,
+            threads: config.threads,
+            skip_invalid: false,
+            tag: "foil-experiment".into(),
+        },
+        progress,
+    )?;
+    Ok(file.display().to_string())
+}
+
+/// Evaluates a run file against qrels with trec_eval's measures.
+fn evaluate(qrels: &Path, run: &Path) -> Result<Evaluation> {
+    let mut skips = SkipReport::default();
+    crate::eval::evaluate_files(
+        qrels,
+        run,
+        &EvalConfig::default(),
+        InputPolicy::default(),
+        &mut skips,
+    )
+}
+
+/// Spearman's rank correlation of two equally long series (average ranks for ties); `None`
+/// with fewer than 3 points or a constant series.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 3 {
+        return None;
+    }
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+                j += 1;
+            }
+            let average = (i + j) as f64 / 2.0 + 1.0;
+            for &o in &order[i..=j] {
+                r[o] = average;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let mean = (a.len() as f64 + 1.0) / 2.0;
+    let (mut num, mut da, mut db) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        num += (x - mean) * (y - mean);
+        da += (x - mean).powi(2);
+        db += (y - mean).powi(2);
+    }
+    (da > 0.0 && db > 0.0).then(|| num / (da * db).sqrt())
+}
+
+/// Per-pipeline values of a statistic, for the correlation table.
+pub(crate) fn by_pipeline(
+    results: &[PipelineResult],
+    f: impl Fn(&Statistics) -> Option<f64>,
+) -> BTreeMap<String, f64> {
+    results
+        .iter()
+        .filter_map(|r| r.stats.as_ref().and_then(&f).map(|v| (r.name.clone(), v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_matches_hand_computed_values() {
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // Ranks (1, 2, 3, 4) vs (2, 1, 4, 3): 1 − 6·4 / (4·15) = 0.6.
+        let r = spearman(&[1.0, 2.0, 3.0, 4.0], &[2.0, 1.0, 4.0, 3.0]).unwrap();
+        assert!((r - 0.6).abs() < 1e-12, "{r}");
+        // Ties get average ranks: (1.5, 1.5, 3) vs (1, 2, 3) → 0.866…
+        let r = spearman(&[5.0, 5.0, 7.0], &[1.0, 2.0, 3.0]).unwrap();
+        assert!((r - 0.75f64.sqrt()).abs() < 1e-12, "{r}");
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn a_step_with_an_unchanged_key_is_not_run_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut steps = Steps {
+            output: dir.path(),
+            run: 0,
+            reused: 0,
+        };
+        let mut calls = 0;
+        let a: u32 = steps
+            .step("s", "k1", |_| {
+                calls += 1;
+                Ok(7)
+            })
+            .unwrap();
+        let b: u32 = steps
+            .step("s", "k1", |_| {
+                calls += 1;
+                Ok(8)
+            })
+            .unwrap();
+        assert_eq!((a, b, calls), (7, 7, 1));
+        let c: u32 = steps
+            .step("s", "k2", |_| {
+                calls += 1;
+                Ok(9)
+            })
+            .unwrap();
+        assert_eq!((c, calls, steps.run, steps.reused), (9, 2, 2, 1));
+        // A failed step records nothing, so it runs again.
+        let failed: Result<u32> = steps.step("t", "k", |_| Err(Error::Invalid("boom".into())));
+        assert!(failed.is_err());
+        let d: u32 = steps.step("t", "k", |_| Ok(1)).unwrap();
+        assert_eq!(d, 1);
+    }
+}

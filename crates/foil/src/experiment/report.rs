@@ -1,0 +1,343 @@
+//! The experiment's report: a table of measures per pipeline with paired significance against
+//! the base model, the negative-set statistics, their rank correlation with nDCG@10, and a
+//! chart — as Markdown, a static HTML page and JSON.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use foil_core::eval::significance::paired_tests;
+use foil_core::eval::{Evaluation, Measure, MeasureAt};
+use foil_core::fsutil::write_atomic;
+use foil_core::Result;
+use foil_plot::{Chart, Color, Series};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{by_pipeline, spearman, ExperimentConfig};
+use crate::inspect::report::Report;
+
+/// A negative set's statistics under the judge (the base bi-encoder), from `foil inspect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statistics {
+    /// The reconstructed ECI (see docs/inspect.md).
+    pub eci: f64,
+    pub auc: Option<f64>,
+    /// Share of negatives strictly below their positive.
+    pub safety: f64,
+    pub hardness: f64,
+    /// Share of negatives at or above their positive (likely false negatives).
+    pub at_or_above_positive: f64,
+    pub mean_margin: f64,
+    pub mean_negative_score: f64,
+    pub mean_pairwise_cosine: Option<f64>,
+}
+
+impl Statistics {
+    pub fn from_report(r: &Report) -> Self {
+        Statistics {
+            eci: r.eci.value,
+            auc: r.separation.auc,
+            safety: r.safety.s,
+            hardness: r.hardness.h,
+            at_or_above_positive: r.safety.at_or_above_positive,
+            mean_margin: r.safety.mean_margin,
+            mean_negative_score: r.hardness.mean_negative_score,
+            mean_pairwise_cosine: r.diversity.mean_pairwise_cosine,
+        }
+    }
+}
+
+/// Reads one statistic of a pipeline's negative set.
+type StatisticOf = fn(&Statistics) -> Option<f64>;
+
+/// One row of the report.
+#[derive(Debug, Clone)]
+pub struct PipelineResult {
+    pub name: String,
+    pub stats: Option<Statistics>,
+    pub eval: Evaluation,
+}
+
+const NDCG10: MeasureAt = MeasureAt {
+    measure: Measure::Ndcg,
+    k: 10,
+};
+const P10: MeasureAt = MeasureAt {
+    measure: Measure::P,
+    k: 10,
+};
+const R100: MeasureAt = MeasureAt {
+    measure: Measure::Recall,
+    k: 100,
+};
+
+impl PipelineResult {
+    pub fn new(name: &str, stats: Option<Statistics>, eval: Evaluation) -> Self {
+        PipelineResult {
+            name: name.to_string(),
+            stats,
+            eval,
+        }
+    }
+
+    /// The mean of a measure (NaN when it was not computed).
+    pub fn mean(&self, m: MeasureAt) -> f64 {
+        self.eval.mean_of(m).unwrap_or(f64::NAN)
+    }
+
+    /// Per-query values of `m` for the queries in `ids`.
+    fn values(&self, m: MeasureAt, ids: &[&String]) -> Vec<f64> {
+        let i = self.eval.measures.iter().position(|x| *x == m);
+        ids.iter()
+            .map(|q| match (i, self.eval.per_query.get(*q)) {
+                (Some(i), Some(v)) => v[i],
+                _ => 0.0,
+            })
+            .collect()
+    }
+}
+
+/// Paired test of `b` against `a` on nDCG@10 over the queries both evaluated: (difference, p).
+fn versus(a: &PipelineResult, b: &PipelineResult) -> (f64, f64) {
+    let ids: Vec<&String> = a
+        .eval
+        .per_query
+        .keys()
+        .filter(|q| b.eval.per_query.contains_key(*q))
+        .collect();
+    if ids.len() < 2 {
+        return (f64::NAN, f64::NAN);
+    }
+    let t = paired_tests(&a.values(NDCG10, &ids), &b.values(NDCG10, &ids), 10_000, 42);
+    (t.mean_difference, t.t_test_p)
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "–".into(),
+    }
+}
+
+/// Writes report.md, report.html, report.json and the nDCG@10 chart; returns report.md's path.
+pub fn write(
+    dir: &Path,
+    config: &ExperimentConfig,
+    base: &PipelineResult,
+    bm25: &PipelineResult,
+    pipelines: &mut [PipelineResult],
+) -> Result<PathBuf> {
+    let mut md = String::new();
+    let _ = writeln!(md, "# foil experiment\n");
+    let _ = writeln!(
+        md,
+        "Data `{}` (train split `{}`, test split `{}`), base model `{}`, LLM `{}`, training: \
+         loss `{}`, batch {}, {} epoch(s){}, seed {}.\n",
+        config.data.display(),
+        config.train_split,
+        config.test_split,
+        config.encoder,
+        config.llm.as_deref().unwrap_or("none"),
+        config.train.loss,
+        config.train.batch_size,
+        config.train.epochs,
+        config
+            .train
+            .max_steps
+            .map(|s| format!(", at most {s} steps"))
+            .unwrap_or_default(),
+        config.seed
+    );
+    let _ = writeln!(
+        md,
+        "| pipeline | nDCG@10 | P@10 | Recall@100 | Δ nDCG@10 vs base | p (paired t) | ECI† | AUC | safety | hardness | ≥ positive |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut rows_json = Vec::new();
+    for (r, is_baseline) in std::iter::once((base, true))
+        .chain(std::iter::once((bm25, true)))
+        .chain(pipelines.iter().map(|p| (p, false)))
+    {
+        let (diff, p) = if is_baseline && r.name == "base" {
+            (None, None)
+        } else {
+            let (d, p) = versus(base, r);
+            (Some(d), Some(p))
+        };
+        let s = r.stats.as_ref();
+        let _ = writeln!(
+            md,
+            "| {}{} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            if is_baseline { " (baseline)" } else { "" },
+            r.mean(NDCG10),
+            r.mean(P10),
+            r.mean(R100),
+            fmt(diff, 4),
+            fmt(p, 4),
+            fmt(s.map(|s| s.eci), 4),
+            fmt(s.and_then(|s| s.auc), 4),
+            fmt(s.map(|s| s.safety), 4),
+            fmt(s.map(|s| s.hardness), 4),
+            fmt(s.map(|s| s.at_or_above_positive), 4),
+        );
+        rows_json.push(json!({
+            "pipeline": r.name,
+            "baseline": is_baseline,
+            "ndcg@10": r.mean(NDCG10),
+            "p@10": r.mean(P10),
+            "recall@100": r.mean(R100),
+            "queries": r.eval.per_query.len(),
+            "vs_base": {"ndcg@10_difference": diff, "t_test_p": p},
+            "statistics": s,
+        }));
+    }
+    let _ = writeln!(
+        md,
+        "\n† ECI is a reconstruction (ln(1+K)·2HS/(H+S)); its published formula is not available. \
+         Statistics are judged by the base model (docs/inspect.md).\n"
+    );
+
+    // How well each statistic ordered the pipelines by nDCG@10.
+    let ndcg: std::collections::BTreeMap<String, f64> = pipelines
+        .iter()
+        .map(|r| (r.name.clone(), r.mean(NDCG10)))
+        .collect();
+    let statistics: [(&str, StatisticOf); 6] = [
+        ("ECI (reconstruction)", |s| Some(s.eci)),
+        ("AUC", |s| s.auc),
+        ("safety", |s| Some(s.safety)),
+        ("hardness", |s| Some(s.hardness)),
+        ("mean margin", |s| Some(s.mean_margin)),
+        ("mean negative score", |s| Some(s.mean_negative_score)),
+    ];
+    let _ = writeln!(
+        md,
+        "## Did the statistics predict the order?\n\nSpearman rank correlation with nDCG@10 over the {} trained pipelines (needs ≥ 3):\n",
+        pipelines.len()
+    );
+    let _ = writeln!(md, "| statistic | Spearman ρ |\n|---|---:|");
+    let mut correlations = serde_json::Map::new();
+    for (name, f) in statistics {
+        let values = by_pipeline(pipelines, f);
+        let (a, b): (Vec<f64>, Vec<f64>) = values
+            .iter()
+            .filter_map(|(k, v)| ndcg.get(k).map(|n| (*v, *n)))
+            .unzip();
+        let rho = spearman(&a, &b);
+        let _ = writeln!(md, "| {name} | {} |", fmt(rho, 3));
+        correlations.insert(name.to_string(), json!(rho));
+    }
+
+    // The chart: nDCG@10 per pipeline, baselines as dashed lines.
+    let mut chart = Chart::new("nDCG@10 on the test split", "pipeline", "nDCG@10");
+    let n = pipelines.len().max(1) as f64;
+    let top = std::iter::once(base.mean(NDCG10))
+        .chain(std::iter::once(bm25.mean(NDCG10)))
+        .chain(pipelines.iter().map(|p| p.mean(NDCG10)))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    chart.x_range = (0.0, n);
+    chart.y_range = (0.0, (top * 1.15).max(1e-6));
+    let colors = [Color::ORANGE, Color::BLUE, Color::GREEN, Color::RED];
+    for (i, p) in pipelines.iter().enumerate() {
+        chart.series.push(Series::Bars {
+            label: format!("{} {:.3}", p.name, p.mean(NDCG10)),
+            color: colors[i % colors.len()],
+            edges: vec![i as f64 + 0.15, i as f64 + 0.85],
+            heights: vec![p.mean(NDCG10)],
+        });
+    }
+    for (r, color) in [(base, Color::GRAY), (bm25, Color::BLACK)] {
+        chart.series.push(Series::Line {
+            label: format!("{} {:.3}", r.name, r.mean(NDCG10)),
+            color,
+            points: vec![(0.0, r.mean(NDCG10)), (n, r.mean(NDCG10))],
+            dashed: true,
+        });
+    }
+    write_atomic(&dir.join("ndcg.svg"), chart.svg().as_bytes())?;
+    write_atomic(&dir.join("ndcg.png"), &chart.png())?;
+    let _ = writeln!(
+        md,
+        "\n![nDCG@10](ndcg.svg)\n\nNegative-set reports: `inspect/<pipeline>/report.md`."
+    );
+
+    let json = json!({
+        "config": config,
+        "pipelines": rows_json,
+        "spearman_with_ndcg@10": correlations,
+        "eci_note": "ECI here is a reconstruction: ln(1+K)·2HS/(H+S).",
+    });
+    write_atomic(
+        &dir.join("report.json"),
+        &serde_json::to_vec_pretty(&json).unwrap_or_default(),
+    )?;
+    write_atomic(&dir.join("report.html"), html(&md).as_bytes())?;
+    let path = dir.join("report.md");
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+/// A static page from the report's Markdown subset (headings, paragraphs, tables, images).
+fn html(md: &str) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>foil experiment</title>\n\
+         <style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child,th:first-child{text-align:left}</style>\n\
+         </head><body>\n",
+    );
+    let mut in_table = false;
+    for line in md.lines() {
+        if line.starts_with('|') {
+            if line.starts_with("|---") {
+                continue;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let tag = if in_table { "td" } else { "th" };
+            if !in_table {
+                out.push_str("<table>\n");
+                in_table = true;
+            }
+            out.push_str("<tr>");
+            for c in cells {
+                let _ = write!(out, "<{tag}>{}</{tag}>", escape(c));
+            }
+            out.push_str("</tr>\n");
+            continue;
+        }
+        if in_table {
+            out.push_str("</table>\n");
+            in_table = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            let _ = writeln!(out, "<h2>{}</h2>", escape(h));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            let _ = writeln!(out, "<h1>{}</h1>", escape(h));
+        } else if let Some(rest) = line.strip_prefix("![") {
+            if let Some((alt, src)) = rest.split_once("](") {
+                let _ = writeln!(
+                    out,
+                    "<p><img alt=\"{}\" src=\"{}\"></p>",
+                    escape(alt),
+                    escape(src.trim_end_matches(')'))
+                );
+            }
+        } else if !line.trim().is_empty() {
+            let _ = writeln!(out, "<p>{}</p>", escape(line));
+        }
+    }
+    if in_table {
+        out.push_str("</table>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
+}

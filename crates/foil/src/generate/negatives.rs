@@ -1,0 +1,761 @@
+//! `foil generate negatives`: corpus-free hard negatives written by an LLM for the (query,
+//! positive) pairs of a BEIR split (judgments with grade ≥ 1).
+//!
+//! - `query-only` (two steps, after *Don't Retrieve, Generate: Prompting LLMs for Synthetic
+//!   Training Data in Dense Retrieval*): for each query and each `n` below `per_query`, the
+//!   model first describes in one sentence a passage that looks relevant but does not answer
+//!   the query (`describe` step), then writes that passage (`write` step). A query's negatives
+//!   serve all its positives.
+//! - `query-positive`: for each (query, positive) pair and each `n`, the model writes a passage
+//!   on the positive's topic that does not answer the query.
+//!
+//! Each passage is parsed and filtered in input order ([`filter`](super::filter)):
+//! unparseable, empty, shorter than `min_words`, a copy of its query or of one of the query's
+//! positives (word 3-gram overlap ≥ `max_copy_overlap`), a duplicate of a negative kept before.
+//!
+//! Outputs: `negatives-corpus.jsonl` (the synthetic passages, ids `gen-neg-<qid>-<n>`),
+//! `negatives.jsonl` (per query and positive, in `foil mine`'s provenance format with method
+//! `llm`; scores are `null`: nothing ranked them), one `<format>.jsonl` per training format
+//! (written by [`crate::mine::formats`], so they match `foil mine`'s), `rejected.jsonl`,
+//! `manifest.json` and the generation cache `cache.jsonl`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
+use foil_core::fsutil::AtomicFile;
+use foil_core::manifest::Manifest;
+use foil_core::{
+    Document, Error, Generator, InputPolicy, Progress, Qrels, Query, Result, SkipReport,
+};
+use serde::Serialize;
+use serde_json::json;
+
+use super::cache::GenerationCache;
+use super::filter::{normalize, overlap, parse_description, parse_passage, words, Rejection};
+use super::template::{Task, Template};
+use super::{
+    derive_seed, outcome, rejected_line, run_requests, GeneratorSpec, Job, Sampling, StepStats,
+    Tally,
+};
+use crate::mine::formats::{self, Format, Passage, QueryResult};
+
+/// How negatives are prompted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NegativeMode {
+    QueryOnly,
+    QueryPositive,
+}
+
+impl NegativeMode {
+    /// The built-in template of the mode.
+    pub fn default_template(self) -> &'static str {
+        match self {
+            NegativeMode::QueryOnly => "query-only",
+            NegativeMode::QueryPositive => "query-positive",
+        }
+    }
+
+    fn task(self) -> Task {
+        match self {
+            NegativeMode::QueryOnly => Task::NegativesQueryOnly,
+            NegativeMode::QueryPositive => Task::NegativesQueryPositive,
+        }
+    }
+}
+
+/// Configuration of `foil generate negatives`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NegativesConfig {
+    /// A BEIR folder with `queries.jsonl` and `qrels/<split>.tsv`.
+    pub data: PathBuf,
+    /// The corpus the positives are in (default `<data>/corpus.jsonl`).
+    pub corpus: Option<PathBuf>,
+    pub split: String,
+    pub output: PathBuf,
+    pub generator: GeneratorSpec,
+    pub mode: NegativeMode,
+    /// A built-in template name or a template file (default: the mode's).
+    pub template: Option<String>,
+    /// Negatives generated per query (query-only) or per pair (query-positive).
+    pub per_query: usize,
+    /// Only the first N queries (in id order).
+    pub limit: Option<usize>,
+    pub seed: u64,
+    /// Sampling of the passage-writing step.
+    pub sampling: Sampling,
+    /// Sampling of the describing step (query-only).
+    pub describe_sampling: Sampling,
+    pub min_words: usize,
+    pub max_copy_overlap: f32,
+    pub formats: Vec<Format>,
+    /// N of the n-tuple formats (default `per_query`).
+    pub num_negatives: Option<usize>,
+    /// The generation cache file (default `<output>/cache.jsonl`).
+    pub cache: Option<PathBuf>,
+    pub batch_size: usize,
+    pub skip_invalid: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct NegativesSummary {
+    pub queries: usize,
+    pub pairs: usize,
+    /// Negatives asked for (items).
+    pub items: usize,
+    pub negatives: usize,
+    pub rejected: Tally,
+    pub describe: StepStats,
+    pub write: StepStats,
+    pub kept_pairs: usize,
+    pub seconds: f64,
+    pub skips: SkipReport,
+}
+
+/// One negative to generate.
+struct Item {
+    id: String,
+    query: usize,
+    /// The positive it was generated from (query-positive).
+    positive: Option<usize>,
+    n: usize,
+}
+
+/// Runs `foil generate negatives` with the configured generator.
+pub fn run(config: &NegativesConfig, progress: &dyn Progress) -> Result<NegativesSummary> {
+    crate::threads::with_threads(config.generator.threads(), || {
+        let generator = config.generator.load()?;
+        run_with(config, generator.as_ref(), progress)
+    })?
+}
+
+/// Runs `foil generate negatives` with `generator`.
+pub fn run_with(
+    config: &NegativesConfig,
+    generator: &dyn Generator,
+    progress: &dyn Progress,
+) -> Result<NegativesSummary> {
+    let started = Instant::now();
+    if config.per_query == 0 {
+        return Err(Error::Invalid("--per-query must be at least 1".into()));
+    }
+    if config.formats.contains(&Format::NTupleScores) {
+        return Err(Error::Invalid(
+            "n-tuple-scores needs retrieval scores, which generated negatives do not have".into(),
+        ));
+    }
+    config.sampling.validate()?;
+    config.describe_sampling.validate()?;
+    let template = Template::load(
+        config
+            .template
+            .as_deref()
+            .unwrap_or(config.mode.default_template()),
+    )?;
+    if template.task != config.mode.task() {
+        return Err(Error::Invalid(format!(
+            "template {} is for {}, not {}",
+            template.source,
+            template.task.name(),
+            config.mode.task().name()
+        )));
+    }
+    let template_id = template.id();
+
+    // Inputs.
+    let policy = InputPolicy {
+        skip_invalid: config.skip_invalid,
+    };
+    let mut skips = SkipReport::default();
+    let paths = BeirPaths::new(&config.data);
+    let corpus_path = config.corpus.clone().unwrap_or(paths.corpus.clone());
+    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
+    let mut reader = CorpusReader::open(&corpus_path, policy)?;
+    let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
+    skips.merge(reader.into_skips());
+    let doc_index: HashMap<&str, usize> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.as_str(), i))
+        .collect();
+    let query_index: HashMap<&str, usize> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.id.as_str(), i))
+        .collect();
+    let qrels_path = paths.qrels(&config.split);
+    let qrels = Qrels::read_checked(
+        &qrels_path,
+        policy,
+        &mut skips,
+        |q| query_index.contains_key(q),
+        |d| doc_index.contains_key(d),
+    )?;
+    // (query, positives) in query id order.
+    let mut work: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (qid, judged) in qrels.iter() {
+        let positives: Vec<usize> = judged
+            .iter()
+            .filter(|(_, &g)| g >= 1)
+            .map(|(d, _)| doc_index[d.as_str()])
+            .collect();
+        if !positives.is_empty() {
+            work.push((query_index[qid.as_str()], positives));
+        }
+    }
+    if let Some(limit) = config.limit {
+        work.truncate(limit);
+    }
+    let pairs: usize = work.iter().map(|w| w.1.len()).sum();
+    let full: Vec<String> = docs.iter().map(Document::full_text).collect();
+
+    // The items, in output order.
+    let mut items: Vec<Item> = Vec::new();
+    for (w, (q, positives)) in work.iter().enumerate() {
+        let qid = &queries[*q].id;
+        match config.mode {
+            NegativeMode::QueryOnly => {
+                for n in 0..config.per_query {
+                    items.push(Item {
+                        id: format!("gen-neg-{qid}-{n}"),
+                        query: w,
+                        positive: None,
+                        n,
+                    });
+                }
+            }
+            NegativeMode::QueryPositive => {
+                for (p, &pos) in positives.iter().enumerate() {
+                    for k in 0..config.per_query {
+                        items.push(Item {
+                            id: format!("gen-neg-{qid}-{}", p * config.per_query + k),
+                            query: w,
+                            positive: Some(pos),
+                            n: k,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+    let cache_path = config
+        .cache
+        .clone()
+        .unwrap_or_else(|| config.output.join("cache.jsonl"));
+    let mut cache = GenerationCache::open(&cache_path)?;
+    let fingerprint = generator.fingerprint();
+    let mut tally = Tally::default();
+    let mut rejected: Vec<serde_json::Value> = Vec::new();
+    let mut describe_stats = StepStats::default();
+    let qtext = |item: &Item| queries[work[item.query].0].text.as_str();
+    let qid = |item: &Item| queries[work[item.query].0].id.as_str();
+
+    // Step 1 (query-only): descriptions.
+    let mut descriptions: Vec<Option<String>> = vec![None; items.len()];
+    if config.mode == NegativeMode::QueryOnly {
+        let mut jobs = Vec::with_capacity(items.len());
+        for item in &items {
+            let messages = template.render("describe", &[("query", qtext(item))])?;
+            let seed = derive_seed(config.seed, &["describe", qid(item), &item.n.to_string()]);
+            jobs.push(Job::new(
+                &fingerprint,
+                &template_id,
+                "describe",
+                item.id.clone(),
+                messages,
+                config.describe_sampling.params(seed),
+            ));
+        }
+        let (failures, stats) = run_requests(
+            generator,
+            &mut cache,
+            &template_id,
+            "describe",
+            &jobs,
+            config.batch_size,
+            progress,
+        )?;
+        describe_stats = stats;
+        for (i, (item, job)) in items.iter().zip(&jobs).enumerate() {
+            let extra = json!({"query_id": qid(item), "n": item.n});
+            match outcome(&cache, &failures, &job.key) {
+                Err(e) => {
+                    tally.add(Rejection::Failed, Some(&e));
+                    rejected.push(rejected_line(
+                        &item.id,
+                        "describe",
+                        Rejection::Failed,
+                        "the generator failed",
+                        None,
+                        Some(&e),
+                        extra,
+                    ));
+                }
+                Ok(g) => match parse_description(&g.text, g.finish) {
+                    Ok(d) => descriptions[i] = Some(d),
+                    Err((reason, detail)) => {
+                        tally.add(reason, None);
+                        rejected.push(rejected_line(
+                            &item.id,
+                            "describe",
+                            reason,
+                            detail,
+                            Some(&g.text),
+                            None,
+                            extra,
+                        ));
+                    }
+                },
+            }
+        }
+    }
+
+    // Step 2: the passages.
+    let mut jobs: Vec<(usize, Job)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let (messages, seed) = match config.mode {
+            NegativeMode::QueryOnly => {
+                let Some(description) = &descriptions[i] else {
+                    continue;
+                };
+                (
+                    template.render(
+                        "write",
+                        &[("query", qtext(item)), ("description", description)],
+                    )?,
+                    derive_seed(config.seed, &["write", qid(item), &item.n.to_string()]),
+                )
+            }
+            NegativeMode::QueryPositive => {
+                let pos = item.positive.unwrap_or(0);
+                (
+                    template.render(
+                        "write",
+                        &[("query", qtext(item)), ("positive", full[pos].as_str())],
+                    )?,
+                    derive_seed(
+                        config.seed,
+                        &["write", qid(item), &docs[pos].id, &item.n.to_string()],
+                    ),
+                )
+            }
+        };
+        jobs.push((
+            i,
+            Job::new(
+                &fingerprint,
+                &template_id,
+                "write",
+                item.id.clone(),
+                messages,
+                config.sampling.params(seed),
+            ),
+        ));
+    }
+    let plain: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
+    let (failures, write_stats) = run_requests(
+        generator,
+        &mut cache,
+        &template_id,
+        "write",
+        &plain,
+        config.batch_size,
+        progress,
+    )?;
+
+    // Parse and filter in input order.
+    let mut accepted: Vec<Option<String>> = vec![None; items.len()];
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, job) in &jobs {
+        let item = &items[*i];
+        let extra = json!({"query_id": qid(item), "n": item.n});
+        let mut reject = |reason: Rejection, detail: &str, raw: Option<&str>, failure| {
+            tally.add(reason, failure);
+            rejected.push(rejected_line(
+                &item.id,
+                "write",
+                reason,
+                detail,
+                raw,
+                failure,
+                extra.clone(),
+            ));
+        };
+        let g = match outcome(&cache, &failures, &job.key) {
+            Ok(g) => g,
+            Err(e) => {
+                reject(Rejection::Failed, "the generator failed", None, Some(&e));
+                continue;
+            }
+        };
+        let raw = g.text.as_str();
+        let passage = match parse_passage(raw, g.finish) {
+            Ok(p) => p,
+            Err((reason, detail)) => {
+                reject(reason, detail, Some(raw), None);
+                continue;
+            }
+        };
+        let count = words(&passage).len();
+        if count == 0 {
+            reject(Rejection::Empty, "no words", Some(raw), None);
+            continue;
+        }
+        if count < config.min_words {
+            let detail = format!("{count} words < {}", config.min_words);
+            reject(Rejection::TooShort, &detail, Some(raw), None);
+            continue;
+        }
+        let q = qtext(item);
+        let to_query = overlap(&passage, q);
+        if to_query >= config.max_copy_overlap || normalize(&passage) == normalize(q) {
+            let detail = format!("overlap {to_query:.3} with the query");
+            reject(Rejection::CopiesQuery, &detail, Some(raw), None);
+            continue;
+        }
+        let copied = work[item.query]
+            .1
+            .iter()
+            .map(|&p| (overlap(&passage, &full[p]), p))
+            .find(|(o, _)| *o >= config.max_copy_overlap);
+        if let Some((o, p)) = copied {
+            let detail = format!("overlap {o:.3} with positive {:?}", docs[p].id);
+            reject(Rejection::CopiesPositive, &detail, Some(raw), None);
+            continue;
+        }
+        if !seen.insert(normalize(&passage)) {
+            reject(Rejection::Duplicate, "generated before", Some(raw), None);
+            continue;
+        }
+        accepted[*i] = Some(passage);
+    }
+
+    // Outputs.
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |e| Error::io(&path, e)
+    };
+    let corpus_out = config.output.join("negatives-corpus.jsonl");
+    let mut corpus_file = AtomicFile::create(&corpus_out)?;
+    for (i, item) in items.iter().enumerate() {
+        let Some(text) = &accepted[i] else { continue };
+        let mut metadata = json!({
+            "query_id": qid(item),
+            "n": item.n,
+            "mode": config.mode,
+            "template": template.name,
+            "template_version": template.version,
+        });
+        if let Some(p) = item.positive {
+            metadata["positive_id"] = json!(docs[p].id);
+        }
+        if let Some(d) = &descriptions[i] {
+            metadata["description"] = json!(d);
+        }
+        let line = json!({"_id": item.id, "title": "", "text": text, "metadata": metadata});
+        writeln!(corpus_file.writer(), "{line}").map_err(io(&corpus_out))?;
+    }
+    corpus_file.commit()?;
+
+    let native_path = config.output.join("negatives.jsonl");
+    let mut native = AtomicFile::create(&native_path)?;
+    let mut writers: Vec<(Format, AtomicFile, u64, PathBuf)> = Vec::new();
+    for &f in &config.formats {
+        let path = config.output.join(format!("{}.jsonl", f.name()));
+        writers.push((f, AtomicFile::create(&path)?, 0, path));
+    }
+    let n_tuple = config.num_negatives.unwrap_or(config.per_query).max(1);
+    let mut kept_pairs = 0;
+    let mut skipped_pairs: BTreeMap<String, u64> = BTreeMap::new();
+    for (w, (q, positives)) in work.iter().enumerate() {
+        let query = &queries[*q];
+        // Groups sharing negatives: the query (query-only) or each pair (query-positive).
+        let groups: Vec<Vec<usize>> = match config.mode {
+            NegativeMode::QueryOnly => vec![positives.clone()],
+            NegativeMode::QueryPositive => positives.iter().map(|&p| vec![p]).collect(),
+        };
+        for group in groups {
+            let negs: Vec<(&Item, &String)> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, it)| {
+                    it.query == w
+                        && (config.mode == NegativeMode::QueryOnly || it.positive == Some(group[0]))
+                })
+                .filter_map(|(i, it)| accepted[i].as_ref().map(|t| (it, t)))
+                .collect();
+            for &p in &group {
+                let line = json!({
+                    "query_id": query.id,
+                    "positive_id": docs[p].id,
+                    "positive_score": null,
+                    "method": "llm",
+                    "negatives": negs.iter().enumerate().map(|(r, (it, _))| json!({"doc_id": it.id, "score": null, "rank": r + 1})).collect::<Vec<_>>(),
+                });
+                writeln!(native.writer(), "{line}").map_err(io(&native_path))?;
+                if negs.len() >= n_tuple {
+                    kept_pairs += 1;
+                } else if negs.is_empty() {
+                    *skipped_pairs.entry("no_negative_left".into()).or_default() += 1;
+                } else {
+                    *skipped_pairs
+                        .entry("fewer_negatives_than_asked".into())
+                        .or_default() += 1;
+                }
+            }
+            let result = QueryResult {
+                query_id: &query.id,
+                query: &query.text,
+                positives: group
+                    .iter()
+                    .map(|&p| Passage {
+                        id: &docs[p].id,
+                        title: &docs[p].title,
+                        text: &docs[p].text,
+                        full: &full[p],
+                        score: 0.0,
+                    })
+                    .collect(),
+                negatives: negs
+                    .iter()
+                    .map(|(it, text)| Passage {
+                        id: &it.id,
+                        title: "",
+                        text,
+                        full: text,
+                        score: 0.0,
+                    })
+                    .collect(),
+            };
+            for (format, file, count, path) in writers.iter_mut() {
+                for row in formats::rows(*format, &result, n_tuple) {
+                    writeln!(file.writer(), "{row}").map_err(io(path))?;
+                    *count += 1;
+                }
+            }
+        }
+    }
+    native.commit()?;
+    let mut rows = BTreeMap::new();
+    for (format, file, count, _) in writers {
+        file.commit()?;
+        rows.insert(format.name().to_string(), count);
+    }
+
+    let rejected_path = config.output.join("rejected.jsonl");
+    let mut rejected_file = AtomicFile::create(&rejected_path)?;
+    let order: HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    rejected.sort_by_key(|r| r["item"].as_str().and_then(|i| order.get(i)).copied());
+    for line in &rejected {
+        writeln!(rejected_file.writer(), "{line}").map_err(io(&rejected_path))?;
+    }
+    rejected_file.commit()?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let mut manifest = Manifest::new(
+        "generate-negatives",
+        serde_json::to_value(config).unwrap_or_default(),
+    );
+    manifest.config["generator_fingerprint"] = json!(fingerprint);
+    manifest.config["template_name"] = json!(template.name);
+    manifest.config["template_version"] = json!(template.version);
+    manifest.config["template_source"] = json!(template.source);
+    manifest.config["cache_path"] = json!(cache_path.display().to_string());
+    manifest.add_input(&corpus_path)?;
+    manifest.add_input(&paths.queries)?;
+    manifest.add_input(&qrels_path)?;
+    if let Some(t) = config.template.as_deref() {
+        if std::path::Path::new(t).is_file() {
+            manifest.add_input(std::path::Path::new(t))?;
+        }
+    }
+    manifest.outputs = ["negatives-corpus.jsonl", "negatives.jsonl"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(config.formats.iter().map(|f| format!("{}.jsonl", f.name())))
+        .chain(std::iter::once("rejected.jsonl".to_string()))
+        .collect();
+    manifest.seed = Some(config.seed);
+    manifest.set_skips(&skips);
+    let c = &mut manifest.counts;
+    c.insert("queries".into(), work.len() as u64);
+    c.insert("pairs".into(), pairs as u64);
+    c.insert("items".into(), items.len() as u64);
+    c.insert("negatives".into(), accepted.iter().flatten().count() as u64);
+    c.insert("rejected".into(), tally.total());
+    for (reason, n) in &tally.rejected {
+        c.insert(format!("rejected.{reason}"), *n);
+    }
+    c.insert("kept_pairs".into(), kept_pairs as u64);
+    for (reason, n) in &skipped_pairs {
+        c.insert(format!("skipped_pairs.{reason}"), *n);
+    }
+    for (format, n) in &rows {
+        c.insert(format!("rows.{format}"), *n);
+    }
+    for (step, s) in [("describe", &describe_stats), ("write", &write_stats)] {
+        c.insert(format!("cache.hits.{step}"), s.cached as u64);
+        c.insert(format!("cache.generated.{step}"), s.generated as u64);
+        c.insert(format!("tokens.prompt.{step}"), s.prompt_tokens);
+        c.insert(format!("tokens.completion.{step}"), s.completion_tokens);
+    }
+    c.insert("cache.dropped_partial_lines".into(), cache.dropped_partial);
+    c.insert("cache.invalid_lines".into(), cache.bad_lines);
+    manifest.timings.insert("seconds".into(), seconds);
+    manifest.write(&config.output.join("manifest.json"))?;
+
+    Ok(NegativesSummary {
+        queries: work.len(),
+        pairs,
+        items: items.len(),
+        negatives: accepted.iter().flatten().count(),
+        rejected: tally,
+        describe: describe_stats,
+        write: write_stats,
+        kept_pairs,
+        seconds,
+        skips,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::FakeGenerator;
+    use super::*;
+    use foil_core::NoProgress;
+
+    fn dataset(dir: &std::path::Path) -> PathBuf {
+        let data = dir.join("data");
+        std::fs::create_dir_all(data.join("qrels")).unwrap();
+        std::fs::write(
+            data.join("corpus.jsonl"),
+            concat!(
+                "{\"_id\": \"d1\", \"title\": \"Scurvy\", \"text\": \"Vitamin C deficiency causes scurvy in sailors on long voyages at sea.\"}\n",
+                "{\"_id\": \"d2\", \"title\": \"\", \"text\": \"Iodine deficiency enlarges the thyroid gland.\"}\n",
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("queries.jsonl"),
+            "{\"_id\": \"q1\", \"text\": \"what causes scurvy\"}\n{\"_id\": \"q2\", \"text\": \"why does the thyroid grow\"}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("qrels/train.tsv"),
+            "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n",
+        )
+        .unwrap();
+        data
+    }
+
+    fn config(data: PathBuf, output: PathBuf, mode: NegativeMode) -> NegativesConfig {
+        let sampling = Sampling {
+            temperature: 0.7,
+            top_p: 0.9,
+            max_tokens: 64,
+        };
+        NegativesConfig {
+            data,
+            corpus: None,
+            split: "train".into(),
+            output,
+            generator: GeneratorSpec::Local {
+                model: "unused".into(),
+                threads: None,
+                max_batch: 1,
+            },
+            mode,
+            template: None,
+            per_query: 2,
+            limit: None,
+            seed: 1,
+            sampling: sampling.clone(),
+            describe_sampling: sampling,
+            min_words: 5,
+            max_copy_overlap: 0.5,
+            formats: vec![Format::Triplet, Format::NTuple, Format::Tevatron],
+            num_negatives: None,
+            cache: None,
+            batch_size: 3,
+            skip_invalid: false,
+        }
+    }
+
+    #[test]
+    fn query_only_runs_two_steps_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(dir.path());
+        let out = dir.path().join("out");
+        let fake = FakeGenerator::new(|prompt: &str, seed: u64| {
+            if prompt.contains("Describe") {
+                if prompt.contains("thyroid") && seed & 1 == 0 {
+                    return Err("server down".into());
+                }
+                return Ok(format!(
+                    "Description: a study of sailors' diets, variant {seed}"
+                ));
+            }
+            Ok(if prompt.contains("scurvy") {
+                format!("Sailors on long voyages often ate salted meat and hard biscuits, study {seed} found.")
+            } else {
+                "Passage: too short".into()
+            })
+        });
+        let s = run_with(
+            &config(data, out.clone(), NegativeMode::QueryOnly),
+            &fake,
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(s.items, 4);
+        assert_eq!(s.negatives + s.rejected.total() as usize, s.items);
+        assert_eq!(s.negatives, 2);
+        assert_eq!(
+            s.describe.generated + s.describe.failed.values().sum::<u64>() as usize,
+            4
+        );
+        let corpus = std::fs::read_to_string(out.join("negatives-corpus.jsonl")).unwrap();
+        assert!(corpus.starts_with("{\"_id\":\"gen-neg-q1-0\""), "{corpus}");
+        let native = std::fs::read_to_string(out.join("negatives.jsonl")).unwrap();
+        let first: serde_json::Value =
+            serde_json::from_str(native.lines().next().unwrap()).unwrap();
+        assert_eq!(first["method"], "llm");
+        assert_eq!(first["negatives"].as_array().unwrap().len(), 2);
+        let triplets = std::fs::read_to_string(out.join("triplet.jsonl")).unwrap();
+        assert_eq!(triplets.lines().count(), 2);
+        let rejected = std::fs::read_to_string(out.join("rejected.jsonl")).unwrap();
+        assert_eq!(rejected.lines().count() as u64, s.rejected.total());
+    }
+
+    #[test]
+    fn query_positive_rejects_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dataset(dir.path());
+        let out = dir.path().join("out");
+        let fake = FakeGenerator::new(|prompt: &str, _seed: u64| {
+            Ok(if prompt.contains("scurvy") {
+                // Copies the positive.
+                "Scurvy. Vitamin C deficiency causes scurvy in sailors on long voyages at sea."
+                    .into()
+            } else {
+                "why does the thyroid grow".into() // copies the query (and is short)
+            })
+        });
+        let mut c = config(data, out, NegativeMode::QueryPositive);
+        c.min_words = 1;
+        let s = run_with(&c, &fake, &NoProgress).unwrap();
+        assert_eq!(s.negatives, 0);
+        assert_eq!(s.rejected.rejected.get("copies_positive"), Some(&2));
+        assert_eq!(s.rejected.rejected.get("copies_query"), Some(&2));
+    }
+}
