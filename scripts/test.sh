@@ -21,8 +21,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "model weights (scripts/fetch-models.sh minilm)"
-scripts/fetch-models.sh minilm >/dev/null
+step "model weights (scripts/fetch-models.sh all: MiniLM, SmolLM2, Qwen2.5 0.5B)"
+scripts/fetch-models.sh all >/dev/null
 
 step "cargo test (release)"
 cargo test --workspace --release
