@@ -8,12 +8,13 @@ use foil_core::fsutil::write_atomic;
 use foil_core::Result;
 
 /// The embedded files, relative to the dataset folder.
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 6] = [
     ("corpus.jsonl", include_str!("../demo/corpus.jsonl")),
     ("queries.jsonl", include_str!("../demo/queries.jsonl")),
     ("qrels/test.tsv", include_str!("../demo/qrels/test.tsv")),
     ("qrels/train.tsv", include_str!("../demo/qrels/train.tsv")),
     ("README.md", include_str!("../demo/README.md")),
+    ("experiment.toml", include_str!("../demo/experiment.toml")),
 ];
 
 /// Writes the demo dataset under `dir` (files that already exist with the same content are left

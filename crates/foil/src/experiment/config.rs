@@ -181,7 +181,8 @@ impl ExperimentConfig {
             toml::from_str(&text).map_err(|e| Error::format(path, e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         if config.data.is_relative() {
-            config.data = base.join(&config.data);
+            // `components` drops the `.` of `data = "."`.
+            config.data = base.join(&config.data).components().collect();
         }
         if let Some(ce) = &config.cross_encoder {
             if ce.is_relative() && base.join(ce).exists() {
