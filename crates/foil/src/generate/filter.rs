@@ -3,8 +3,9 @@
 //!
 //! **Parsing a query** (strict, in this order):
 //! 1. Line ends are normalised; the answer's first non-blank line is the candidate. When the
-//!    generation stopped at `max_tokens` and that line is all there is, it may be cut off:
-//!    *unparseable*.
+//!    generation stopped at `max_tokens` and that line is all there is, it may be cut off: its
+//!    first sentence is the candidate when it ends with `.`, `?` or `!` followed by a space
+//!    (small models run on past the query in one paragraph); otherwise *unparseable*.
 //! 2. Markdown emphasis (`**`, `__`) and list markers (`-`, `*`, `1.`) at the start are removed.
 //! 3. One leading label is removed, case-insensitively: `query:`, `relevant query:`,
 //!    `search query:`, `question:`, `claim:`, `q:`.
@@ -105,6 +106,15 @@ const CHATTER: [&str; 7] = [
 ];
 const FOREIGN_LABELS: [&str; 3] = ["passage:", "document:", "example"];
 
+/// The first sentence of a line that goes on after it: up to and including the first `.`, `?`
+/// or `!` that a space follows; `None` when there is no such end.
+fn first_sentence(line: &str) -> Option<&str> {
+    line.char_indices()
+        .zip(line.chars().skip(1))
+        .find(|((_, c), next)| matches!(c, '.' | '?' | '!') && *next == ' ')
+        .map(|((i, c), _)| &line[..i + c.len_utf8()])
+}
+
 /// Reads a generated query (see the module documentation).
 pub fn parse_query(raw: &str, finish: FinishReason) -> Result<String, ParseError> {
     let text = raw.replace("\r\n", "\n");
@@ -112,8 +122,9 @@ pub fn parse_query(raw: &str, finish: FinishReason) -> Result<String, ParseError
     let Some(first) = lines.next() else {
         return Err((Rejection::Empty, "blank answer"));
     };
+    let mut first = first;
     if finish == FinishReason::Length && lines.next().is_none() {
-        return Err((Rejection::Unparseable, "cut off at max_tokens"));
+        first = first_sentence(first).ok_or((Rejection::Unparseable, "cut off at max_tokens"))?;
     }
     let mut line = strip_markup(first);
     line = strip_label(line, &QUERY_LABELS);
@@ -334,6 +345,27 @@ mod tests {
             parse_query("what causes scurvy\nand", FinishReason::Length).as_deref(),
             Ok("what causes scurvy"),
             "a complete first line survives a cut-off second"
+        );
+        // A cut-off paragraph keeps its first complete sentence, and only that.
+        assert_eq!(
+            parse_query(
+                "Does vitamin C prevent scurvy? Scurvy is a dise",
+                FinishReason::Length
+            )
+            .as_deref(),
+            Ok("Does vitamin C prevent scurvy?")
+        );
+        assert_eq!(
+            parse_query(
+                "Vitamin C 2.5 mg prevents scurvy. It is",
+                FinishReason::Length
+            )
+            .as_deref(),
+            Ok("Vitamin C 2.5 mg prevents scurvy.")
+        );
+        assert_eq!(
+            parse_query("Vitamin C prevents scurvy in sail", FinishReason::Length).map_err(|e| e.0),
+            Err(Rejection::Unparseable)
         );
     }
 
