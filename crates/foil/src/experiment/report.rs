@@ -233,7 +233,18 @@ pub fn write(
     }
 
     // The chart: nDCG@10 per pipeline, baselines as dashed lines.
-    let mut chart = Chart::new("nDCG@10 on the test split", "pipeline", "nDCG@10");
+    // The built-in font has no '@'; bars sit over 0..1, 1..2, … in pipeline order.
+    let order: Vec<String> = pipelines
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}-{}: {}", i, i + 1, p.name))
+        .collect();
+    let mut chart = Chart::new(
+        "nDCG at 10 on the test split",
+        &format!("pipelines ({})", order.join(", ")),
+        "nDCG at 10",
+    );
+    chart.width = chart.width.max(1040);
     let n = pipelines.len().max(1) as f64;
     let top = std::iter::once(base.mean(NDCG10))
         .chain(std::iter::once(bm25.mean(NDCG10)))
