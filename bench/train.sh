@@ -6,7 +6,8 @@
 # the manifest; sentence-transformers: median after the first step) and peak RSS (GNU time).
 #
 #   bench/train.sh      (env: STEPS=5, FOIL=target/release/foil, MODEL, TABLE)
-# Needs: pip install sentence-transformers; scripts/fetch-models.sh minilm.
+# Needs: pip install sentence-transformers; scripts/fetch-models.sh minilm. (`python3 -P`: bench/timeit.py
+# would otherwise shadow the standard library's timeit, which torch imports.)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -27,7 +28,7 @@ rm -rf "$OUT/foil"
 /usr/bin/time -f %M -o "$OUT/foil.rss" "$FOIL" train "$TABLE" --model "$MODEL" \
   --output "$OUT/foil" --batch-size 16 --max-length 128 --max-steps "$STEPS" \
   --checkpoint-every 0 --threads 2 --no-progress 2> "$OUT/foil.err"
-/usr/bin/time -f %M -o "$OUT/st.rss" python3 bench/st_train.py --model "$MODEL" --table "$TABLE" \
+/usr/bin/time -f %M -o "$OUT/st.rss" python3 -P bench/st_train.py --model "$MODEL" --table "$TABLE" \
   --batch 16 --max-length 128 --steps "$STEPS" --threads 2 > "$OUT/st.json" 2> "$OUT/st.err"
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, sys
