@@ -6,35 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn minilm() -> Option<PathBuf> {
-    let root = std::env::var_os("FOIL_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?;
-    let dir = root.join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run scripts/fetch-models.sh first"
-    );
-    eprintln!("skipped: all-MiniLM-L6-v2 is not installed");
-    None
-}
-
-fn foil(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
-        .args(args)
-        .env("FOIL_LOG", "info")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "foil {args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{foil, minilm};
 
 fn demo(dir: &Path) -> PathBuf {
     foil(&["demo", "--output", dir.to_str().unwrap()]);

@@ -4,40 +4,14 @@
 //! saved folder is a model foil can load and that differs from the base.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use foil_candle::weights::Weights;
 
-fn minilm() -> Option<PathBuf> {
-    let root = std::env::var_os("FOIL_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?;
-    let dir = root.join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run scripts/fetch-models.sh first"
-    );
-    eprintln!("skipped: all-MiniLM-L6-v2 is not installed");
-    None
-}
-
-fn foil(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_foil"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "foil {args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{foil, minilm};
 
 /// Mines a small n-tuple table (1 BM25 negative per row) from the demo dataset.
 fn training_table(dir: &Path) -> PathBuf {
