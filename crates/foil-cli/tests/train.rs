@@ -95,14 +95,26 @@ fn max_abs_diff(base: &[(String, Vec<f32>)], trained: &[(String, Vec<f32>)]) -> 
         .fold(0.0, f32::max)
 }
 
+/// The killed run also evaluates on the demo's test split every 2 steps (`--eval-every`):
+/// its `eval.jsonl` must equal the uninterrupted run's, whichever side of an evaluation the
+/// kill fell on, and the last line must be what `foil search` + `foil eval` give the saved
+/// folder.
 #[test]
 fn a_killed_training_run_resumes_to_the_same_weights() {
     let Some(model) = minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let table = training_table(tmp.path());
+    let data = tmp.path().join("data");
     let (model, table) = (model.to_str().unwrap(), table.to_str().unwrap());
+    let eval = ["--eval-data", data.to_str().unwrap(), "--eval-every", "2"];
     let whole = tmp.path().join("whole");
-    foil(&train_args(model, table, whole.to_str().unwrap(), "6", &[]));
+    foil(&train_args(
+        model,
+        table,
+        whole.to_str().unwrap(),
+        "6",
+        &eval,
+    ));
     let log = std::fs::read_to_string(whole.join("log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 6);
 
@@ -114,7 +126,7 @@ fn a_killed_training_run_resumes_to_the_same_weights() {
             table,
             resumed.to_str().unwrap(),
             "6",
-            &[],
+            &eval,
         ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -138,7 +150,7 @@ fn a_killed_training_run_resumes_to_the_same_weights() {
         table,
         resumed.to_str().unwrap(),
         "6",
-        &[],
+        &eval,
     ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("resumed at 0"), "did not resume: {err}");
@@ -151,6 +163,53 @@ fn a_killed_training_run_resumes_to_the_same_weights() {
         std::fs::read_to_string(resumed.join("log.jsonl")).unwrap(),
         log
     );
+
+    // Evaluations after steps 2, 4 and 6, the same in both runs, the last one the saved model's.
+    let evals = std::fs::read_to_string(whole.join("eval.jsonl")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(resumed.join("eval.jsonl")).unwrap(),
+        evals
+    );
+    let points: Vec<serde_json::Value> = evals
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = points.iter().map(|p| p["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [2, 4, 6]);
+    let run = tmp.path().join("whole.trec");
+    foil(&[
+        "search",
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "test",
+        "--retriever",
+        "dense",
+        "--model",
+        whole.to_str().unwrap(),
+        "--top-k",
+        "100",
+        "--no-cache",
+        "--output",
+        run.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let out = foil(&[
+        "eval",
+        "--qrels",
+        data.join("qrels/test.tsv").to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--json",
+    ]);
+    let means: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["ndcg@10", "map@10", "mrr@10", "recall@100"] {
+        let (during, after) = (
+            points[2][key].as_f64().unwrap(),
+            means[key].as_f64().unwrap(),
+        );
+        assert!((during - after).abs() < 1e-9, "{key}: {during} vs {after}");
+    }
 
     // The saved folder keeps the base's maximum length (training used 24 tokens).
     let length = |dir: &Path| -> serde_json::Value {
@@ -256,9 +315,15 @@ fn a_cross_encoder_trains_and_reranks() {
         "--no-progress",
     ]);
     let table = path("mined/n-tuple.jsonl");
+    let init = path("init");
     for loss in ["listwise", "bce"] {
         let out = path(&format!("ce-{loss}"));
-        foil(&[
+        let eval: &[&str] = if loss == "listwise" {
+            &["--eval-data", &data, "--eval-top-k", "5"]
+        } else {
+            &[]
+        };
+        let mut args = vec![
             "train",
             &table,
             "--model-type",
@@ -266,7 +331,7 @@ fn a_cross_encoder_trains_and_reranks() {
             "--loss",
             loss,
             "--model",
-            &path("init"),
+            &init,
             "--output",
             &out,
             "--batch-size",
@@ -280,7 +345,9 @@ fn a_cross_encoder_trains_and_reranks() {
             "--threads",
             "2",
             "--no-progress",
-        ]);
+        ];
+        args.extend_from_slice(eval);
+        foil(&args);
         let before = weights(&tmp.path().join("init"));
         let after = weights(Path::new(&out));
         for name in [
@@ -320,10 +387,29 @@ fn a_cross_encoder_trains_and_reranks() {
         &path("ce-listwise"),
         "--top-k",
         "5",
+        "--max-length",
+        "48",
         "--output",
         &path("rr.trec"),
         "--no-progress",
     ]);
+    // The evaluation after the last step reranked BM25's top 5 exactly as `foil rerank` did.
+    let out = foil(&[
+        "eval",
+        "--qrels",
+        &path("data/qrels/test.tsv"),
+        "--run",
+        &path("rr.trec"),
+        "--json",
+    ]);
+    let means: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let evals = std::fs::read_to_string(path("ce-listwise/eval.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(evals.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"], 2);
+    for key in ["ndcg@10", "mrr@10"] {
+        let (during, after) = (last[key].as_f64().unwrap(), means[key].as_f64().unwrap());
+        assert!((during - after).abs() < 1e-9, "{key}: {during} vs {after}");
+    }
     let run = std::fs::read_to_string(path("rr.trec")).unwrap();
     let queries: std::collections::HashSet<&str> =
         run.lines().map(|l| l.split(' ').next().unwrap()).collect();

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use foil::train::{CrossLoss, ModelType, TrainConfig};
+use foil::train::{CrossLoss, ModelType, TrainConfig, TrainEval};
 use foil_train::Loss;
 
 use crate::progress::Bars;
@@ -66,6 +66,22 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Train on `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Evaluate on this BEIR folder during training (nDCG@10, MAP@10, MRR@10, Recall@100 to
+    /// eval.jsonl): a bi-encoder by dense retrieval, a cross-encoder by reranking BM25's top k.
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
+    /// The split of `--eval-data` to evaluate on.
+    #[arg(long, default_value = "test", requires = "eval_data")]
+    eval_split: String,
+    /// Evaluate every N steps as well as after the last (0: only after the last).
+    #[arg(long, default_value_t = 0, requires = "eval_data")]
+    eval_every: u64,
+    /// Documents retrieved, or reranked by a cross-encoder, per query when evaluating.
+    #[arg(long, default_value_t = 100, requires = "eval_data")]
+    eval_top_k: usize,
     /// Hide progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -117,6 +133,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         threads: args.threads,
+        device: args.device,
+        eval: args.eval_data.map(|data| TrainEval {
+            data,
+            split: args.eval_split,
+            every: args.eval_every,
+            top_k: args.eval_top_k,
+        }),
     };
     let s = foil::train::run(&config, &Bars::new(args.no_progress)).context("training failed")?;
     let skipped: u64 = s.skipped_rows.values().sum();
@@ -132,5 +155,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         s.seconds,
         config.output.display()
     );
+    for p in &s.evals {
+        eprintln!(
+            "eval: step {:>6}  nDCG@10 {:.4}  MAP@10 {:.4}  MRR@10 {:.4}  Recall@100 {:.4}  ({} queries)",
+            p.step, p.ndcg_at_10, p.map_at_10, p.mrr_at_10, p.recall_at_100, p.queries
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

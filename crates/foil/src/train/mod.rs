@@ -39,6 +39,10 @@ use serde_json::{json, Value};
 
 use crate::threads::with_threads;
 
+mod evaluate;
+use evaluate::Evaluator;
+pub use evaluate::{EvalPoint, TrainEval};
+
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -96,6 +100,10 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: u64,
     pub threads: Option<usize>,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    pub device: String,
+    /// Evaluate on a BEIR split during training.
+    pub eval: Option<TrainEval>,
 }
 
 impl Default for TrainConfig {
@@ -121,6 +129,8 @@ impl Default for TrainConfig {
             seed: 42,
             checkpoint_every: 50,
             threads: None,
+            device: "cpu".into(),
+            eval: None,
         }
     }
 }
@@ -137,6 +147,8 @@ pub struct TrainSummary {
     pub last_loss: Option<f64>,
     pub seconds: f64,
     pub seconds_per_step: f64,
+    /// The evaluations during training (see [`TrainEval`]), in step order.
+    pub evals: Vec<EvalPoint>,
 }
 
 /// One training example.
@@ -336,7 +348,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
             .filter(|s| s.run == run_id),
         Err(_) => None,
     };
-    let device = Device::Cpu;
+    let device = foil_candle::encoder::parse_device(&config.device)?.unwrap_or(Device::Cpu);
     let weights_dir = if state.is_some() {
         &checkpoint
     } else {
@@ -392,8 +404,38 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         config,
         dropout: config.dropout,
     };
+    let mut evaluator = match &config.eval {
+        Some(eval) => Some(Evaluator::new(
+            eval,
+            &config.output,
+            cross,
+            config.max_length,
+            config.threads,
+            resumed_from,
+        )?),
+        None => None,
+    };
+    // The weights as a model folder, for the evaluations and at the end.
+    let save = |dir: &Path| {
+        if cross {
+            save_cross_encoder(&vars, &model_dir, dir)
+        } else {
+            save_model_folder(&model, &model_dir, &saved, dir)
+        }
+    };
     progress.begin("train", Some(total));
     progress.update(step);
+    // Evaluates after `step` when due; returns the seconds it took.
+    let mut evaluate = |step: u64| -> Result<f64> {
+        let started = Instant::now();
+        if let Some(evaluator) = evaluator.as_mut().filter(|e| e.due(step, total)) {
+            evaluator.evaluate(step, save)?;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    // A run killed during the evaluation at its checkpoint does that evaluation first.
+    evaluate(step)?;
+    let mut eval_seconds = 0.0;
     let step_started = Instant::now();
     while step < total {
         let batch: Vec<&Row> = batches[step as usize].iter().map(|&i| &rows[i]).collect();
@@ -410,20 +452,22 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 && step < total {
             save_checkpoint(&checkpoint, &vars, &optimizer, &run_id, step, &losses)?;
         }
+        if step < total {
+            eval_seconds += evaluate(step)?;
+        }
     }
     progress.end();
     let trained = step - resumed_from;
+    let train_seconds = step_started.elapsed().as_secs_f64();
     let seconds_per_step = if trained > 0 {
-        step_started.elapsed().as_secs_f64() / trained as f64
+        (train_seconds - eval_seconds) / trained as f64
     } else {
         0.0
     };
     save_checkpoint(&checkpoint, &vars, &optimizer, &run_id, step, &losses)?;
-    if cross {
-        save_cross_encoder(&vars, &model_dir, &config.output)?;
-    } else {
-        save_model_folder(&model, &model_dir, &saved, &config.output)?;
-    }
+    evaluate(step)?;
+    let evals = evaluator.map(Evaluator::into_points).unwrap_or_default();
+    save(&config.output)?;
 
     let log: String = losses
         .iter()
@@ -445,6 +489,12 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         "log.jsonl".into(),
         "checkpoint/".into(),
     ];
+    if !evals.is_empty() {
+        manifest.outputs.push("eval.jsonl".into());
+        manifest
+            .counts
+            .insert("evaluations".into(), evals.len() as u64);
+    }
     manifest.seed = Some(config.seed);
     manifest.counts.insert("rows".into(), rows.len() as u64);
     manifest.counts.insert("negatives_per_row".into(), k as u64);
@@ -466,6 +516,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         last_loss: losses.last().map(|&l| l as f64),
         seconds,
         seconds_per_step,
+        evals,
     })
 }
 
@@ -699,6 +750,8 @@ fn run_hash(config: &TrainConfig, model_dir: &Path, k: usize) -> Result<String> 
             "output",
             "threads",
             "checkpoint_every",
+            "device",
+            "eval",
             "model",
             "train_file",
         ] {
