@@ -20,12 +20,14 @@ pub mod queries;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use foil_core::fsutil::AtomicFile;
 use foil_core::{
-    ChatMessage, Error, GenerateError, Generation, GenerationRequest, Generator, Progress, Result,
-    SamplingParams,
+    ChatMessage, Error, FinishReason, GenerateError, Generation, GenerationRequest, Generator,
+    Progress, Result, SamplingParams,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -199,6 +201,8 @@ pub fn derive_seed(seed: u64, parts: &[&str]) -> u64 {
 pub struct Job {
     /// The item's id (`gen-q-<passage>-<n>`).
     pub item: String,
+    /// The step it belongs to (`query`, `describe`, `write`).
+    pub step: String,
     pub key: String,
     pub request: GenerationRequest,
 }
@@ -216,6 +220,7 @@ impl Job {
         let key = request_key(fingerprint, template, step, &params, &messages);
         Job {
             item,
+            step: step.to_string(),
             key,
             request: GenerationRequest { messages, params },
         }
@@ -358,10 +363,85 @@ impl Tally {
     }
 }
 
+/// What a generation stage turned down: the counts by reason and the `rejected.jsonl` lines.
+#[derive(Debug, Default)]
+pub(crate) struct Rejects {
+    pub tally: Tally,
+    lines: Vec<serde_json::Value>,
+}
+
+impl Rejects {
+    /// Records one rejected answer (or failed request) of `job`, with `extra` fields in its
+    /// line; returns the line for more fields.
+    pub fn add(
+        &mut self,
+        job: &Job,
+        reason: Rejection,
+        detail: &str,
+        raw: Option<&str>,
+        failure: Option<&GenerateError>,
+        extra: &serde_json::Value,
+    ) -> &mut serde_json::Value {
+        self.tally.add(reason, failure);
+        let line = rejected_line(job, reason, detail, raw, failure, extra.clone());
+        self.lines.push(line);
+        let last = self.lines.len() - 1;
+        &mut self.lines[last]
+    }
+
+    /// The answer to `job` (from the cache) and what `parse` makes of it; a failed request or
+    /// an answer `parse` refuses is recorded and gives `None`.
+    pub fn parsed<'c>(
+        &mut self,
+        cache: &'c GenerationCache,
+        failures: &'c HashMap<String, GenerateError>,
+        job: &Job,
+        extra: &serde_json::Value,
+        parse: fn(&str, FinishReason) -> std::result::Result<String, filter::ParseError>,
+    ) -> Option<(&'c str, String)> {
+        match outcome(cache, failures, &job.key) {
+            Err(e) => {
+                let failed = Rejection::Failed;
+                self.add(job, failed, "the generator failed", None, Some(&e), extra);
+                None
+            }
+            Ok(g) => match parse(&g.text, g.finish) {
+                Ok(text) => Some((g.text.as_str(), text)),
+                Err((reason, detail)) => {
+                    self.add(job, reason, detail, Some(&g.text), None, extra);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Writes `rejected.jsonl` atomically, lines in input order (`order`: item id → position;
+    /// lines of one item in the order they were recorded), and adds the counts
+    /// (`rejected`, `rejected.<reason>`) to `counts`.
+    pub fn write(
+        mut self,
+        path: &std::path::Path,
+        order: &HashMap<&str, usize>,
+        counts: &mut BTreeMap<String, u64>,
+    ) -> Result<Tally> {
+        self.lines
+            .sort_by_key(|r| r["item"].as_str().and_then(|i| order.get(i)).copied());
+        let mut file = AtomicFile::create(path)?;
+        for line in &self.lines {
+            writeln!(file.writer(), "{line}").map_err(|e| Error::io(path, e))?;
+        }
+        file.commit()?;
+        counts.insert("rejected".into(), self.tally.total());
+        for (reason, n) in &self.tally.rejected {
+            counts.insert(format!("rejected.{reason}"), *n);
+        }
+        Ok(self.tally)
+    }
+}
+
 /// A `rejected.jsonl` line.
-pub(crate) fn rejected_line(
-    item: &str,
-    step: &str,
+fn rejected_line(
+    job: &Job,
     reason: Rejection,
     detail: &str,
     raw: Option<&str>,
@@ -369,8 +449,8 @@ pub(crate) fn rejected_line(
     extra: serde_json::Value,
 ) -> serde_json::Value {
     let mut line = json!({
-        "item": item,
-        "step": step,
+        "item": job.item,
+        "step": job.step,
         "reason": reason.name(),
         "detail": detail,
         "raw": raw,

@@ -36,10 +36,7 @@ use serde_json::json;
 use super::cache::GenerationCache;
 use super::filter::{normalize, overlap, parse_description, parse_passage, words, Rejection};
 use super::template::{Task, Template};
-use super::{
-    derive_seed, outcome, rejected_line, run_requests, GeneratorSpec, Job, Sampling, StepStats,
-    Tally,
-};
+use super::{derive_seed, run_requests, GeneratorSpec, Job, Rejects, Sampling, StepStats, Tally};
 use crate::mine::formats::{self, Format, Passage, QueryResult};
 
 /// How negatives are prompted.
@@ -250,8 +247,7 @@ pub fn run_with(
         .unwrap_or_else(|| config.output.join("cache.jsonl"));
     let mut cache = GenerationCache::open(&cache_path)?;
     let fingerprint = generator.fingerprint();
-    let mut tally = Tally::default();
-    let mut rejected: Vec<serde_json::Value> = Vec::new();
+    let mut rejects = Rejects::default();
     let mut describe_stats = StepStats::default();
     let qtext = |item: &Item| queries[work[item.query].0].text.as_str();
     let qid = |item: &Item| queries[work[item.query].0].id.as_str();
@@ -284,35 +280,9 @@ pub fn run_with(
         describe_stats = stats;
         for (i, (item, job)) in items.iter().zip(&jobs).enumerate() {
             let extra = json!({"query_id": qid(item), "n": item.n});
-            match outcome(&cache, &failures, &job.key) {
-                Err(e) => {
-                    tally.add(Rejection::Failed, Some(&e));
-                    rejected.push(rejected_line(
-                        &item.id,
-                        "describe",
-                        Rejection::Failed,
-                        "the generator failed",
-                        None,
-                        Some(&e),
-                        extra,
-                    ));
-                }
-                Ok(g) => match parse_description(&g.text, g.finish) {
-                    Ok(d) => descriptions[i] = Some(d),
-                    Err((reason, detail)) => {
-                        tally.add(reason, None);
-                        rejected.push(rejected_line(
-                            &item.id,
-                            "describe",
-                            reason,
-                            detail,
-                            Some(&g.text),
-                            None,
-                            extra,
-                        ));
-                    }
-                },
-            }
+            descriptions[i] = rejects
+                .parsed(&cache, &failures, job, &extra, parse_description)
+                .map(|(_, description)| description);
         }
     }
 
@@ -375,48 +345,28 @@ pub fn run_with(
     for (i, job) in &jobs {
         let item = &items[*i];
         let extra = json!({"query_id": qid(item), "n": item.n});
-        let mut reject = |reason: Rejection, detail: &str, raw: Option<&str>, failure| {
-            tally.add(reason, failure);
-            rejected.push(rejected_line(
-                &item.id,
-                "write",
-                reason,
-                detail,
-                raw,
-                failure,
-                extra.clone(),
-            ));
+        let Some((raw, passage)) = rejects.parsed(&cache, &failures, job, &extra, parse_passage)
+        else {
+            continue;
         };
-        let g = match outcome(&cache, &failures, &job.key) {
-            Ok(g) => g,
-            Err(e) => {
-                reject(Rejection::Failed, "the generator failed", None, Some(&e));
-                continue;
-            }
-        };
-        let raw = g.text.as_str();
-        let passage = match parse_passage(raw, g.finish) {
-            Ok(p) => p,
-            Err((reason, detail)) => {
-                reject(reason, detail, Some(raw), None);
-                continue;
-            }
+        let mut reject = |reason, detail: &str| {
+            rejects.add(job, reason, detail, Some(raw), None, &extra);
         };
         let count = words(&passage).len();
         if count == 0 {
-            reject(Rejection::Empty, "no words", Some(raw), None);
+            reject(Rejection::Empty, "no words");
             continue;
         }
         if count < config.min_words {
             let detail = format!("{count} words < {}", config.min_words);
-            reject(Rejection::TooShort, &detail, Some(raw), None);
+            reject(Rejection::TooShort, &detail);
             continue;
         }
         let q = qtext(item);
         let to_query = overlap(&passage, q);
         if to_query >= config.max_copy_overlap || normalize(&passage) == normalize(q) {
             let detail = format!("overlap {to_query:.3} with the query");
-            reject(Rejection::CopiesQuery, &detail, Some(raw), None);
+            reject(Rejection::CopiesQuery, &detail);
             continue;
         }
         let copied = work[item.query]
@@ -426,11 +376,11 @@ pub fn run_with(
             .find(|(o, _)| *o >= config.max_copy_overlap);
         if let Some((o, p)) = copied {
             let detail = format!("overlap {o:.3} with positive {:?}", docs[p].id);
-            reject(Rejection::CopiesPositive, &detail, Some(raw), None);
+            reject(Rejection::CopiesPositive, &detail);
             continue;
         }
         if !seen.insert(normalize(&passage)) {
-            reject(Rejection::Duplicate, "generated before", Some(raw), None);
+            reject(Rejection::Duplicate, "generated before");
             continue;
         }
         accepted[*i] = Some(passage);
@@ -548,18 +498,13 @@ pub fn run_with(
         rows.insert(format.name().to_string(), count);
     }
 
-    let rejected_path = config.output.join("rejected.jsonl");
-    let mut rejected_file = AtomicFile::create(&rejected_path)?;
     let order: HashMap<&str, usize> = items
         .iter()
         .enumerate()
         .map(|(i, it)| (it.id.as_str(), i))
         .collect();
-    rejected.sort_by_key(|r| r["item"].as_str().and_then(|i| order.get(i)).copied());
-    for line in &rejected {
-        writeln!(rejected_file.writer(), "{line}").map_err(io(&rejected_path))?;
-    }
-    rejected_file.commit()?;
+    let mut counts = BTreeMap::new();
+    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
 
     let seconds = started.elapsed().as_secs_f64();
     let mut manifest = Manifest::new(
@@ -592,10 +537,7 @@ pub fn run_with(
     c.insert("pairs".into(), pairs as u64);
     c.insert("items".into(), items.len() as u64);
     c.insert("negatives".into(), accepted.iter().flatten().count() as u64);
-    c.insert("rejected".into(), tally.total());
-    for (reason, n) in &tally.rejected {
-        c.insert(format!("rejected.{reason}"), *n);
-    }
+    c.extend(counts);
     c.insert("kept_pairs".into(), kept_pairs as u64);
     for (reason, n) in &skipped_pairs {
         c.insert(format!("skipped_pairs.{reason}"), *n);

@@ -14,7 +14,7 @@
 //! `rejected.jsonl` (every rejected answer or failed request, with its reason and raw text),
 //! `manifest.json`, and `cache.jsonl`, the generation cache (unless another is named).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,10 +32,7 @@ use serde_json::json;
 use super::cache::GenerationCache;
 use super::filter::{normalize, overlap, parse_query, words, Rejection};
 use super::template::{Task, Template};
-use super::{
-    derive_seed, outcome, rejected_line, run_requests, GeneratorSpec, Job, Sampling, StepStats,
-    Tally,
-};
+use super::{derive_seed, run_requests, GeneratorSpec, Job, Rejects, Sampling, StepStats, Tally};
 use crate::encode::encode_all;
 use crate::encoders::EncoderSpec;
 use crate::threads::with_threads;
@@ -187,8 +184,7 @@ pub fn run_with(
     )?;
 
     // Parse and filter in input order.
-    let mut tally = Tally::default();
-    let mut rejected: Vec<serde_json::Value> = Vec::new();
+    let mut rejects = Rejects::default();
     let mut kept: Vec<Kept> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     for (j, job) in jobs.iter().enumerate() {
@@ -196,41 +192,20 @@ pub fn run_with(
         let n = j % config.per_passage;
         let doc = &docs[d];
         let extra = json!({"passage_id": doc.id, "n": n});
-        let mut reject = |reason: Rejection, detail: &str, raw: Option<&str>, failure| {
-            tally.add(reason, failure);
-            rejected.push(rejected_line(
-                &job.item,
-                "query",
-                reason,
-                detail,
-                raw,
-                failure,
-                extra.clone(),
-            ));
+        let Some((raw, query)) = rejects.parsed(&cache, &failures, job, &extra, parse_query) else {
+            continue;
         };
-        let generation = match outcome(&cache, &failures, &job.key) {
-            Ok(g) => g,
-            Err(e) => {
-                reject(Rejection::Failed, "the generator failed", None, Some(&e));
-                continue;
-            }
-        };
-        let raw = generation.text.as_str();
-        let query = match parse_query(raw, generation.finish) {
-            Ok(q) => q,
-            Err((reason, detail)) => {
-                reject(reason, detail, Some(raw), None);
-                continue;
-            }
+        let mut reject = |reason, detail: &str| {
+            rejects.add(job, reason, detail, Some(raw), None, &extra);
         };
         let count = words(&query).len();
         if count == 0 {
-            reject(Rejection::Empty, "no words", Some(raw), None);
+            reject(Rejection::Empty, "no words");
             continue;
         }
         if count > config.max_query_words {
             let detail = format!("{count} words > {}", config.max_query_words);
-            reject(Rejection::TooLong, &detail, Some(raw), None);
+            reject(Rejection::TooLong, &detail);
             continue;
         }
         let copied = overlap(&query, &docs[d].full_text());
@@ -239,11 +214,11 @@ pub fn run_with(
                 "overlap {copied:.3} ≥ {} with the passage",
                 config.max_copy_overlap
             );
-            reject(Rejection::CopiesPassage, &detail, Some(raw), None);
+            reject(Rejection::CopiesPassage, &detail);
             continue;
         }
         if !seen.insert(normalize(&query)) {
-            reject(Rejection::Duplicate, "generated before", Some(raw), None);
+            reject(Rejection::Duplicate, "generated before");
             continue;
         }
         kept.push(Kept {
@@ -272,7 +247,10 @@ pub fn run_with(
                 config.round_trip_k,
                 round_trip_name(&config.round_trip)
             );
-            reject_round_trip(&mut tally, &mut rejected, job, doc, item, &detail, &cache);
+            let raw = cache.get(&job.key).map(|g| g.text.as_str());
+            let extra = json!({"passage_id": doc.id, "n": item.n});
+            let line = rejects.add(job, Rejection::RoundTrip, &detail, raw, None, &extra);
+            line["query"] = json!(item.query);
             continue;
         }
         let line = json!({
@@ -297,19 +275,14 @@ pub fn run_with(
             .join("qrels")
             .join(format!("{}.tsv", config.split)),
     )?;
-    let rejected_path = config.output.join("rejected.jsonl");
-    let mut rejected_file = AtomicFile::create(&rejected_path)?;
     // Rejections in input order: by item position.
-    let order: BTreeMap<&str, usize> = jobs
+    let order: HashMap<&str, usize> = jobs
         .iter()
         .enumerate()
         .map(|(i, j)| (j.item.as_str(), i))
         .collect();
-    rejected.sort_by_key(|r| r["item"].as_str().and_then(|i| order.get(i)).copied());
-    for line in &rejected {
-        writeln!(rejected_file.writer(), "{line}").map_err(|e| Error::io(&rejected_path, e))?;
-    }
-    rejected_file.commit()?;
+    let mut counts = BTreeMap::new();
+    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
     let round_trip_secs = round_trip_seconds.elapsed().as_secs_f64();
 
     let seconds = started.elapsed().as_secs_f64();
@@ -337,10 +310,7 @@ pub fn run_with(
     c.insert("passages".into(), chosen.len() as u64);
     c.insert("requests".into(), jobs.len() as u64);
     c.insert("queries".into(), written as u64);
-    c.insert("rejected".into(), tally.total());
-    for (reason, n) in &tally.rejected {
-        c.insert(format!("rejected.{reason}"), *n);
-    }
+    c.extend(counts);
     c.insert("cache.hits".into(), stats.cached as u64);
     c.insert("cache.generated".into(), stats.generated as u64);
     c.insert("cache.dropped_partial_lines".into(), cache.dropped_partial);
@@ -370,30 +340,6 @@ struct Kept {
     doc: usize,
     n: usize,
     query: String,
-}
-
-fn reject_round_trip(
-    tally: &mut Tally,
-    rejected: &mut Vec<serde_json::Value>,
-    job: &Job,
-    doc: &Document,
-    item: &Kept,
-    detail: &str,
-    cache: &GenerationCache,
-) {
-    tally.add(Rejection::RoundTrip, None);
-    let raw = cache.get(&job.key).map(|g| g.text.as_str());
-    let mut line = rejected_line(
-        &job.item,
-        "query",
-        Rejection::RoundTrip,
-        detail,
-        raw,
-        None,
-        json!({"passage_id": doc.id, "n": item.n}),
-    );
-    line["query"] = json!(item.query);
-    rejected.push(line);
 }
 
 fn round_trip_name(round_trip: &RoundTrip) -> &'static str {
