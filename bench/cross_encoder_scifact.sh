@@ -4,7 +4,7 @@
 # SciFact test with it: nDCG@10 before and after reranking (issue 6, must-show 5).
 #
 #   bench/cross_encoder_scifact.sh   (env: FOIL=target/release/foil, THREADS=2, EPOCHS=1,
-#                                     NEGATIVES=3, MAX_LENGTH=192, LR=5e-5, TOP_K=100)
+#                                     NEGATIVES=3, MAX_LENGTH=192, LR=5e-5, HEAD_LR=LR, TOP_K=100)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FOIL="${FOIL:-target/release/foil}"
@@ -15,6 +15,7 @@ EPOCHS="${EPOCHS:-1}"
 NEGATIVES="${NEGATIVES:-3}"
 MAX_LENGTH="${MAX_LENGTH:-192}"
 LR="${LR:-5e-5}"
+HEAD_LR="${HEAD_LR:-$LR}"
 TOP_K="${TOP_K:-100}"
 mkdir -p "$OUT"
 "$FOIL" mine --data "$DATA" --split train --retriever bm25 --range-max 30 \
@@ -23,7 +24,7 @@ mkdir -p "$OUT"
 [[ -f "$OUT/init/config.json" ]] || "$FOIL" init-cross-encoder --base all-MiniLM-L6-v2 --output "$OUT/init"
 "$FOIL" train "$OUT/negatives/n-tuple.jsonl" --model-type cross-encoder --loss listwise \
   --model "$OUT/init" --batch-size 16 --epochs "$EPOCHS" --max-length "$MAX_LENGTH" --lr "$LR" \
-  --seed 42 --threads "$THREADS" --output "$OUT/model" --no-progress
+  --head-lr "$HEAD_LR" --seed 42 --threads "$THREADS" --output "$OUT/model" --no-progress
 "$FOIL" search --data "$DATA" --split test --retriever bm25 --top-k "$TOP_K" \
   --output "$OUT/bm25.trec" --no-progress
 "$FOIL" rerank --data "$DATA" --run "$OUT/bm25.trec" --cross-encoder "$OUT/model" \

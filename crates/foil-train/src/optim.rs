@@ -58,6 +58,9 @@ struct Param {
     name: String,
     var: Var,
     decay: bool,
+    /// This parameter's learning rate relative to the schedule's (1 but for a parameter
+    /// group with its own rate, such as a fresh classifier head).
+    lr_scale: f64,
     /// First and second moments, once the parameter has had a gradient.
     moments: Option<(Tensor, Tensor)>,
     step: u64,
@@ -87,11 +90,20 @@ impl AdamW {
                 name: name.clone(),
                 var: var.clone(),
                 decay: decay(name),
+                lr_scale: 1.0,
                 moments: None,
                 step: 0,
             })
             .collect();
         Self { config, params }
+    }
+
+    /// Gives the parameters `group(name)` selects their own learning rate, `scale` times the
+    /// schedule's at every step — torch's parameter groups under one `LambdaLR` schedule.
+    pub fn scale_lr(&mut self, group: impl Fn(&str) -> bool, scale: f64) {
+        for p in self.params.iter_mut().filter(|p| group(&p.name)) {
+            p.lr_scale = scale;
+        }
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -111,6 +123,7 @@ impl AdamW {
                 continue;
             };
             let g = g.detach();
+            let lr = lr * p.lr_scale;
             p.step += 1;
             let t = p.step as i32;
             let mut theta = p.var.as_tensor().detach();
@@ -284,6 +297,38 @@ mod tests {
             total_steps: 4,
         };
         assert_eq!(none.lr(0), 2.0);
+    }
+
+    /// A parameter group at `scale` × the rate moves exactly as a separate optimizer at that
+    /// rate would move it (torch's parameter groups); the others are untouched by the scale.
+    #[test]
+    fn a_scaled_group_steps_as_at_its_own_rate() {
+        let init = |v: &[f32]| Var::from_tensor(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
+        let run = |lr: f64, scale: Option<f64>| -> Vec<Vec<f32>> {
+            let vars = vec![
+                ("encoder.w".to_string(), init(&[0.5, -1.0, 2.0])),
+                ("classifier.weight".to_string(), init(&[0.1, 0.2, -0.3])),
+            ];
+            let mut opt = AdamW::new(&vars, AdamWConfig::default());
+            if let Some(scale) = scale {
+                opt.scale_lr(|n| n.starts_with("classifier."), scale);
+            }
+            for _ in 0..3 {
+                let loss = vars
+                    .iter()
+                    .map(|(_, v)| v.as_tensor().sqr().unwrap().sum_all().unwrap())
+                    .reduce(|a, b| (a + b).unwrap())
+                    .unwrap();
+                opt.step(&loss.backward().unwrap(), lr).unwrap();
+            }
+            vars.iter()
+                .map(|(_, v)| v.as_tensor().to_vec1::<f32>().unwrap())
+                .collect()
+        };
+        let scaled = run(1e-2, Some(50.0));
+        assert_eq!(scaled[0], run(1e-2, None)[0]);
+        assert_eq!(scaled[1], run(0.5, None)[1]);
+        assert_ne!(scaled[1], run(1e-2, None)[1]);
     }
 
     #[test]

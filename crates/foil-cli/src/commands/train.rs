@@ -46,6 +46,10 @@ pub struct TrainArgs {
     max_steps: Option<u64>,
     #[arg(long, default_value_t = 2e-5)]
     lr: f64,
+    /// Cross-encoders: the classifier head's learning rate (default: --lr). A fresh head
+    /// trained at an encoder's rate needs thousands of steps; e.g. 100× --lr for small data.
+    #[arg(long)]
+    head_lr: Option<f64>,
     #[arg(long, default_value_t = 0.1)]
     warmup_ratio: f64,
     #[arg(long, default_value_t = 0.01)]
@@ -125,6 +129,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         epochs: args.epochs,
         max_steps: args.max_steps,
         lr: args.lr,
+        head_lr: args.head_lr,
         warmup_ratio: args.warmup_ratio,
         weight_decay: args.weight_decay,
         max_grad_norm: args.max_grad_norm,

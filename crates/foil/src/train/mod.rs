@@ -88,6 +88,11 @@ pub struct TrainConfig {
     /// Stop after this many steps (default: all epochs).
     pub max_steps: Option<u64>,
     pub lr: f64,
+    /// A cross-encoder's classifier head learns at this rate (default `lr`): a fresh one-logit
+    /// head moves at most about the learning rate per AdamW step, so at an encoder's rate it
+    /// takes thousands of steps to make logits that rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_lr: Option<f64>,
     /// Share of the steps spent warming the learning rate up.
     pub warmup_ratio: f64,
     pub weight_decay: f64,
@@ -121,6 +126,7 @@ impl Default for TrainConfig {
             epochs: 1,
             max_steps: None,
             lr: 2e-5,
+            head_lr: None,
             warmup_ratio: 0.1,
             weight_decay: 0.01,
             max_grad_norm: 1.0,
@@ -386,6 +392,14 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
             ..AdamWConfig::default()
         },
     );
+    if let Some(head_lr) = config.head_lr {
+        if !cross {
+            return Err(Error::Invalid(
+                "--head-lr is for cross-encoders (a bi-encoder has no head)".into(),
+            ));
+        }
+        optimizer.scale_lr(|name| name.starts_with("classifier."), head_lr / config.lr);
+    }
     let (mut step, mut losses) = match state {
         Some(s) => {
             optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
