@@ -3,19 +3,21 @@
 # from all-MiniLM-L6-v2's encoder with a fresh one-logit head) and rerank BM25's top 100 on
 # SciFact test with it: nDCG@10 before and after reranking (issue 6, must-show 5).
 #
-#   bench/cross_encoder_scifact.sh   (env: FOIL=target/release/foil, THREADS=2, EPOCHS=1,
-#                                     NEGATIVES=3, MAX_LENGTH=192, LR=5e-5, HEAD_LR=LR, TOP_K=100)
+#   bench/cross_encoder_scifact.sh   (env: FOIL=target/release/foil, THREADS=2, EPOCHS=2,
+#                                     NEGATIVES=3, MAX_LENGTH=128, LR=5e-5, HEAD_LR=5e-3, TOP_K=100)
+# Measured here with these defaults: BM25 nDCG@10 0.6789 -> reranked 0.5985 (31 min of training,
+# 7 min of reranking on 2 threads); with EPOCHS=1 MAX_LENGTH=192 HEAD_LR=5e-5: 0.2733.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FOIL="${FOIL:-target/release/foil}"
 DATA="${DATA:-../shared/data/scifact}"
 OUT="${OUT:-bench/out/cross-encoder}"
 THREADS="${THREADS:-2}"
-EPOCHS="${EPOCHS:-1}"
+EPOCHS="${EPOCHS:-2}"
 NEGATIVES="${NEGATIVES:-3}"
-MAX_LENGTH="${MAX_LENGTH:-192}"
+MAX_LENGTH="${MAX_LENGTH:-128}"
 LR="${LR:-5e-5}"
-HEAD_LR="${HEAD_LR:-$LR}"
+HEAD_LR="${HEAD_LR:-5e-3}"
 TOP_K="${TOP_K:-100}"
 mkdir -p "$OUT"
 "$FOIL" mine --data "$DATA" --split train --retriever bm25 --range-max 30 \
