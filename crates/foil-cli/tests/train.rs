@@ -211,6 +211,30 @@ fn a_killed_training_run_resumes_to_the_same_weights() {
         assert!((during - after).abs() < 1e-9, "{key}: {during} vs {after}");
     }
 
+    // Rerun, finished, evaluating on another split: the test split's lines are not kept as if
+    // they were the train split's; the final model is evaluated on the train split.
+    let train_eval = [
+        "--eval-data",
+        data.to_str().unwrap(),
+        "--eval-split",
+        "train",
+    ];
+    foil(&train_args(
+        model,
+        table,
+        whole.to_str().unwrap(),
+        "6",
+        &train_eval,
+    ));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(whole.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["step"], 6);
+    assert_ne!(lines[0]["ndcg@10"], points[2]["ndcg@10"]);
+
     // The saved folder keeps the base's maximum length (training used 24 tokens).
     let length = |dir: &Path| -> serde_json::Value {
         let text = std::fs::read_to_string(dir.join("sentence_bert_config.json")).unwrap();

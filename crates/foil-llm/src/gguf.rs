@@ -85,12 +85,15 @@ impl GgufFile {
         }
     }
 
-    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
-        let items = self
-            .get(key)?
+    /// The items of an array-valued key.
+    fn array(&self, key: &str) -> Result<&Vec<Value>> {
+        self.get(key)?
             .to_vec()
-            .map_err(|e| self.err(format!("metadata \"{key}\": {e}")))?;
-        items
+            .map_err(|e| self.err(format!("metadata \"{key}\": {e}")))
+    }
+
+    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+        self.array(key)?
             .iter()
             .map(|v| {
                 v.to_string()
@@ -101,11 +104,7 @@ impl GgufFile {
     }
 
     pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
-        let items = self
-            .get(key)?
-            .to_vec()
-            .map_err(|e| self.err(format!("metadata \"{key}\": {e}")))?;
-        items
+        self.array(key)?
             .iter()
             .map(|v| match v {
                 Value::I32(x) => Ok(*x as i64),

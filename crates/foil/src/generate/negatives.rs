@@ -147,20 +147,11 @@ pub fn run_with(
     }
     config.sampling.validate()?;
     config.describe_sampling.validate()?;
-    let template = Template::load(
-        config
-            .template
-            .as_deref()
-            .unwrap_or(config.mode.default_template()),
+    let name = config.template.as_deref();
+    let template = Template::load_for(
+        name.unwrap_or(config.mode.default_template()),
+        config.mode.task(),
     )?;
-    if template.task != config.mode.task() {
-        return Err(Error::Invalid(format!(
-            "template {} is for {}, not {}",
-            template.source,
-            template.task.name(),
-            config.mode.task().name()
-        )));
-    }
     let template_id = template.id();
 
     // Inputs.

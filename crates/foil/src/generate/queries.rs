@@ -120,14 +120,7 @@ pub fn run_with(
         return Err(Error::Invalid("--round-trip-k must be at least 1".into()));
     }
     config.sampling.validate()?;
-    let template = Template::load(&config.template)?;
-    if template.task != Task::Queries {
-        return Err(Error::Invalid(format!(
-            "template {} is for {}, not queries",
-            template.source,
-            template.task.name()
-        )));
-    }
+    let template = Template::load_for(&config.template, Task::Queries)?;
     let template_id = template.id();
     let paths = BeirPaths::new(&config.data);
     let mut reader = CorpusReader::open(

@@ -118,6 +118,20 @@ pub struct Template {
 }
 
 impl Template {
+    /// [`Template::load`], refusing a template written for another task.
+    pub fn load_for(name_or_path: &str, task: Task) -> Result<Self> {
+        let template = Self::load(name_or_path)?;
+        if template.task != task {
+            return Err(Error::Invalid(format!(
+                "template {} is for {}, not {}",
+                template.source,
+                template.task.name(),
+                task.name()
+            )));
+        }
+        Ok(template)
+    }
+
     /// A built-in template by name, or a template file by path.
     pub fn load(name_or_path: &str) -> Result<Self> {
         for (file, text) in BUILTIN {

@@ -4,8 +4,9 @@
 //! (`<output>/eval/model`) and scored the way `foil search` and `foil eval` would score the
 //! saved model: a bi-encoder retrieves the split's corpus densely; a cross-encoder reranks
 //! BM25's top k (BM25's run is made once). The means go to `<output>/eval.jsonl`, one line per
-//! evaluation, rewritten atomically; a resumed run keeps the lines up to its checkpoint, so a
-//! killed and resumed run ends with the same file as an uninterrupted one.
+//! evaluation, rewritten atomically; a resumed run keeps the lines up to its checkpoint when it
+//! evaluates with the same settings (`eval/settings.json`), so a killed and resumed run ends
+//! with the same file as an uninterrupted one.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -60,6 +61,9 @@ pub(super) struct Evaluator<'a> {
     max_length: Option<usize>,
     threads: Option<usize>,
     points: Vec<EvalPoint>,
+    /// Whether this process has made BM25's run (cross-encoders): a file left by an earlier
+    /// process may come from other data, so it is made again once.
+    bm25_made: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -80,9 +84,29 @@ impl<'a> Evaluator<'a> {
                 qrels.display()
             )));
         }
+        // What decides an evaluation's numbers besides the weights. The earlier lines of the
+        // log are kept only when these are the same (a resumed run may evaluate elsewhere).
+        let dir = output.join("eval");
+        let settings = serde_json::to_vec(&serde_json::json!({
+            "data": config.data,
+            "split": config.split,
+            "top_k": config.top_k,
+            "cross_encoder": cross_encoder,
+            "max_length": max_length,
+        }))
+        .unwrap_or_default();
+        let settings_path = dir.join("settings.json");
+        let same_settings = std::fs::read(&settings_path).is_ok_and(|old| old == settings);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        write_atomic(&settings_path, &settings)?;
         let log = output.join("eval.jsonl");
         let mut points = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(&log) {
+        let earlier = if same_settings {
+            std::fs::read_to_string(&log).ok()
+        } else {
+            None
+        };
+        if let Some(text) = earlier {
             for line in text.lines() {
                 // A line that does not parse was not written by this code: start that step over.
                 match serde_json::from_str::<EvalPoint>(line) {
@@ -93,12 +117,13 @@ impl<'a> Evaluator<'a> {
         }
         Ok(Evaluator {
             config,
-            dir: output.join("eval"),
+            dir,
             log,
             cross_encoder,
             max_length,
             threads,
             points,
+            bm25_made: false,
         })
     }
 
@@ -122,11 +147,12 @@ impl<'a> Evaluator<'a> {
         let run = self.dir.join("run.trec");
         if self.cross_encoder {
             let bm25 = self.dir.join("bm25.trec");
-            if !bm25.is_file() {
+            if !self.bm25_made {
                 search::run(
                     &self.search_config(RetrieverKind::Bm25, None, &bm25),
                     &NoProgress,
                 )?;
+                self.bm25_made = true;
             }
             rerank::run(
                 &RerankConfig {
