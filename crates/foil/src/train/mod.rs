@@ -398,6 +398,9 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
                 "--head-lr is for cross-encoders (a bi-encoder has no head)".into(),
             ));
         }
+        if config.lr <= 0.0 {
+            return Err(Error::Invalid("--head-lr needs a positive --lr".into()));
+        }
         optimizer.scale_lr(|name| name.starts_with("classifier."), head_lr / config.lr);
     }
     let (mut step, mut losses) = match state {
