@@ -9,7 +9,6 @@ use foil::encoders::EncoderSpec;
 use foil::generate::negatives::{NegativeMode, NegativesConfig};
 use foil::generate::queries::{QueriesConfig, RoundTrip, Selection};
 use foil::generate::{GeneratorSpec, Sampling, StepStats};
-use foil::mine::formats::Format;
 use foil_candle::EncoderOptions;
 
 use super::mine::FormatArg;
@@ -322,19 +321,7 @@ fn queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
 
 fn negatives(args: NegativesArgs) -> anyhow::Result<ExitCode> {
     let g = &args.generator;
-    let formats = args
-        .formats
-        .iter()
-        .map(|f| match f {
-            FormatArg::Triplet => Format::Triplet,
-            FormatArg::NTuple => Format::NTuple,
-            FormatArg::NTupleScores => Format::NTupleScores,
-            FormatArg::LabeledPair => Format::LabeledPair,
-            FormatArg::LabeledList => Format::LabeledList,
-            FormatArg::Flagembedding => Format::Flagembedding,
-            FormatArg::Tevatron => Format::Tevatron,
-        })
-        .collect();
+    let formats = args.formats.iter().map(|&f| f.into()).collect();
     let config = NegativesConfig {
         data: args.data,
         corpus: args.corpus,

@@ -45,6 +45,20 @@ pub enum FormatArg {
     Tevatron,
 }
 
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Triplet => Format::Triplet,
+            FormatArg::NTuple => Format::NTuple,
+            FormatArg::NTupleScores => Format::NTupleScores,
+            FormatArg::LabeledPair => Format::LabeledPair,
+            FormatArg::LabeledList => Format::LabeledList,
+            FormatArg::Flagembedding => Format::Flagembedding,
+            FormatArg::Tevatron => Format::Tevatron,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct MineArgs {
     /// BEIR folder: the corpus to mine from (corpus.jsonl), and, unless --pairs says
@@ -184,19 +198,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
             },
             seed: args.seed,
         },
-        formats: args
-            .formats
-            .iter()
-            .map(|f| match f {
-                FormatArg::Triplet => Format::Triplet,
-                FormatArg::NTuple => Format::NTuple,
-                FormatArg::NTupleScores => Format::NTupleScores,
-                FormatArg::LabeledPair => Format::LabeledPair,
-                FormatArg::LabeledList => Format::LabeledList,
-                FormatArg::Flagembedding => Format::Flagembedding,
-                FormatArg::Tevatron => Format::Tevatron,
-            })
-            .collect(),
+        formats: args.formats.iter().map(|&f| f.into()).collect(),
         output: args.output,
         cache: args.cache.dir(),
         threads: args.threads,
