@@ -12,11 +12,13 @@
 //! posting documents     P × u32
 //! posting frequencies   P × u32
 //! "END."                4 bytes, so that a truncated file is detected
+//! CRC-32                u32, of every byte before it, so that a damaged file is refused
 //! ```
 //!
 //! Integers are little-endian. The header records the analyzer and a fingerprint of the corpus
 //! the index was built from; [`IndexHeader::source`] lets callers tell a stale index from a
-//! current one. The file is written atomically.
+//! current one. The file is written atomically. Version 1 had no checksum; it is refused with
+//! a message to rebuild (a search that keeps its index in a file rebuilds it).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,7 +34,7 @@ use crate::index::Bm25Index;
 const MAGIC: &[u8; 8] = b"FOILBM25";
 const TRAILER: &[u8; 4] = b"END.";
 /// The version of the format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The JSON header of an index file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +64,11 @@ impl Bm25Index {
             terms[id as usize] = term;
         }
         let mut file = AtomicFile::create(path)?;
-        let w = file.writer();
+        let mut w = CrcWriter {
+            inner: file.writer(),
+            crc: crc32fast::Hasher::new(),
+        };
+        let w = &mut w;
         let io = |e| Error::io(path, e);
         w.write_all(MAGIC).map_err(io)?;
         w.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
@@ -88,6 +94,8 @@ impl Bm25Index {
             w.write_all(&f.to_le_bytes()).map_err(io)?;
         }
         w.write_all(TRAILER).map_err(io)?;
+        let crc = w.crc.clone().finalize();
+        w.inner.write_all(&crc.to_le_bytes()).map_err(io)?;
         file.commit()
     }
 
@@ -101,8 +109,10 @@ impl Bm25Index {
     /// Loads an index written by [`Bm25Index::save`].
     pub fn load(path: &Path) -> Result<(Self, IndexHeader)> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let mut r = Reader::new(path, &bytes);
-        let header = r.header()?;
+        let header = Reader::new(path, &bytes).header()?;
+        let body = check_trailer(path, &bytes)?;
+        let mut r = Reader::new(path, body);
+        r.header()?;
         let n = header.num_docs as usize;
         let t = header.num_terms as usize;
         let p = header.num_postings as usize;
@@ -115,7 +125,7 @@ impl Bm25Index {
         let offsets = r.u64s(t + 1)?;
         let docs = r.u32s(p)?;
         let freqs = r.u32s(p)?;
-        if r.take(TRAILER.len())? != TRAILER || r.pos != bytes.len() {
+        if r.take(TRAILER.len())? != TRAILER || r.pos != body.len() {
             return Err(Error::format(
                 path,
                 "index file is truncated or has trailing bytes",
@@ -137,6 +147,44 @@ impl Bm25Index {
             freqs,
         };
         Ok((index, header))
+    }
+}
+
+/// Checks the trailer's CRC-32 over the rest of the file; returns the bytes it covers.
+fn check_trailer<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b [u8]> {
+    let n = bytes.len();
+    if n < TRAILER.len() + 4 || &bytes[n - 8..n - 4] != TRAILER {
+        return Err(Error::format(
+            path,
+            "index file is truncated (no trailer): rebuild it",
+        ));
+    }
+    let stored = u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]);
+    let actual = crc32fast::hash(&bytes[..n - 4]);
+    if stored != actual {
+        return Err(Error::format(
+            path,
+            format!("index file is damaged: CRC-32 {actual:08x}, its trailer records {stored:08x}; rebuild it"),
+        ));
+    }
+    Ok(&bytes[..n - 4])
+}
+
+/// A writer that keeps the CRC-32 of what went through it.
+struct CrcWriter<'w, W: Write> {
+    inner: &'w mut W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CrcWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

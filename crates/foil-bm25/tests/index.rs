@@ -159,13 +159,26 @@ fn damaged_or_foreign_index_files_are_refused() {
         "{err}"
     );
 
+    // One flipped bit anywhere is caught by the checksum, and the error names the file.
+    for at in [20, bytes.len() / 2, bytes.len() - 9] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x01;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = Bm25Index::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("bm25.idx")
+                && (err.contains("damaged") || err.contains("bad index header")),
+            "byte {at}: {err}"
+        );
+    }
+
     let mut newer = bytes.clone();
     newer[8..12].copy_from_slice(&99u32.to_le_bytes());
     std::fs::write(&path, &newer).unwrap();
     let err = Bm25Index::load(&path).unwrap_err();
     assert!(
         err.to_string()
-            .contains("format version 99, this foil reads version 1"),
+            .contains("format version 99, this foil reads version 2"),
         "{err}"
     );
 

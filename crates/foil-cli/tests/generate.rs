@@ -576,3 +576,98 @@ fn negatives_are_written_in_mines_formats() {
         );
     }
 }
+
+/// Waits until `path` holds at least `n` lines (or a minute passed).
+fn wait_for_lines(path: &Path, n: usize) {
+    let start = Instant::now();
+    while std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < n
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn runs_sharing_one_cache_file_store_each_answer_once_even_when_one_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mock = Mock::start(Duration::from_millis(100), |_, _| Reply::Ok);
+    let extra = ["--concurrency", "1", "--batch-size", "2"];
+    let reference = tmp.path().join("reference");
+    foil_with(&queries_args(&mock, &reference, &extra), &[]);
+
+    let shared = tmp.path().join("shared/cache.jsonl");
+    let with_cache = |out: &Path| {
+        let mut args = queries_args(&mock, out, &extra);
+        args.extend(["--cache".to_string(), shared.display().to_string()]);
+        args
+    };
+    let spawn = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_foil"))
+            .args(with_cache(out))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    // Three runs on one cache file; c is killed (SIGKILL) half-way.
+    let mut run_a = spawn(&a);
+    let mut run_b = spawn(&b);
+    let mut run_c = spawn(&c);
+    wait_for_lines(&shared, 6);
+    run_c.kill().unwrap();
+    run_c.wait().unwrap();
+
+    // A second process writing a's folder is refused at once, naming it.
+    let refused = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(with_cache(&a))
+        .output()
+        .unwrap();
+    let a_done = run_a.wait().unwrap();
+    let b_done = run_b.wait().unwrap();
+    assert!(a_done.success() && b_done.success());
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&a.display().to_string()) && stderr.contains("another foil process"),
+        "{stderr}"
+    );
+
+    // The killed run finishes from the shared cache.
+    let resumed = summary(&foil_with(&with_cache(&c), &[]));
+    assert_eq!(resumed["cache_hits"], 24, "{resumed}");
+    for out in [&a, &b, &c] {
+        for f in ["queries.jsonl", "qrels/train.tsv", "rejected.jsonl"] {
+            assert_eq!(
+                std::fs::read(reference.join(f)).unwrap(),
+                std::fs::read(out.join(f)).unwrap(),
+                "{f} of {} differs from a run alone",
+                out.display()
+            );
+        }
+    }
+    // Each answer once: no line lost, none written twice.
+    let keys: Vec<String> = lines(&shared)
+        .iter()
+        .map(|l| l["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 24, "{keys:?}");
+    assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 24);
+    let verify = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(["cache", "verify", "--generation"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}

@@ -7,12 +7,12 @@ use crate::skip::SkipReason;
 /// Everything that can go wrong in foil-core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing a file failed. The OS error is part of the message and not also
+    /// a `source()`, so that a chain printed with `{:#}` names each cause once.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A record of an input file is invalid; `message` quotes the bad value.
     #[error("{}:{line}: {message}", file.display())]
@@ -25,6 +25,9 @@ pub enum Error {
     /// A file is not in the format (or the format version) foil expects.
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
+    /// Another foil process holds the lock of a folder or file this one must write.
+    #[error("{}: another foil process{} is writing it; wait for it to finish or choose another output", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { path: PathBuf, pid: Option<u32> },
     /// The caller asked for something that cannot be done.
     #[error("{0}")]
     Invalid(String),
@@ -38,7 +41,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod generator;
 pub mod lines;
+pub mod lock;
 pub mod manifest;
 pub mod progress;
 pub mod reranker;

@@ -47,6 +47,10 @@ pub struct Manifest {
     pub inputs: Vec<InputFile>,
     /// Output files, relative to the manifest's folder or absolute.
     pub outputs: Vec<String>,
+    /// SHA-256 of output files that sit next to the manifest, by file name; a reader checks a
+    /// file against it ([`check_output`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_sha256: BTreeMap<String, String>,
     pub seed: Option<u64>,
     /// Named counts (documents, queries, results, …).
     pub counts: BTreeMap<String, u64>,
@@ -65,6 +69,7 @@ impl Manifest {
             config,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            output_sha256: BTreeMap::new(),
             seed: None,
             counts: BTreeMap::new(),
             skipped: BTreeMap::new(),
@@ -75,6 +80,17 @@ impl Manifest {
     /// Adds an input file (hashing it).
     pub fn add_input(&mut self, path: &Path) -> Result<()> {
         self.inputs.push(InputFile::describe(path)?);
+        Ok(())
+    }
+
+    /// Records an output file that sits next to the manifest, with its SHA-256.
+    pub fn add_output_file(&mut self, path: &Path) -> Result<()> {
+        self.outputs.push(path.display().to_string());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.output_sha256.insert(name, sha256_file(path)?);
         Ok(())
     }
 
@@ -106,5 +122,68 @@ impl Manifest {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(path, format!("not a foil manifest: {e}")))
+    }
+}
+
+/// The manifest of a single output file: `<file>.manifest.json`.
+pub fn manifest_path_of(file: &Path) -> std::path::PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".manifest.json");
+    file.with_file_name(name)
+}
+
+/// Checks a file foil wrote against the SHA-256 its manifest (`<file>.manifest.json`) records.
+/// A file without such a manifest, or whose manifest records no hash, passes; one that
+/// differs is an error naming it — it changed after foil wrote it (a damaged disk, a run cut
+/// short, or an edit).
+pub fn check_output(file: &Path) -> Result<()> {
+    let manifest = manifest_path_of(file);
+    if !manifest.is_file() {
+        return Ok(());
+    }
+    let Ok(recorded) = Manifest::read(&manifest) else {
+        return Ok(());
+    };
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some(expected) = recorded.output_sha256.get(&name) else {
+        return Ok(());
+    };
+    let actual = sha256_file(file)?;
+    if &actual != expected {
+        return Err(Error::format(
+            file,
+            format!(
+                "its SHA-256 is {actual}, but {} records {expected}: the file changed after foil wrote it (rerun the stage that made it, or remove the manifest to use the file as it is)",
+                manifest.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn an_output_that_changed_after_its_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("bm25.trec");
+        std::fs::write(&run, "q1 Q0 d1 1 2.5 t\n").unwrap();
+        // No manifest: nothing to check.
+        check_output(&run).unwrap();
+        let mut m = Manifest::new("search", serde_json::json!({}));
+        m.add_output_file(&run).unwrap();
+        m.write(&manifest_path_of(&run)).unwrap();
+        check_output(&run).unwrap();
+        std::fs::write(&run, "q1 Q0 d1 1 2.6 t\n").unwrap();
+        let err = check_output(&run).unwrap_err().to_string();
+        assert!(err.starts_with(&run.display().to_string()), "{err}");
+        assert!(err.contains("bm25.trec.manifest.json records"), "{err}");
+        let mut skips = crate::SkipReport::default();
+        assert!(crate::Run::read(&run, Default::default(), &mut skips).is_err());
     }
 }

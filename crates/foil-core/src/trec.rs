@@ -95,8 +95,10 @@ impl Run {
     }
 
     /// Reads a TREC run file. Lines with a wrong number of fields, a score that is not a finite
-    /// number, or a document listed twice for one query are invalid.
+    /// number, or a document listed twice for one query are invalid. A run foil wrote is
+    /// first checked against the SHA-256 its manifest records ([`crate::manifest::check_output`]).
     pub fn read(path: &Path, policy: InputPolicy, skips: &mut SkipReport) -> Result<Self> {
+        crate::manifest::check_output(path)?;
         let mut lines = LineReader::open(path)?;
         // Per query: (document, score, line), checked for duplicates once the file is read.
         let mut queries: BTreeMap<String, Vec<Listed>> = BTreeMap::new();

@@ -1,43 +1,62 @@
 //! The on-disk embeddings store: a folder of vectors and their ids, appended chunk by chunk so
-//! that a long encoding job killed half-way resumes where it stopped.
+//! that a long encoding job killed half-way resumes where it stopped, with a checksum per
+//! chunk so that damaged data is never read as vectors.
 //!
 //! ```text
-//! <dir>/header.json   {"format": "foil-embeddings", "version": 1, "dim": 384, "count": 1000,
+//! <dir>/header.json   {"format": "foil-embeddings", "version": 2, "dim": 384, "count": 1000,
 //!                      "normalized": true, "encoder": "<fingerprint>", "dtype": "f32le",
-//!                      "ids_bytes": 9890, "complete": true}
+//!                      "ids_bytes": 9890, "complete": true,
+//!                      "chunks": [{"rows": 1000, "ids_bytes": 9890,
+//!                                  "ids_crc32": 1234, "vectors_crc32": 5678}]}
 //! <dir>/ids.jsonl     one JSON string per row: "doc-17"
 //! <dir>/vectors.f32   count × dim little-endian f32, row-major, nothing else
+//! <dir>/append.lock   taken by a writer while it commits (see below)
 //! ```
 //!
 //! `header.json` is the commit point. [`EmbeddingsWriter::append`] appends the chunk's ids and
 //! vectors to the two data files, syncs them, then replaces `header.json` atomically with the
-//! new `count` (rows) and `ids_bytes` (committed length of `ids.jsonl`). A process killed
-//! during an append leaves the previous header, so readers see the last committed chunk:
-//! they read exactly `count` rows and the first `ids_bytes` of `ids.jsonl` and ignore
-//! anything after (a partial chunk, possibly ending in a partial row or line), and
+//! new `count` (rows), `ids_bytes` (committed length of `ids.jsonl`) and the chunk's record:
+//! its rows, the length of its ids and the CRC-32 of its ids bytes and of its vector bytes. A
+//! process killed during an append leaves the previous header, so readers see the last
+//! committed chunk: they read exactly `count` rows and the first `ids_bytes` of `ids.jsonl`
+//! and ignore anything after (a partial chunk, possibly ending in a partial row or line), and
 //! [`EmbeddingsWriter::resume`] truncates the data files back to the committed lengths before
 //! appending again. `complete` is set by [`EmbeddingsWriter::finish`]. `vectors.f32` has no
 //! header, so that it can be memory-mapped as a row-major `f32` matrix.
+//!
+//! Readers check every chunk against its checksums ([`EmbeddingsReader::next_chunk`]): a
+//! strict reader ([`StoredEmbeddings::read`], for a store the user named) fails with an error
+//! naming the file and the chunk; the embedding cache drops the chunk and recomputes it.
+//! Format 1 (no `chunks`, no checksums) is still read, as one unverified chunk; writers do not
+//! extend it.
+//!
+//! Locks between processes ([`foil_core::lock`]): the folder itself is the users' lock —
+//! shared by readers and by processes that append between their other work, exclusive for a
+//! writer that owns the store (an `encode` output) or rewrites it (`foil cache gc`) — and
+//! `append.lock` serializes the commits of writers that share a store (the embedding cache).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Take, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Take, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use foil_core::fsutil::write_atomic;
-use foil_core::{Embeddings, Error, Result, SkipReason};
+use foil_core::{Embeddings, Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::vectors::EmbeddingsView;
 
 /// The `format` of every header.
 pub const FORMAT: &str = "foil-embeddings";
-/// The version of the format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the format this build writes (it also reads version 1).
+pub const FORMAT_VERSION: u32 = 2;
 /// The only element type so far.
 pub const DTYPE: &str = "f32le";
 pub const HEADER_FILE: &str = "header.json";
 pub const IDS_FILE: &str = "ids.jsonl";
 pub const VECTORS_FILE: &str = "vectors.f32";
+/// The lock file writers that share a store take while they commit.
+pub const APPEND_LOCK_FILE: &str = "append.lock";
 
 /// What the vectors of a store are: the part of the header its writer chooses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +66,18 @@ pub struct StoreSpec {
     pub normalized: bool,
     /// The encoder's fingerprint ([`foil_core::Encoder::fingerprint`]).
     pub encoder: String,
+}
+
+/// One committed chunk of a store, as `header.json` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub rows: u64,
+    /// Bytes of `ids.jsonl` the chunk's ids take.
+    pub ids_bytes: u64,
+    /// CRC-32 (IEEE) of those bytes.
+    pub ids_crc32: u32,
+    /// CRC-32 of the chunk's `rows × dim × 4` bytes of `vectors.f32`.
+    pub vectors_crc32: u32,
 }
 
 /// `header.json`.
@@ -64,6 +95,9 @@ pub struct StoreHeader {
     pub ids_bytes: u64,
     /// Set once the writer finished; false while a job is (or was, when killed) appending.
     pub complete: bool,
+    /// The committed chunks in order (empty in format 1, which has no checksums).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRecord>,
 }
 
 impl StoreHeader {
@@ -78,6 +112,7 @@ impl StoreHeader {
             dtype: DTYPE.to_string(),
             ids_bytes: 0,
             complete: false,
+            chunks: Vec::new(),
         }
     }
 
@@ -93,11 +128,11 @@ impl StoreHeader {
                 format!("not an embeddings store: format {:?}", header.format),
             ));
         }
-        if header.version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&header.version) {
             return Err(Error::format(
                 &path,
                 format!(
-                    "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                    "format version {} is not supported (this build reads 1 to {FORMAT_VERSION})",
                     header.version
                 ),
             ));
@@ -107,6 +142,19 @@ impl StoreHeader {
                 &path,
                 format!("unsupported dtype {:?} or dim {}", header.dtype, header.dim),
             ));
+        }
+        if header.checksummed() {
+            let rows: u64 = header.chunks.iter().map(|c| c.rows).sum();
+            let ids: u64 = header.chunks.iter().map(|c| c.ids_bytes).sum();
+            if (rows, ids) != (header.count, header.ids_bytes) {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "its chunks hold {rows} rows and {ids} id bytes, but it commits {} and {}",
+                        header.count, header.ids_bytes
+                    ),
+                ));
+            }
         }
         Ok(header)
     }
@@ -119,9 +167,40 @@ impl StoreHeader {
         write_atomic(&path, &text)
     }
 
+    /// Whether the store records a checksum per chunk (format 2 on).
+    pub fn checksummed(&self) -> bool {
+        self.version >= 2
+    }
+
     /// Committed length of `vectors.f32` in bytes.
     pub fn vectors_bytes(&self) -> u64 {
-        self.count.saturating_mul(self.dim as u64 * 4)
+        self.count.saturating_mul(self.row_bytes())
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.dim as u64 * 4
+    }
+
+    /// The committed chunks; a format-1 store is one chunk without checksums.
+    fn chunk_layout(&self) -> Vec<(ChunkRecord, bool)> {
+        if self.checksummed() {
+            self.chunks.iter().map(|c| (*c, true)).collect()
+        } else if self.count == 0 {
+            Vec::new()
+        } else {
+            let whole = ChunkRecord {
+                rows: self.count,
+                ids_bytes: self.ids_bytes,
+                ids_crc32: 0,
+                vectors_crc32: 0,
+            };
+            vec![(whole, false)]
+        }
+    }
+
+    /// Whether this store holds vectors as `spec` describes them (and can be appended to).
+    pub fn matches(&self, spec: &StoreSpec) -> bool {
+        self.spec_mismatch(spec).is_none()
     }
 
     fn spec_mismatch(&self, spec: &StoreSpec) -> Option<String> {
@@ -137,6 +216,11 @@ impl StoreHeader {
                 "normalized {}, not {}",
                 self.normalized, spec.normalized
             ))
+        } else if !self.checksummed() {
+            Some(format!(
+                "format {} (no checksums, written by an older foil)",
+                self.version
+            ))
         } else {
             None
         }
@@ -145,8 +229,10 @@ impl StoreHeader {
 
 /// Appends rows to a store; see the module documentation for the commit protocol.
 ///
-/// One writer per folder at a time. After an append fails half-way, the writer refuses further
-/// appends; [`EmbeddingsWriter::resume`] continues from the last committed chunk.
+/// One writer per folder at a time: an owner holds the folder's lock, writers that share a
+/// store hold `append.lock` while they append. After an append fails half-way, the writer
+/// refuses further appends; [`EmbeddingsWriter::resume`] continues from the last committed
+/// chunk.
 pub struct EmbeddingsWriter {
     dir: PathBuf,
     header: StoreHeader,
@@ -171,7 +257,8 @@ impl EmbeddingsWriter {
 
     /// Continues the store in `dir`: drops what an interrupted append left past the last
     /// committed chunk, and appends after it. Starts a new store if `dir` has none. Fails if
-    /// the store holds other vectors (dimension, encoder or normalization differ from `spec`).
+    /// the store holds other vectors (dimension, encoder or normalization differ from `spec`)
+    /// or is in format 1.
     pub fn resume(dir: &Path, spec: &StoreSpec) -> Result<Self> {
         if !dir.join(HEADER_FILE).exists() {
             return Self::create(dir, spec);
@@ -231,7 +318,8 @@ impl EmbeddingsWriter {
     }
 
     /// Appends one chunk (`ids[i]` names row `i` of `vectors`) and commits it: once this
-    /// returns, a reader or a resumed writer sees the chunk. Rows must be finite.
+    /// returns, a reader or a resumed writer sees the chunk. Rows must be finite. An empty
+    /// chunk commits nothing.
     pub fn append<S: AsRef<str>>(&mut self, ids: &[S], vectors: EmbeddingsView<'_>) -> Result<()> {
         let dim = self.header.dim;
         if ids.len() != vectors.len() {
@@ -260,6 +348,9 @@ impl EmbeddingsWriter {
                 self.dir.display()
             )));
         }
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.failed = true;
         self.write_chunk(ids, vectors)?;
         self.failed = false;
@@ -270,6 +361,7 @@ impl EmbeddingsWriter {
         let ids_path = self.dir.join(IDS_FILE);
         let vectors_path = self.dir.join(VECTORS_FILE);
         let mut ids_bytes = 0u64;
+        let mut ids_crc = crc32fast::Hasher::new();
         for id in ids {
             let mut line = serde_json::to_string(id.as_ref())
                 .map_err(|e| Error::format(&ids_path, e.to_string()))?;
@@ -277,12 +369,15 @@ impl EmbeddingsWriter {
             self.ids
                 .write_all(line.as_bytes())
                 .map_err(|e| Error::io(&ids_path, e))?;
+            ids_crc.update(line.as_bytes());
             ids_bytes += line.len() as u64;
         }
+        let mut vectors_crc = crc32fast::Hasher::new();
         let mut buf = Vec::with_capacity(1 << 16);
         for chunk in vectors.data.chunks(1 << 14) {
             buf.clear();
             buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+            vectors_crc.update(&buf);
             self.vectors
                 .write_all(&buf)
                 .map_err(|e| Error::io(&vectors_path, e))?;
@@ -298,6 +393,12 @@ impl EmbeddingsWriter {
         header.count += ids.len() as u64;
         header.ids_bytes += ids_bytes;
         header.complete = false;
+        header.chunks.push(ChunkRecord {
+            rows: ids.len() as u64,
+            ids_bytes,
+            ids_crc32: ids_crc.finalize(),
+            vectors_crc32: vectors_crc.finalize(),
+        });
         header.write(&self.dir)?;
         self.header = header;
         Ok(())
@@ -317,24 +418,71 @@ impl EmbeddingsWriter {
     }
 }
 
-/// Streams the committed rows of a store, in order.
+/// A committed chunk whose bytes do not match what its header records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The chunk's position in the header.
+    pub chunk: usize,
+    /// Its rows in the store.
+    pub rows: Range<u64>,
+    /// The damaged file.
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl Corruption {
+    /// The error a strict reader reports.
+    pub fn into_error(self) -> Error {
+        Error::format(
+            &self.file,
+            format!(
+                "chunk {} (rows {}..{}) is damaged: {}",
+                self.chunk, self.rows.start, self.rows.end, self.reason
+            ),
+        )
+    }
+}
+
+/// One committed chunk as read: its rows, or what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChunkRead {
+    Rows {
+        ids: Vec<String>,
+        embeddings: Embeddings,
+    },
+    Corrupt(Corruption),
+}
+
+/// Streams the committed chunks of a store, in order, checking each against its checksums.
 pub struct EmbeddingsReader {
     dir: PathBuf,
     header: StoreHeader,
+    layout: Vec<(ChunkRecord, bool)>,
     ids: Take<BufReader<File>>,
     vectors: Take<BufReader<File>>,
-    /// Rows read so far.
+    /// The next chunk to read.
+    chunk: usize,
+    /// Its first row.
     row: u64,
-    line: String,
 }
 
 impl EmbeddingsReader {
     /// Opens the store in `dir` (complete or not: check [`StoreHeader::complete`]).
     pub fn open(dir: &Path) -> Result<Self> {
         let header = StoreHeader::read(dir)?;
-        let open = |name: &str, len: u64| -> Result<Take<BufReader<File>>> {
+        Self::open_at(dir, header, 0)
+    }
+
+    /// Opens the store in `dir`, as `header` commits it, at its chunk `first_chunk`: a
+    /// process that read the first chunks earlier reads only the ones committed since.
+    pub fn open_at(dir: &Path, header: StoreHeader, first_chunk: usize) -> Result<Self> {
+        let layout = header.chunk_layout();
+        let first_chunk = first_chunk.min(layout.len());
+        let skip_rows: u64 = layout[..first_chunk].iter().map(|(c, _)| c.rows).sum();
+        let skip_ids: u64 = layout[..first_chunk].iter().map(|(c, _)| c.ids_bytes).sum();
+        let open = |name: &str, len: u64, skip: u64| -> Result<Take<BufReader<File>>> {
             let path = dir.join(name);
-            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
             let actual = file.metadata().map_err(|e| Error::io(&path, e))?.len();
             if actual < len {
                 return Err(Error::format(
@@ -342,15 +490,22 @@ impl EmbeddingsReader {
                     format!("{actual} bytes, but header.json commits {len}"),
                 ));
             }
-            Ok(BufReader::with_capacity(1 << 16, file).take(len))
+            file.seek(SeekFrom::Start(skip))
+                .map_err(|e| Error::io(&path, e))?;
+            Ok(BufReader::with_capacity(1 << 16, file).take(len - skip))
         };
         Ok(Self {
-            ids: open(IDS_FILE, header.ids_bytes)?,
-            vectors: open(VECTORS_FILE, header.vectors_bytes())?,
+            ids: open(IDS_FILE, header.ids_bytes, skip_ids)?,
+            vectors: open(
+                VECTORS_FILE,
+                header.vectors_bytes(),
+                skip_rows * header.row_bytes(),
+            )?,
             dir: dir.to_path_buf(),
+            layout,
             header,
-            row: 0,
-            line: String::new(),
+            chunk: first_chunk,
+            row: skip_rows,
         })
     }
 
@@ -358,88 +513,121 @@ impl EmbeddingsReader {
         &self.header
     }
 
-    /// The next (up to) `max_rows` rows, or `None` after the last.
-    pub fn read_chunk(&mut self, max_rows: usize) -> Result<Option<(Vec<String>, Embeddings)>> {
-        let rows = (self.header.count - self.row).min(max_rows.max(1) as u64) as usize;
-        if rows == 0 {
-            self.check_ids_end()?;
+    /// The next committed chunk, checked against its checksums, or `None` after the last.
+    /// Damage is a [`ChunkRead::Corrupt`] (the reader goes on with the next chunk); only a
+    /// failure to read the files is an error.
+    pub fn next_chunk(&mut self) -> Result<Option<ChunkRead>> {
+        let Some(&(record, verified)) = self.layout.get(self.chunk) else {
             return Ok(None);
-        }
+        };
+        let index = self.chunk;
+        let rows = self.row..self.row + record.rows;
+        self.chunk += 1;
+        self.row = rows.end;
+
         let ids_path = self.dir.join(IDS_FILE);
-        let mut ids = Vec::with_capacity(rows);
-        for _ in 0..rows {
-            self.line.clear();
-            let n = self
-                .ids
-                .read_line(&mut self.line)
-                .map_err(|e| Error::io(&ids_path, e))?;
-            let line_no = self.row + ids.len() as u64 + 1;
-            if n == 0 {
-                return Err(Error::format(
+        let vectors_path = self.dir.join(VECTORS_FILE);
+        let mut id_bytes = vec![0u8; record.ids_bytes as usize];
+        self.ids
+            .read_exact(&mut id_bytes)
+            .map_err(|e| Error::io(&ids_path, e))?;
+        let mut vector_bytes = vec![0u8; (record.rows * self.header.row_bytes()) as usize];
+        self.vectors
+            .read_exact(&mut vector_bytes)
+            .map_err(|e| Error::io(&vectors_path, e))?;
+        let corrupt = |file: &Path, reason: String| {
+            Ok(Some(ChunkRead::Corrupt(Corruption {
+                chunk: index,
+                rows: rows.clone(),
+                file: file.to_path_buf(),
+                reason,
+            })))
+        };
+        if verified {
+            let got = crc32fast::hash(&id_bytes);
+            if got != record.ids_crc32 {
+                return corrupt(
                     &ids_path,
                     format!(
-                        "{} ids, but header.json says {}",
-                        line_no - 1,
-                        self.header.count
+                        "CRC-32 {got:08x}, header.json records {:08x}",
+                        record.ids_crc32
                     ),
-                ));
+                );
             }
-            let id: String = serde_json::from_str(&self.line).map_err(|e| Error::Input {
-                file: ids_path.clone(),
-                line: line_no,
-                reason: SkipReason::MalformedJson,
-                message: format!("{e}: {:?}", self.line.trim_end()),
-            })?;
-            ids.push(id);
+            let got = crc32fast::hash(&vector_bytes);
+            if got != record.vectors_crc32 {
+                return corrupt(
+                    &vectors_path,
+                    format!(
+                        "CRC-32 {got:08x}, header.json records {:08x}",
+                        record.vectors_crc32
+                    ),
+                );
+            }
         }
-        let dim = self.header.dim;
-        let vectors_path = self.dir.join(VECTORS_FILE);
-        let mut data = Vec::with_capacity(rows * dim);
-        let mut bytes = vec![0u8; 1 << 16];
-        while data.len() < rows * dim {
-            let n = ((rows * dim - data.len()) * 4).min(bytes.len());
-            self.vectors
-                .read_exact(&mut bytes[..n])
-                .map_err(|e| Error::io(&vectors_path, e))?;
-            data.extend(
-                bytes[..n]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        let ids = match parse_ids(&id_bytes, record.rows as usize) {
+            Ok(ids) => ids,
+            Err(reason) => return corrupt(&ids_path, reason),
+        };
+        let data: Vec<f32> = vector_bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(bad) = data.iter().position(|x| !x.is_finite()) {
+            return corrupt(
+                &vectors_path,
+                format!(
+                    "row {} holds a non-finite value",
+                    rows.start + (bad / self.header.dim) as u64
+                ),
             );
         }
-        self.row += rows as u64;
-        Ok(Some((ids, Embeddings::from_vec(dim, data))))
+        Ok(Some(ChunkRead::Rows {
+            ids,
+            embeddings: Embeddings::from_vec(self.header.dim, data),
+        }))
     }
 
-    /// All remaining rows.
+    /// All remaining rows; damage is an error naming the file and the chunk.
     pub fn read_all(mut self) -> Result<StoredEmbeddings> {
-        let rows = (self.header.count - self.row) as usize;
-        let (ids, embeddings) = self
-            .read_chunk(rows)?
-            .unwrap_or_else(|| (Vec::new(), Embeddings::new(self.header.dim)));
-        self.check_ids_end()?;
+        let mut ids = Vec::new();
+        let mut embeddings = Embeddings::new(self.header.dim);
+        while let Some(chunk) = self.next_chunk()? {
+            match chunk {
+                ChunkRead::Rows {
+                    ids: chunk_ids,
+                    embeddings: e,
+                } => {
+                    ids.extend(chunk_ids);
+                    embeddings.extend(&e);
+                }
+                ChunkRead::Corrupt(c) => return Err(c.into_error()),
+            }
+        }
         Ok(StoredEmbeddings {
             header: self.header,
             ids,
             embeddings,
         })
     }
+}
 
-    fn check_ids_end(&mut self) -> Result<()> {
-        let path = self.dir.join(IDS_FILE);
-        let mut rest = [0u8; 1];
-        let n = self.ids.read(&mut rest).map_err(|e| Error::io(&path, e))?;
-        if n > 0 {
-            return Err(Error::format(
-                &path,
-                format!(
-                    "more than the {} ids header.json commits",
-                    self.header.count
-                ),
-            ));
-        }
-        Ok(())
+/// The ids of one chunk: exactly `rows` lines, each a JSON string.
+fn parse_ids(bytes: &[u8], rows: usize) -> std::result::Result<Vec<String>, String> {
+    let mut ids = Vec::with_capacity(rows);
+    for (n, line) in bytes.lines().enumerate() {
+        let line = line.map_err(|e| format!("line {} of the chunk: {e}", n + 1))?;
+        let id: String = serde_json::from_str(&line)
+            .map_err(|e| format!("line {} of the chunk: {e}: {:?}", n + 1, line.trim_end()))?;
+        ids.push(id);
     }
+    if ids.len() != rows || bytes.last().is_some_and(|&b| b != b'\n') {
+        return Err(format!(
+            "{} id lines for {rows} rows (ids and vectors out of step)",
+            ids.len()
+        ));
+    }
+    Ok(ids)
 }
 
 /// A whole store in memory.
@@ -451,8 +639,17 @@ pub struct StoredEmbeddings {
 }
 
 impl StoredEmbeddings {
-    /// Reads the committed rows of the store in `dir`.
+    /// Reads the committed rows of the store in `dir`, checking every chunk. The store is
+    /// read under its shared lock: one that another process is writing is refused.
     pub fn read(dir: &Path) -> Result<Self> {
+        let _lock = if dir.is_dir() {
+            Some(foil_core::lock::Lock::require(
+                dir,
+                foil_core::lock::Mode::Shared,
+            )?)
+        } else {
+            None
+        };
         EmbeddingsReader::open(dir)?.read_all()
     }
 
@@ -519,15 +716,32 @@ mod tests {
         assert_eq!(raw.len(), 9 * 7 * 4);
         assert_eq!(raw[..4], a.data[0].to_le_bytes());
 
+        // Streamed chunk by chunk, as committed: the empty append committed nothing.
         let mut reader = EmbeddingsReader::open(dir.path()).unwrap();
+        let mut sizes = Vec::new();
         let mut streamed = Embeddings::new(7);
         let mut streamed_ids = Vec::new();
-        while let Some((ids, e)) = reader.read_chunk(4).unwrap() {
-            assert!(ids.len() <= 4 && ids.len() == e.len());
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            let ChunkRead::Rows { ids, embeddings } = chunk else {
+                panic!("{chunk:?}")
+            };
+            sizes.push(ids.len());
             streamed_ids.extend(ids);
-            streamed.extend(&e);
+            streamed.extend(&embeddings);
         }
-        assert_eq!((streamed_ids, streamed), (all.ids, all.embeddings));
+        assert_eq!(sizes, [5, 4]);
+        assert_eq!(
+            (streamed_ids, streamed),
+            (all.ids.clone(), all.embeddings.clone())
+        );
+
+        // A reader that saw the first chunk reads only the second.
+        let mut later = EmbeddingsReader::open_at(dir.path(), header.clone(), 1).unwrap();
+        let Some(ChunkRead::Rows { ids, embeddings }) = later.next_chunk().unwrap() else {
+            panic!()
+        };
+        assert_eq!((ids, embeddings), (ids_b.clone(), b.clone()));
+        assert!(later.next_chunk().unwrap().is_none());
     }
 
     proptest::proptest! {
@@ -663,19 +877,105 @@ mod tests {
         assert!(err.to_string().contains("header.json commits 16"), "{err}");
         std::fs::write(&vectors, &bytes).unwrap();
 
-        // A malformed id line names its line.
+        // Damaged ids (same length) fail their checksum, naming the file and the chunk.
         let ids = dir.path().join(IDS_FILE);
         std::fs::write(&ids, b"\"a\"\nb  \n").unwrap();
         let err = StoredEmbeddings::read(dir.path()).err().unwrap();
-        assert!(err.to_string().contains("ids.jsonl:2: "), "{err}");
+        assert!(
+            err.to_string()
+                .contains("ids.jsonl: chunk 0 (rows 0..2) is damaged: CRC-32"),
+            "{err}"
+        );
         std::fs::write(&ids, b"\"a\"\n\"b\"\n").unwrap();
         assert_eq!(StoredEmbeddings::read(dir.path()).unwrap().ids, ["a", "b"]);
 
         // Another format version.
         let header = dir.path().join(HEADER_FILE);
         let text = std::fs::read_to_string(&header).unwrap();
-        std::fs::write(&header, text.replace("\"version\": 1", "\"version\": 2")).unwrap();
+        std::fs::write(&header, text.replace("\"version\": 2", "\"version\": 3")).unwrap();
         let err = StoredEmbeddings::read(dir.path()).err().unwrap();
-        assert!(err.to_string().contains("format version 2"), "{err}");
+        assert!(err.to_string().contains("format version 3"), "{err}");
+    }
+
+    /// Flips one bit of `file` at `offset`.
+    fn flip(file: &Path, offset: usize) {
+        let mut bytes = std::fs::read(file).unwrap();
+        bytes[offset] ^= 0x10;
+        std::fs::write(file, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_for_its_chunk_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = EmbeddingsWriter::create(dir.path(), &spec(3)).unwrap();
+        let mut all = Vec::new();
+        for seed in 0..3 {
+            let (ids, e) = rows(seed, 4, 3);
+            w.append(&ids, (&e).into()).unwrap();
+            all.push((ids, e));
+        }
+        w.finish().unwrap();
+        // A byte inside row 5 = chunk 1.
+        flip(&dir.path().join(VECTORS_FILE), 5 * 3 * 4 + 2);
+
+        let mut reader = EmbeddingsReader::open(dir.path()).unwrap();
+        let mut seen = Vec::new();
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            seen.push(chunk);
+        }
+        assert_eq!(seen.len(), 3);
+        assert_eq!(
+            seen[0],
+            ChunkRead::Rows {
+                ids: all[0].0.clone(),
+                embeddings: all[0].1.clone()
+            }
+        );
+        let ChunkRead::Corrupt(c) = &seen[1] else {
+            panic!("{:?}", seen[1])
+        };
+        assert_eq!((c.chunk, c.rows.clone()), (1, 4..8));
+        assert!(c.file.ends_with(VECTORS_FILE));
+        assert!(matches!(seen[2], ChunkRead::Rows { .. }));
+
+        let err = StoredEmbeddings::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("vectors.f32: chunk 1 (rows 4..8) is damaged"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn format_1_is_read_unverified_but_not_extended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, e) = rows(9, 3, 2);
+        StoredEmbeddings::write(dir.path(), &spec(2), &ids, (&e).into()).unwrap();
+        // Rewrite the header as format 1 wrote it: no chunks.
+        let mut header = StoreHeader::read(dir.path()).unwrap();
+        header.version = 1;
+        header.chunks.clear();
+        header.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(HEADER_FILE)).unwrap();
+        assert!(!text.contains("chunks"), "{text}");
+
+        let back = StoredEmbeddings::read(dir.path()).unwrap();
+        assert_eq!((back.ids, back.embeddings), (ids, e));
+        assert!(!back.header.matches(&spec(2)));
+        let err = EmbeddingsWriter::resume(dir.path(), &spec(2))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("format 1"), "{err}");
+    }
+
+    #[test]
+    fn a_store_being_written_is_refused_to_strict_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, e) = rows(4, 2, 2);
+        StoredEmbeddings::write(dir.path(), &spec(2), &ids, (&e).into()).unwrap();
+        let owner = foil_core::lock::Lock::output(dir.path()).unwrap();
+        let err = StoredEmbeddings::read(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another foil process"), "{err}");
+        drop(owner);
+        assert_eq!(StoredEmbeddings::read(dir.path()).unwrap().ids, ids);
     }
 }

@@ -163,6 +163,8 @@ pub fn encode_all(
 
 /// Runs the encode stage.
 pub fn run(config: &EncodeConfig, progress: &dyn Progress) -> Result<EncodeSummary> {
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
     let policy = InputPolicy {
         skip_invalid: config.skip_invalid,
     };
@@ -181,8 +183,8 @@ pub fn run(config: &EncodeConfig, progress: &dyn Progress) -> Result<EncodeSumma
         ),
     };
     let mut writer = match StoreHeader::read(&config.output) {
-        Ok(h) if h.encoder != spec.encoder || h.dim != spec.dim => {
-            tracing::info!(output = %config.output.display(), "output holds vectors of another encoder or input: starting over");
+        Ok(h) if !h.matches(&spec) => {
+            tracing::info!(output = %config.output.display(), "output holds vectors of another encoder or input, or of an older format: starting over");
             EmbeddingsWriter::create(&config.output, &spec)?
         }
         _ => EmbeddingsWriter::resume(&config.output, &spec)?,

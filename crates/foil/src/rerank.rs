@@ -114,6 +114,7 @@ pub fn run(config: &RerankConfig, progress: &dyn Progress) -> Result<RerankSumma
     manifest.add_input(&config.run)?;
     manifest.add_input(&paths.corpus)?;
     manifest.add_input(&paths.queries)?;
+    manifest.add_output_file(&config.output)?;
     manifest
         .counts
         .insert("queries".into(), output.num_queries() as u64);

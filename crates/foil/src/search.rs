@@ -8,6 +8,7 @@ use std::time::Instant;
 use foil_bm25::{Analyzer, Bm25Index, Bm25Params, Bm25Searcher};
 use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
 use foil_core::fsutil::sha256_file;
+use foil_core::lock::{Lock, Mode};
 use foil_core::manifest::Manifest;
 use foil_core::trec::{Run, ScoredDoc};
 use foil_core::{
@@ -80,9 +81,7 @@ pub struct SearchSummary {
 
 /// Where the manifest of a run file goes.
 pub fn manifest_path(output: &Path) -> PathBuf {
-    let mut name = output.file_name().unwrap_or_default().to_os_string();
-    name.push(".manifest.json");
-    output.with_file_name(name)
+    foil_core::manifest::manifest_path_of(output)
 }
 
 /// Runs the search stage.
@@ -166,7 +165,7 @@ pub fn run(config: &SearchConfig, progress: &dyn Progress) -> Result<SearchSumma
     manifest.add_input(&paths.corpus)?;
     manifest.add_input(&paths.queries)?;
     manifest.add_input(&qrels_path)?;
-    manifest.outputs.push(config.output.display().to_string());
+    manifest.add_output_file(&config.output)?;
     manifest.set_skips(&skips);
     manifest
         .counts
@@ -197,6 +196,13 @@ pub fn run(config: &SearchConfig, progress: &dyn Progress) -> Result<SearchSumma
     })
 }
 
+/// The lock file next to a BM25 index file: `<index>.lock`.
+fn index_lock_path(index: &Path) -> PathBuf {
+    let mut name = index.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    index.with_file_name(name)
+}
+
 /// Loads the index from `config.index` when it was built from this corpus with this analyzer;
 /// otherwise builds it from the corpus (and saves it there, if a path was given).
 fn load_or_build(
@@ -209,6 +215,12 @@ fn load_or_build(
 ) -> Result<(Bm25Index, bool)> {
     let analyzer = Analyzer::english();
     let source = serde_json::json!({ "corpus": corpus.display().to_string(), "sha256": corpus_sha, "skip_invalid": policy.skip_invalid });
+    // One process builds an index file at a time; one that waited for it loads what the other
+    // built. A current index that fails its checksum is an error, never silently used.
+    let _lock = match &config.index {
+        Some(path) => Some(Lock::acquire(&index_lock_path(path), Mode::Exclusive)?),
+        None => None,
+    };
     if let Some(path) = config.index.as_deref().filter(|p| p.is_file()) {
         match Bm25Index::read_header(path) {
             Ok(header)

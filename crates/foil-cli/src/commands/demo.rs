@@ -27,6 +27,8 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    // A second demo writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&args.output)?;
     let data = foil::demo::write_dataset(&args.output.join("data"))
         .context("cannot write the demo dataset")?;
     tracing::info!(data = %data.display(), "wrote the built-in demo dataset (120 passages, 60 queries)");

@@ -1,5 +1,6 @@
 //! The subcommands; each parses its flags into a stage configuration and calls the stage.
 
+mod cache;
 mod demo;
 mod encode;
 mod encoder_args;
@@ -19,6 +20,10 @@ use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Look after the embedding cache (or a generation cache file): stats, verify checksums
+    /// and alignment, gc (drop damaged chunks, duplicates and uncommitted tails; compact).
+    #[command(subcommand_required = true)]
+    Cache(cache::CacheArgs),
     /// Run foil's main job on the built-in demo dataset: write it, search it with BM25, and
     /// evaluate the run.
     Demo(demo::DemoArgs),
@@ -55,6 +60,7 @@ pub enum Command {
 /// Runs a subcommand; returns the process exit code.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Cache(args) => cache::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),

@@ -120,7 +120,8 @@ pub fn run(
 ) -> Result<ExperimentSummary> {
     let started = Instant::now();
     config.validate()?;
-    std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(output)?;
     let mut steps = Steps {
         output,
         run: 0,

@@ -3,18 +3,28 @@
 //! and version, step, sampling parameters with the seed, and the messages).
 //!
 //! A run loads the cache, sends only the requests whose keys are missing, and appends each
-//! batch's answers with one write and an fsync. A run killed mid-write leaves a last line
-//! without its newline (or not valid JSON): it is dropped, counted and logged, and the file is
-//! cut back to its last whole line before anything is appended. Failed requests are not
-//! cached, so a rerun retries them. Final outputs are built from the cache in input order, so
-//! they do not depend on how many runs it took to fill it.
+//! batch's answers with one write and an fsync. Each line carries the CRC-32 of its record
+//! (`crc32`, over the record's JSON without that field): a damaged line is dropped with a
+//! warning and its request made again. A run killed mid-write leaves a last line without its
+//! newline: it is dropped, counted and logged, and the file is cut back to its last whole line
+//! before anything is appended. Failed requests are not cached, so a rerun retries them.
+//! Final outputs are built from the cache in input order, so they do not depend on how many
+//! runs it took to fill it.
+//!
+//! Several processes may share one cache file. Each holds `<cache>.lock` shared while it has
+//! the cache open (so that `foil cache gc --generation` never rewrites a file in use) and
+//! appends under an exclusive lock on the cache file itself: it first reads what others
+//! appended since it last looked and leaves out the answers they already gave, so no answer
+//! is lost or written twice, and [`GenerationCache::refresh`] lets a run skip requests another
+//! run answered meanwhile.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use foil_core::fsutil::hex;
+use foil_core::lock::{Lock, Mode};
 use foil_core::{ChatMessage, Error, Generation, Result, SamplingParams};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -65,10 +75,70 @@ pub struct GenerationCache {
     path: PathBuf,
     file: File,
     entries: HashMap<String, Generation>,
+    /// Bytes of the file read so far (always the end of a whole line).
+    offset: u64,
     /// Cut-off last lines dropped when loading (a run killed mid-write).
     pub dropped_partial: u64,
-    /// Whole lines that were not valid records (skipped).
+    /// Whole lines that were not valid records, or failed their checksum (skipped).
     pub bad_lines: u64,
+    /// Lines read so far (for line numbers in warnings).
+    lines: u64,
+    // Held while the cache is open; see the module documentation.
+    _users: Lock,
+}
+
+/// One line of a cache file, checked.
+#[derive(Debug)]
+pub enum Line {
+    Record(Box<CacheRecord>),
+    /// Blank.
+    Empty,
+    /// Not a record (`Err`), or a record whose checksum does not match.
+    Invalid(String),
+}
+
+/// The bytes of one cache line for `record`, checksum included, newline excluded.
+pub fn encode_line(record: &CacheRecord) -> Result<Vec<u8>> {
+    let body = serde_json::to_vec(record)
+        .map_err(|e| Error::Invalid(format!("cannot serialize a generation: {e}")))?;
+    let crc = crc32fast::hash(&body);
+    let mut line = body;
+    line.pop(); // the closing brace
+    line.extend_from_slice(format!(",\"crc32\":{crc}}}").as_bytes());
+    Ok(line)
+}
+
+/// Parses and checks one line. A line without `crc32` (written before checksums) is accepted.
+pub fn decode_line(line: &[u8]) -> Line {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Line::Empty;
+    }
+    let mut value: serde_json::Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return Line::Invalid(e.to_string()),
+    };
+    let stored = value.as_object_mut().and_then(|o| o.remove("crc32"));
+    let record: CacheRecord = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => return Line::Invalid(e.to_string()),
+    };
+    if let Some(stored) = stored {
+        let body = serde_json::to_vec(&record).unwrap_or_default();
+        let actual = crc32fast::hash(&body);
+        if stored.as_u64() != Some(actual as u64) {
+            return Line::Invalid(format!(
+                "CRC-32 {actual}, the line records {stored}: the line is damaged"
+            ));
+        }
+    }
+    Line::Record(Box::new(record))
+}
+
+/// The lock file of a cache file: `<cache>.lock`.
+pub fn users_lock_path(cache: &Path) -> PathBuf {
+    let mut name = cache.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    cache.with_file_name(name)
 }
 
 impl GenerationCache {
@@ -77,53 +147,96 @@ impl GenerationCache {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let mut entries = HashMap::new();
-        let mut dropped_partial = 0;
-        let mut bad_lines = 0;
-        // Everything after the last newline is a line cut short.
-        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if whole < bytes.len() {
-            dropped_partial += 1;
-            warn!(
-                cache = %path.display(),
-                bytes = bytes.len() - whole,
-                "dropped a cut-off last line of the generation cache (a run was killed mid-write)"
-            );
-        }
-        for (n, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<CacheRecord>(line) {
-                Ok(record) => {
-                    entries.entry(record.key).or_insert(record.generation);
-                }
-                Err(e) => {
-                    bad_lines += 1;
-                    warn!(cache = %path.display(), line = n + 1, error = %e, "skipped an invalid line of the generation cache");
-                }
-            }
-        }
+        let users = Lock::acquire(&users_lock_path(path), Mode::Shared)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        if whole < bytes.len() {
-            file.set_len(whole as u64).map_err(|e| Error::io(path, e))?;
-        }
-        Ok(Self {
+        let mut cache = Self {
             path: path.to_path_buf(),
             file,
-            entries,
-            dropped_partial,
-            bad_lines,
-        })
+            entries: HashMap::new(),
+            offset: 0,
+            dropped_partial: 0,
+            bad_lines: 0,
+            lines: 0,
+            _users: users,
+        };
+        cache.lock()?;
+        let loaded = cache.read_new(true);
+        cache.unlock()?;
+        loaded?;
+        Ok(cache)
+    }
+
+    fn lock(&self) -> Result<()> {
+        self.file.lock().map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn unlock(&self) -> Result<()> {
+        self.file.unlock().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Reads the whole lines appended since the last read. With the file locked (`locked`),
+    /// a last line without its newline is a killed writer's: it is dropped and cut off.
+    /// Without the lock it may be a line being written: it is left for a later read.
+    fn read_new(&mut self, locked: bool) -> Result<()> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        if len < self.offset {
+            // Rewritten by `foil cache gc` (which needs everyone gone: cannot happen while we
+            // hold the users lock); read it again from the start.
+            self.entries.clear();
+            self.offset = 0;
+            self.lines = 0;
+        }
+        if len == self.offset {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity((len - self.offset) as usize);
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(self.offset))
+            .and_then(|_| file.take(len - self.offset).read_to_end(&mut bytes))
+            .map_err(|e| Error::io(&self.path, e))?;
+        // Everything after the last newline is a line cut short (or still being written).
+        let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() && locked {
+            self.dropped_partial += 1;
+            warn!(
+                cache = %self.path.display(),
+                bytes = bytes.len() - whole,
+                "dropped a cut-off last line of the generation cache (a run was killed mid-write)"
+            );
+            self.file
+                .set_len(self.offset + whole as u64)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        for line in bytes[..whole].split_inclusive(|&b| b == b'\n') {
+            self.lines += 1;
+            match decode_line(&line[..line.len() - 1]) {
+                Line::Record(record) => {
+                    let record = *record;
+                    self.entries.entry(record.key).or_insert(record.generation);
+                }
+                Line::Empty => {}
+                Line::Invalid(e) => {
+                    self.bad_lines += 1;
+                    warn!(cache = %self.path.display(), line = self.lines, error = %e, "skipped an invalid line of the generation cache; its request is made again");
+                }
+            }
+        }
+        self.offset += whole as u64;
+        Ok(())
+    }
+
+    /// Reads the answers other processes appended since the last look.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.read_new(false)
     }
 
     /// The cached answer for `key`.
@@ -146,25 +259,47 @@ impl GenerationCache {
         self.entries.is_empty()
     }
 
-    /// Appends `records` with one write and an fsync, then keeps them in memory.
-    pub fn append(&mut self, records: Vec<CacheRecord>) -> Result<()> {
+    /// Appends `records` with one write and an fsync, leaving out those whose keys another
+    /// process appended first, then keeps them in memory. Returns how many were left out.
+    pub fn append(&mut self, records: Vec<CacheRecord>) -> Result<usize> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        self.lock()?;
+        let result = self.append_locked(records);
+        let unlocked = self.unlock();
+        let others = result?;
+        unlocked?;
+        Ok(others)
+    }
+
+    fn append_locked(&mut self, records: Vec<CacheRecord>) -> Result<usize> {
+        self.read_new(true)?;
         let mut buf = Vec::new();
-        for record in &records {
-            serde_json::to_writer(&mut buf, record)
-                .map_err(|e| Error::format(&self.path, format!("cannot serialize: {e}")))?;
+        let mut others = 0;
+        let mut new = Vec::with_capacity(records.len());
+        for record in records {
+            if self.entries.contains_key(&record.key) {
+                others += 1;
+                continue;
+            }
+            buf.extend_from_slice(&encode_line(&record)?);
             buf.push(b'\n');
+            new.push(record);
         }
-        self.file
-            .write_all(&buf)
+        if buf.is_empty() {
+            return Ok(others);
+        }
+        let mut file = &self.file;
+        file.write_all(&buf)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, e))?;
-        for record in records {
+        self.offset += buf.len() as u64;
+        self.lines += new.len() as u64;
+        for record in new {
             self.entries.entry(record.key).or_insert(record.generation);
         }
-        Ok(())
+        Ok(others)
     }
 }
 
@@ -248,5 +383,82 @@ mod tests {
         ] {
             assert_ne!(other, base);
         }
+    }
+
+    #[test]
+    fn a_damaged_line_fails_its_checksum_and_is_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.jsonl");
+        let mut cache = GenerationCache::open(&path).unwrap();
+        cache
+            .append(vec![record("a", "answer one"), record("b", "answer two")])
+            .unwrap();
+        drop(cache);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().all(|l| l.contains("\"crc32\":")), "{text}");
+        // One changed letter that keeps the line valid JSON.
+        std::fs::write(&path, text.replacen("answer one", "answer onf", 1)).unwrap();
+        let mut cache = GenerationCache::open(&path).unwrap();
+        assert_eq!((cache.bad_lines, cache.len()), (1, 1));
+        assert!(!cache.contains("a"));
+        assert_eq!(cache.append(vec![record("a", "again")]).unwrap(), 0);
+        drop(cache);
+        let cache = GenerationCache::open(&path).unwrap();
+        assert_eq!(cache.get("a").unwrap().text, "again");
+    }
+
+    #[test]
+    fn lines_round_trip_and_old_lines_without_a_checksum_are_read() {
+        let r = record("k", "line\nbreak \"quoted\" ünï");
+        let line = encode_line(&r).unwrap();
+        let Line::Record(back) = decode_line(&line) else {
+            panic!()
+        };
+        assert_eq!(back.generation.text, r.generation.text);
+        let old = serde_json::to_vec(&r).unwrap();
+        assert!(matches!(decode_line(&old), Line::Record(_)));
+        assert!(matches!(decode_line(b"  "), Line::Empty));
+        assert!(matches!(decode_line(b"{\"key\""), Line::Invalid(_)));
+    }
+
+    #[test]
+    fn two_writers_of_one_file_store_each_answer_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.jsonl");
+        let mut a = GenerationCache::open(&path).unwrap();
+        let mut b = GenerationCache::open(&path).unwrap();
+        assert_eq!(a.append(vec![record("x", "from a")]).unwrap(), 0);
+        // b had not seen x: it leaves its own x out and keeps a's.
+        assert_eq!(
+            b.append(vec![record("x", "from b"), record("y", "from b")])
+                .unwrap(),
+            1
+        );
+        assert_eq!(b.get("x").unwrap().text, "from a");
+        a.refresh().unwrap();
+        assert_eq!(a.get("y").unwrap().text, "from b");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_line_being_written_is_left_alone_by_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.jsonl");
+        let mut a = GenerationCache::open(&path).unwrap();
+        a.append(vec![record("x", "1")]).unwrap();
+        // Another writer, holding the file's lock, is half-way through its line.
+        let writer = OpenOptions::new().append(true).open(&path).unwrap();
+        writer.lock().unwrap();
+        let line = encode_line(&record("y", "2")).unwrap();
+        (&writer).write_all(&line[..10]).unwrap();
+        a.refresh().unwrap();
+        assert!(!a.contains("y"));
+        (&writer).write_all(&line[10..]).unwrap();
+        (&writer).write_all(b"\n").unwrap();
+        writer.unlock().unwrap();
+        a.refresh().unwrap();
+        assert_eq!(a.get("y").unwrap().text, "2");
+        assert_eq!(a.dropped_partial, 0);
     }
 }

@@ -274,6 +274,16 @@ pub fn run_requests(
     let mut done = jobs.len() - todo.len();
     progress.update(done as u64);
     for chunk in todo.chunks(batch.max(1)) {
+        // Another run on the same cache may have answered some of these meanwhile.
+        cache.refresh()?;
+        let (answered, chunk): (Vec<&Job>, Vec<&Job>) =
+            chunk.iter().partition(|j| cache.contains(&j.key));
+        stats.cached += answered.len();
+        done += answered.len();
+        if chunk.is_empty() {
+            progress.update(done as u64);
+            continue;
+        }
         let requests: Vec<GenerationRequest> = chunk.iter().map(|j| j.request.clone()).collect();
         let results = generator.generate(&requests);
         if results.len() != chunk.len() {
@@ -306,7 +316,13 @@ pub fn run_requests(
                 }
             }
         }
-        cache.append(records)?;
+        let others = cache.append(records)?;
+        if others > 0 {
+            tracing::debug!(
+                answers = others,
+                "another run answered these first; its answers are kept"
+            );
+        }
         done += chunk.len();
         progress.update(done as u64);
     }

@@ -124,14 +124,26 @@ struct Item {
 
 /// Runs `foil generate negatives` with the configured generator.
 pub fn run(config: &NegativesConfig, progress: &dyn Progress) -> Result<NegativesSummary> {
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
     crate::threads::with_threads(config.generator.threads(), || {
         let generator = config.generator.load()?;
-        run_with(config, generator.as_ref(), progress)
+        execute(config, generator.as_ref(), progress)
     })?
 }
 
 /// Runs `foil generate negatives` with `generator`.
 pub fn run_with(
+    config: &NegativesConfig,
+    generator: &dyn Generator,
+    progress: &dyn Progress,
+) -> Result<NegativesSummary> {
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
+    execute(config, generator, progress)
+}
+
+fn execute(
     config: &NegativesConfig,
     generator: &dyn Generator,
     progress: &dyn Progress,

@@ -100,14 +100,26 @@ pub struct QueriesSummary {
 
 /// Runs `foil generate queries` with the configured generator.
 pub fn run(config: &QueriesConfig, progress: &dyn Progress) -> Result<QueriesSummary> {
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
     with_threads(config.generator.threads(), || {
         let generator = config.generator.load()?;
-        run_with(config, generator.as_ref(), progress)
+        execute(config, generator.as_ref(), progress)
     })?
 }
 
 /// Runs `foil generate queries` with `generator`.
 pub fn run_with(
+    config: &QueriesConfig,
+    generator: &dyn Generator,
+    progress: &dyn Progress,
+) -> Result<QueriesSummary> {
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
+    execute(config, generator, progress)
+}
+
+fn execute(
     config: &QueriesConfig,
     generator: &dyn Generator,
     progress: &dyn Progress,

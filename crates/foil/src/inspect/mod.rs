@@ -101,6 +101,8 @@ struct Scores {
 /// Runs the inspect stage.
 pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSummary> {
     let started = Instant::now();
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
     let policy = InputPolicy {
         skip_invalid: config.skip_invalid,
     };

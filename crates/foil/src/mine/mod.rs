@@ -240,6 +240,8 @@ fn read_inputs(config: &MineConfig, policy: InputPolicy, skips: &mut SkipReport)
 /// Runs the mine stage.
 pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> {
     let started = Instant::now();
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
     let policy = InputPolicy {
         skip_invalid: config.skip_invalid,
     };

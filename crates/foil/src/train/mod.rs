@@ -258,6 +258,8 @@ const COPIED: &[&str] = &[
 
 /// Runs the train stage.
 pub fn run(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> {
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
     with_threads(config.threads, || train(config, progress))?
 }
 
