@@ -59,6 +59,23 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Seeds this request's sampler (local backends; sent as `seed` to servers).
     pub seed: u64,
+    /// Report the mean log-probability of the generated tokens ([`Generation::mean_logprob`];
+    /// servers are asked for `logprobs`). Local models always report it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub logprobs: bool,
+    /// Report this many most likely first tokens of the answer with their log-probabilities
+    /// ([`Generation::top_logprobs`]; servers are asked for `top_logprobs`), e.g. to read a
+    /// yes/no judgment from the next-token distribution. 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub top_logprobs: usize,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for SamplingParams {
@@ -69,6 +86,8 @@ impl Default for SamplingParams {
             max_tokens: 128,
             stop: Vec::new(),
             seed: 0,
+            logprobs: false,
+            top_logprobs: 0,
         }
     }
 }
@@ -97,6 +116,41 @@ pub struct Generation {
     pub finish: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// The mean natural-log probability of the generated tokens under the model's own
+    /// distribution (temperature 1, no nucleus cut) — InPars' filter score. `None` when the
+    /// backend did not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_logprob: Option<f64>,
+    /// The most likely first tokens of the answer, most likely first, when asked for
+    /// ([`SamplingParams::top_logprobs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<TokenLogprob>,
+}
+
+impl Generation {
+    /// A plain answer without log-probabilities.
+    pub fn text(
+        text: impl Into<String>,
+        finish: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    ) -> Self {
+        Generation {
+            text: text.into(),
+            finish,
+            prompt_tokens,
+            completion_tokens,
+            mean_logprob: None,
+            top_logprobs: Vec::new(),
+        }
+    }
+}
+
+/// A candidate token and its natural-log probability.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
 }
 
 /// Why one request of a batch failed; the others are unaffected.

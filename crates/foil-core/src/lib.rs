@@ -27,7 +27,7 @@ pub use encoder::{Embeddings, Encoder, TextKind};
 pub use error::{Error, Result};
 pub use generator::{
     ChatMessage, FinishReason, GenerateError, Generation, GenerationRequest, Generator, Role,
-    SamplingParams,
+    SamplingParams, TokenLogprob,
 };
 pub use progress::{NoProgress, Progress};
 pub use reranker::Reranker;

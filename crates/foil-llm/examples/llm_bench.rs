@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 max_tokens,
                 stop: Vec::new(),
                 seed: 0,
+                ..Default::default()
             },
         })
         .collect();

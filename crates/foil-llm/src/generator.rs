@@ -11,7 +11,9 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use foil_core::generator::{FinishReason, GenerateError, Generation, GenerationRequest, Generator};
+use foil_core::generator::{
+    FinishReason, GenerateError, Generation, GenerationRequest, Generator, TokenLogprob,
+};
 use foil_core::{Error, Result};
 
 use crate::chat::ChatTemplate;
@@ -222,6 +224,10 @@ struct Live<'a> {
     bytes: Vec<u8>,
     sampler: Sampler,
     request_ref: &'a GenerationRequest,
+    /// Sum of the log-probabilities of the generated tokens (end of turn excluded).
+    logprob_sum: f64,
+    /// The most likely first tokens, when the request asks for them.
+    top_logprobs: Vec<TokenLogprob>,
 }
 
 impl Live<'_> {
@@ -246,12 +252,7 @@ impl Generator for GgufGenerator {
         for (i, r) in requests.iter().enumerate() {
             match self.prepare(r) {
                 Ok(ids) if r.params.max_tokens == 0 => {
-                    results[i] = Some(Ok(Generation {
-                        text: String::new(),
-                        finish: FinishReason::Length,
-                        prompt_tokens: ids.len(),
-                        completion_tokens: 0,
-                    }))
+                    results[i] = Some(Ok(Generation::text("", FinishReason::Length, ids.len(), 0)))
                 }
                 Ok(ids) => queue.push_back((i, ids)),
                 Err(e) => results[i] = Some(Err(e)),
@@ -259,6 +260,40 @@ impl Generator for GgufGenerator {
         }
         let slots = self.options.max_batch.min(queue.len()).max(1);
         let mut cache = KvCache::new(&self.model, slots);
+        // The prompts' common prefix (a template's instructions and few-shot examples) is
+        // computed once and copied into each slot. Rows are independent in the forward pass,
+        // so the cached positions are the same numbers a full prefill would compute.
+        let (prefix, prefix_len) = match self
+            .shared_prefix(queue.iter().map(|(_, ids)| ids.as_slice()))
+        {
+            Some(len) => {
+                let mut prefix = KvCache::new(&self.model, 1);
+                let ids = &queue[0].1[..len];
+                let mut fed = 0;
+                let mut failed = None;
+                while fed < len && failed.is_none() {
+                    let n = (len - fed).min(self.options.prefill_rows);
+                    let seg = Segment {
+                        seq: 0,
+                        start: fed,
+                        len: n,
+                        logits: false,
+                    };
+                    if let Err(e) = self.model.forward(&ids[fed..fed + n], &[seg], &mut prefix) {
+                        failed = Some(e);
+                    }
+                    fed += n;
+                }
+                match failed {
+                    None => (Some(prefix), len),
+                    Some(e) => {
+                        tracing::warn!(error = %e, "shared prompt prefix failed; prefilling each prompt whole");
+                        (None, 0)
+                    }
+                }
+            }
+            None => (None, 0),
+        };
         let mut free: Vec<usize> = (0..slots).rev().collect();
         let mut live: Vec<Live> = Vec::new();
 
@@ -268,17 +303,28 @@ impl Generator for GgufGenerator {
                     break;
                 };
                 free.pop();
-                cache.clear(slot);
+                let fed = match &prefix {
+                    Some(prefix) => {
+                        cache.copy_prefix(slot, prefix, 0, prefix_len);
+                        prefix_len
+                    }
+                    None => {
+                        cache.clear(slot);
+                        0
+                    }
+                };
                 let p = &requests[i].params;
                 live.push(Live {
                     request: i,
                     slot,
                     prompt_len: ids.len(),
                     tokens: ids,
-                    fed: 0,
+                    fed,
                     bytes: Vec::new(),
                     sampler: Sampler::new(p.temperature, p.top_p, p.seed),
                     request_ref: &requests[i],
+                    logprob_sum: 0.0,
+                    top_logprobs: Vec::new(),
                 });
             }
             if live.is_empty() {
@@ -337,6 +383,14 @@ impl Generator for GgufGenerator {
                 }
                 let Some(l) = logits.next() else { break };
                 let t = s.sampler.sample(&l);
+                let log_norm = log_sum_exp(&l);
+                let want_top = s.request_ref.params.top_logprobs;
+                if s.completion() == 0 && want_top > 0 {
+                    s.top_logprobs = self.top_tokens(&l, log_norm, want_top);
+                }
+                if !self.end_of_turn.contains(&t) {
+                    s.logprob_sum += l[t as usize] as f64 - log_norm;
+                }
                 if let Some(finish) = self.step(s, t) {
                     done.push((li, finish));
                 }
@@ -344,11 +398,14 @@ impl Generator for GgufGenerator {
             for (li, (text, finish)) in done.into_iter().rev() {
                 let s = live.swap_remove(li);
                 free.push(s.slot);
+                let completion = s.completion();
                 results[s.request] = Some(Ok(Generation {
                     text,
                     finish,
                     prompt_tokens: s.prompt_len,
-                    completion_tokens: s.completion(),
+                    completion_tokens: completion,
+                    mean_logprob: (completion > 0).then(|| s.logprob_sum / completion as f64),
+                    top_logprobs: s.top_logprobs,
                 }));
             }
         }
@@ -359,7 +416,63 @@ impl Generator for GgufGenerator {
     }
 }
 
+/// Shorter shared prefixes are not worth a separate forward pass.
+const MIN_SHARED_PREFIX: usize = 32;
+
+/// ln Σ exp(logits), in f64.
+fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
 impl GgufGenerator {
+    /// The length of the token prefix all `prompts` share (when there are two or more and it
+    /// is worth computing once), leaving at least one token of each prompt to feed.
+    fn shared_prefix<'p>(&self, mut prompts: impl Iterator<Item = &'p [u32]>) -> Option<usize> {
+        let first = prompts.next()?;
+        let mut len = first.len();
+        let mut shortest = first.len();
+        let mut count = 1;
+        for p in prompts {
+            len = len.min(first.iter().zip(p).take_while(|(a, b)| a == b).count());
+            shortest = shortest.min(p.len());
+            count += 1;
+        }
+        let len = len.min(shortest.saturating_sub(1));
+        (count >= 2 && len >= MIN_SHARED_PREFIX).then_some(len)
+    }
+
+    /// The `k` most likely tokens of `logits` (ties: lower id first) with their
+    /// log-probabilities, decoded to text.
+    fn top_tokens(&self, logits: &[f32], log_norm: f64, k: usize) -> Vec<TokenLogprob> {
+        let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = k.min(ids.len());
+        let by_logit = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        if k < ids.len() {
+            ids.select_nth_unstable_by(k, by_logit);
+            ids.truncate(k);
+        }
+        ids.sort_by(by_logit);
+        ids.into_iter()
+            .map(|id| {
+                let mut bytes = Vec::new();
+                self.tokenizer.decode_bytes(&[id], &mut bytes);
+                TokenLogprob {
+                    token: String::from_utf8_lossy(&bytes).into_owned(),
+                    logprob: (logits[id as usize] as f64 - log_norm) as f32,
+                }
+            })
+            .collect()
+    }
+
     /// Takes sampled token `t` for `s`; returns the text and finish reason when `s` is done.
     fn step(&self, s: &mut Live, t: u32) -> Option<(String, FinishReason)> {
         let params = &s.request_ref.params;

@@ -456,6 +456,18 @@ impl KvCache {
             v.clear();
         }
     }
+
+    /// Makes `seq` hold the first `len` positions of `from`'s slot `from_seq` (a shared
+    /// prompt prefix computed once).
+    pub fn copy_prefix(&mut self, seq: usize, from: &KvCache, from_seq: usize, len: usize) {
+        let n = len * self.kv_dim;
+        for ((k, v), (fk, fv)) in self.slots[seq].iter_mut().zip(&from.slots[from_seq]) {
+            k.clear();
+            v.clear();
+            k.extend_from_slice(&fk[..n]);
+            v.extend_from_slice(&fv[..n]);
+        }
+    }
 }
 
 fn vector_or_none(file: &mut GgufFile, name: &str, len: usize) -> Result<Option<Vec<f32>>> {

@@ -235,6 +235,7 @@ fn request(text: &str, temperature: f32, max_tokens: usize, seed: u64) -> Genera
             max_tokens,
             stop: Vec::new(),
             seed,
+            ..Default::default()
         },
     }
 }
@@ -343,4 +344,60 @@ fn bad_files_are_errors_naming_the_file() {
         .expect("a broken file must not load");
     assert!(err.to_string().contains("broken.gguf"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn log_probabilities_describe_the_greedy_answer() {
+    let g = generator(SMOLLM2);
+    let mut r = request(
+        "Is Paris the capital of France? Answer yes or no.",
+        0.0,
+        8,
+        0,
+    );
+    r.params.top_logprobs = 5;
+    let out = g.generate(&[r.clone()]);
+    let out = out[0].as_ref().unwrap();
+    let top = &out.top_logprobs;
+    assert_eq!(top.len(), 5);
+    // Greedy: the first generated token is the most likely one, and the answer starts with it.
+    assert!(out.text.starts_with(top[0].token.trim_start()), "{out:?}");
+    assert!(top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+    let mass: f32 = top.iter().map(|t| t.logprob.exp()).sum();
+    assert!(mass > 0.0 && mass <= 1.0 + 1e-4, "{mass}");
+    let mean = out.mean_logprob.unwrap();
+    assert!(mean < 0.0 && mean >= top[0].logprob as f64 - 50.0, "{mean}");
+    // Asking for none leaves the field empty and changes nothing else.
+    r.params.top_logprobs = 0;
+    let plain = g.generate(&[r]);
+    let plain = plain[0].as_ref().unwrap();
+    assert!(plain.top_logprobs.is_empty());
+    assert_eq!(
+        (&plain.text, plain.mean_logprob),
+        (&out.text, out.mean_logprob)
+    );
+}
+
+#[test]
+fn a_shared_prompt_prefix_gives_the_same_answers() {
+    // Long shared instructions, different endings: computed once and copied into each slot.
+    let g = generator(SMOLLM2);
+    let shared = "You write short search queries for passages. ".repeat(12);
+    let requests: Vec<GenerationRequest> = ["Cats sleep sixteen hours a day.", "Tea has caffeine."]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| request(&format!("{shared}\nPassage: {p}"), 0.7, 12, i as u64))
+        .collect();
+    let together = g.generate(&requests);
+    for (i, r) in requests.iter().enumerate() {
+        let alone = g.generate(std::slice::from_ref(r));
+        assert_eq!(
+            alone[0].as_ref().unwrap(),
+            together[i].as_ref().unwrap(),
+            "request {i}"
+        );
+    }
+    // Identical prompts: each keeps a token of its own to feed.
+    let same = g.generate(&[requests[0].clone(), requests[0].clone()]);
+    assert_eq!(same[0], same[1]);
 }

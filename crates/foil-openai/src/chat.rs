@@ -15,6 +15,7 @@
 
 use foil_core::{
     Error, FinishReason, GenerateError, Generation, GenerationRequest, Generator, Result, Role,
+    TokenLogprob,
 };
 use serde_json::{json, Map, Value};
 
@@ -118,6 +119,13 @@ pub fn request_body(model: &str, request: &GenerationRequest) -> Value {
         body.insert("stop".into(), json!(p.stop));
     }
     body.insert("seed".into(), json!(p.seed));
+    if p.logprobs || p.top_logprobs > 0 {
+        body.insert("logprobs".into(), json!(true));
+    }
+    if p.top_logprobs > 0 {
+        // OpenAI accepts at most 20.
+        body.insert("top_logprobs".into(), json!(p.top_logprobs.min(20)));
+    }
     body.insert("n".into(), json!(1));
     body.insert("stream".into(), json!(false));
     Value::Object(body)
@@ -191,12 +199,57 @@ pub fn parse_chat(answer: Value) -> std::result::Result<Generation, String> {
         }
         Some(_) => return Err("the answer's \"usage\" is not an object".into()),
     };
+    let (mean_logprob, top_logprobs) = logprobs(choice)?;
     Ok(Generation {
         text,
         finish,
         prompt_tokens,
         completion_tokens,
+        mean_logprob,
+        top_logprobs,
     })
+}
+
+/// `choices[0].logprobs.content` when the server sent it: the mean of its tokens' `logprob`,
+/// and the first token's `top_logprobs`.
+fn logprobs(choice: &Value) -> std::result::Result<(Option<f64>, Vec<TokenLogprob>), String> {
+    let content = match choice.pointer("/logprobs/content") {
+        None | Some(Value::Null) => return Ok((None, Vec::new())),
+        Some(Value::Array(content)) => content,
+        Some(_) => return Err("choices[0].logprobs.content is not an array".into()),
+    };
+    let token_logprob = |v: &Value, at: &str| -> std::result::Result<TokenLogprob, String> {
+        let token = v.get("token").and_then(Value::as_str);
+        let logprob = v.get("logprob").and_then(Value::as_f64);
+        match (token, logprob) {
+            (Some(token), Some(logprob)) => Ok(TokenLogprob {
+                token: token.to_string(),
+                logprob: logprob as f32,
+            }),
+            _ => Err(format!(
+                "{at} lacks a \"token\" string or a \"logprob\" number"
+            )),
+        }
+    };
+    let mut sum = 0.0;
+    for (i, v) in content.iter().enumerate() {
+        sum += token_logprob(v, &format!("choices[0].logprobs.content[{i}]"))?.logprob as f64;
+    }
+    let mean = (!content.is_empty()).then(|| sum / content.len() as f64);
+    let top = match content.first().and_then(|c| c.get("top_logprobs")) {
+        Some(Value::Array(top)) => top
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                token_logprob(
+                    v,
+                    &format!("choices[0].logprobs.content[0].top_logprobs[{i}]"),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    Ok((mean, top))
 }
 
 /// A short reason for a request that failed for good, read from the client's error, whose
@@ -254,6 +307,43 @@ mod tests {
     use foil_core::{ChatMessage, SamplingParams};
 
     #[test]
+    fn logprobs_are_asked_for_and_read() {
+        let mut request = GenerationRequest {
+            messages: vec![ChatMessage::user("hi")],
+            params: SamplingParams {
+                top_logprobs: 40,
+                ..Default::default()
+            },
+        };
+        let body = request_body("m", &request);
+        assert_eq!(
+            (body["logprobs"].clone(), body["top_logprobs"].clone()),
+            (json!(true), json!(20))
+        );
+        request.params.top_logprobs = 0;
+        assert!(request_body("m", &request).get("logprobs").is_none());
+        request.params.logprobs = true;
+        assert_eq!(request_body("m", &request)["logprobs"], true);
+        assert!(request_body("m", &request).get("top_logprobs").is_none());
+
+        let answer = json!({"choices": [{"message": {"content": "Yes it is"}, "finish_reason": "stop",
+            "logprobs": {"content": [
+                {"token": "Yes", "logprob": -0.5, "top_logprobs": [{"token": "Yes", "logprob": -0.5}, {"token": "No", "logprob": -1.0}]},
+                {"token": " it", "logprob": -1.5, "top_logprobs": []},
+                {"token": " is", "logprob": -1.0}]}}]});
+        let g = parse_chat(answer).unwrap();
+        assert_eq!(g.mean_logprob, Some(-1.0));
+        assert_eq!(g.top_logprobs.len(), 2);
+        assert_eq!(
+            (g.top_logprobs[1].token.as_str(), g.top_logprobs[1].logprob),
+            ("No", -1.0)
+        );
+        let bad = json!({"choices": [{"message": {"content": "x"}, "finish_reason": "stop",
+            "logprobs": {"content": [{"token": "x"}]}}]});
+        assert!(parse_chat(bad).unwrap_err().contains("logprob"));
+    }
+
+    #[test]
     fn the_body_carries_every_sampling_parameter() {
         let request = GenerationRequest {
             messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hi")],
@@ -263,6 +353,7 @@ mod tests {
                 max_tokens: 17,
                 stop: vec!["\n".into()],
                 seed: 99,
+                ..Default::default()
             },
         };
         let body = request_body("m", &request);

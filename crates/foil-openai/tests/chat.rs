@@ -161,6 +161,7 @@ fn request(text: &str, seed: u64) -> GenerationRequest {
             max_tokens: 12,
             stop: vec!["\n\n".into()],
             seed,
+            ..Default::default()
         },
     }
 }

@@ -27,6 +27,7 @@ pub mod eval;
 pub mod experiment;
 pub mod generate;
 pub mod inspect;
+pub mod judge;
 pub mod mine;
 pub mod rerank;
 pub mod search;

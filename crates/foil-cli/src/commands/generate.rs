@@ -129,6 +129,30 @@ impl GeneratorArgs {
     }
 }
 
+/// The built-in few-shot template of each query style.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QueryStyleArg {
+    /// Questions, keywords and short statements (template `few-shot`).
+    Mixed,
+    /// Short questions (`few-shot-question`).
+    Question,
+    /// Three to six keywords (`few-shot-keywords`).
+    Keywords,
+    /// Short statements the passage supports or refutes (`few-shot-claim`).
+    Claim,
+}
+
+impl QueryStyleArg {
+    fn template(self) -> &'static str {
+        match self {
+            QueryStyleArg::Mixed => "few-shot",
+            QueryStyleArg::Question => "few-shot-question",
+            QueryStyleArg::Keywords => "few-shot-keywords",
+            QueryStyleArg::Claim => "few-shot-claim",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RoundTripArg {
     Bm25,
@@ -156,6 +180,20 @@ pub struct QueriesArgs {
     /// N passages drawn with --seed (kept in corpus order).
     #[arg(long)]
     sample: Option<usize>,
+    /// The style of the built-in few-shot examples (ignored with --template).
+    #[arg(long, value_enum, default_value = "mixed")]
+    query_style: QueryStyleArg,
+    /// Your own examples instead of the template's: a JSON Lines file of
+    /// {"passage": …, "query": …} pairs, best taken from the target corpus and its users.
+    #[arg(long)]
+    examples: Option<PathBuf>,
+    /// Cut passages to this many words in the prompt (shorter prompts, faster generation).
+    #[arg(long)]
+    max_passage_words: Option<usize>,
+    /// Keep only this share (0–1] of the queries that pass the text filters: those with the
+    /// highest mean token log-probability (InPars' filter).
+    #[arg(long)]
+    keep_logprob: Option<f32>,
     /// Reject queries with more words than this.
     #[arg(long, default_value_t = 40)]
     max_query_words: usize,
@@ -269,7 +307,13 @@ fn queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
         output: args.output,
         split: args.split,
         generator: g.spec()?,
-        template: g.template.clone().unwrap_or_else(|| "few-shot".into()),
+        template: g
+            .template
+            .clone()
+            .unwrap_or_else(|| args.query_style.template().into()),
+        examples: args.examples,
+        max_passage_words: args.max_passage_words,
+        keep_logprob: args.keep_logprob,
         per_passage: args.per_passage,
         selection: match (args.limit, args.sample) {
             (Some(n), _) => Selection::First(n),

@@ -535,12 +535,7 @@ mod tests {
             template: "t@1".into(),
             step: "query".into(),
             item: key.into(),
-            generation: Generation {
-                text: text.into(),
-                finish: FinishReason::Stop,
-                prompt_tokens: 1,
-                completion_tokens: 1,
-            },
+            generation: Generation::text(text, FinishReason::Stop, 1, 1),
         };
         let mut text = String::new();
         for r in [record("a", "one"), record("b", "two"), record("a", "three")] {

@@ -75,7 +75,15 @@ pub struct QueriesSection {
     /// Passages sampled for generation.
     pub passages: usize,
     pub per_passage: usize,
+    /// A built-in query template (`few-shot`, `few-shot-question`, `few-shot-keywords`,
+    /// `few-shot-claim`, `zero-shot`) or a template file.
     pub template: String,
+    /// (passage, query) examples from the target corpus, replacing the template's.
+    pub examples: Option<PathBuf>,
+    /// Passages are cut to this many words in the prompt.
+    pub max_passage_words: Option<usize>,
+    /// Keep this share of the text-filtered queries with the highest mean log-probability.
+    pub keep_logprob: Option<f32>,
     pub temperature: f32,
     /// The source passage must be in BM25's top k for the query.
     pub round_trip_k: usize,
@@ -87,7 +95,10 @@ impl Default for QueriesSection {
             generate: false,
             passages: 100,
             per_passage: 1,
-            template: "queries-few-shot".into(),
+            template: "few-shot".into(),
+            examples: None,
+            max_passage_words: None,
+            keep_logprob: None,
             temperature: 0.7,
             round_trip_k: 10,
         }

@@ -166,6 +166,9 @@ pub fn run(
                         .clone()
                         .expect("validated: generated queries need an llm"),
                     template: q.template.clone(),
+                    examples: q.examples.clone(),
+                    max_passage_words: q.max_passage_words,
+                    keep_logprob: q.keep_logprob,
                     per_passage: q.per_passage,
                     selection: generate::queries::Selection::Sample(q.passages),
                     seed: config.seed,

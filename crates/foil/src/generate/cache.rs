@@ -314,12 +314,7 @@ mod tests {
             template: "t@1".into(),
             step: "query".into(),
             item: "i".into(),
-            generation: Generation {
-                text: text.into(),
-                finish: FinishReason::Stop,
-                prompt_tokens: 1,
-                completion_tokens: 2,
-            },
+            generation: Generation::text(text, FinishReason::Stop, 1, 2),
         }
     }
 

@@ -25,6 +25,13 @@
 //! of its words found in `b`. A generated query whose overlap with its passage reaches the
 //! threshold copies the passage.
 //!
+//! **Query-likeness** ([`not_a_query`]): small models often answer with a sentence about the
+//! passage instead of a query. Rejected: answers that open like a report ("We report …",
+//! "Our results …", "The study shows …", "This paper …", "The above passage …", "In this
+//! article …"), that repeat a word back to back or lean on one word for a third of a longer
+//! answer, that hold an identifier (a registry number such as `NCT01378767`, six or more
+//! digits in a row, a DOI or a URL), or that run to more than one sentence.
+//!
 //! **Duplicates**: texts are compared by [`normalize`]d form (lowercased words joined by one
 //! space), so case, punctuation and spacing do not make a duplicate new.
 
@@ -57,6 +64,11 @@ pub enum Rejection {
     Duplicate,
     /// The source passage is not in the top k for the query.
     RoundTrip,
+    /// The answer reads as a report or summary sentence, repeats itself or holds an
+    /// identifier, not as something a person would search for ([`not_a_query`]).
+    NotAQuery,
+    /// Below the kept share of answers by mean token log-probability (InPars' filter).
+    LowLogprob,
 }
 
 impl Rejection {
@@ -73,6 +85,8 @@ impl Rejection {
             Rejection::CopiesPositive => "copies_positive",
             Rejection::Duplicate => "duplicate",
             Rejection::RoundTrip => "round_trip",
+            Rejection::NotAQuery => "not_a_query",
+            Rejection::LowLogprob => "low_logprob",
         }
     }
 }
@@ -105,6 +119,81 @@ const CHATTER: [&str; 7] = [
     "i can't",
 ];
 const FOREIGN_LABELS: [&str; 3] = ["passage:", "document:", "example"];
+
+/// Openings of report and summary sentences (matched on lowercased words).
+const REPORT_OPENINGS: [&[&str]; 12] = [
+    &["we"],
+    &["our"],
+    &["here", "we"],
+    &["in", "this"],
+    &["in", "the", "present"],
+    &["the", "above"],
+    &["according", "to", "the"],
+    &["results", "show"],
+    &["this", "passage"],
+    &["the", "passage"],
+    &["this", "text"],
+    &["the", "text"],
+];
+/// Subjects that make "the/this/these X …" a sentence about a document.
+const DOCUMENT_WORDS: [&str; 16] = [
+    "study", "studies", "paper", "article", "review", "trial", "work", "research", "analysis",
+    "abstract", "document", "author", "authors", "results", "findings", "report",
+];
+
+/// Why `query` does not read as a search query, if it does not (see the module documentation).
+pub fn not_a_query(query: &str) -> Option<&'static str> {
+    let w = words(query);
+    let starts =
+        |prefix: &[&str]| w.len() >= prefix.len() && w.iter().zip(prefix).all(|(a, b)| a == b);
+    if REPORT_OPENINGS.iter().any(|p| starts(p)) {
+        return Some("opens like a report or summary sentence");
+    }
+    if w.len() >= 2
+        && matches!(w[0].as_str(), "the" | "this" | "these" | "that")
+        && DOCUMENT_WORDS.contains(&w[1].as_str())
+    {
+        return Some("a sentence about a document");
+    }
+    if w.windows(2)
+        .any(|p| p[0] == p[1] && p[0].chars().count() >= 3)
+    {
+        return Some("repeats a word back to back");
+    }
+    if w.len() >= 6 {
+        let mut counts = std::collections::HashMap::new();
+        for word in w.iter().filter(|x| x.chars().count() >= 3) {
+            *counts.entry(word.as_str()).or_insert(0usize) += 1;
+        }
+        if counts.values().any(|&c| c * 3 >= w.len()) {
+            return Some("one word makes up a third of it");
+        }
+    }
+    let lower = query.to_lowercase();
+    if lower.contains("http://") || lower.contains("https://") || lower.contains("www.") {
+        return Some("holds a URL");
+    }
+    if lower.contains("doi") && lower.contains("10.") {
+        return Some("holds a DOI");
+    }
+    for token in w.iter() {
+        let digits = token.chars().filter(char::is_ascii_digit).count();
+        let letters = token.chars().filter(|c| c.is_alphabetic()).count();
+        let longest_run = token
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        if longest_run >= 6 || (letters > 0 && letters <= 4 && digits >= 5) {
+            return Some("holds an identifier");
+        }
+    }
+    let trimmed = query.trim_end_matches(['.', '?', '!', ' ']);
+    if first_sentence(trimmed).is_some() {
+        return Some("more than one sentence");
+    }
+    None
+}
 
 /// The first sentence of a line that goes on after it: up to and including the first `.`, `?`
 /// or `!` that a space follows; `None` when there is no such end.
@@ -410,6 +499,44 @@ mod tests {
         assert_eq!(overlap("scurvy treatment", passage), 0.5);
         assert_eq!(overlap("", passage), 0.0);
         assert_eq!(overlap("!!", passage), 0.0);
+    }
+
+    #[test]
+    fn report_sentences_repetitions_and_ids_are_not_queries() {
+        let queries = [
+            "why does bread go stale faster in the fridge",
+            "Hanseatic League Baltic trade towns",
+            "Aerobic training lowers blood pressure in people with hypertension.",
+            "how can we reduce hospital readmissions",
+            "Does vitamin D supplementation prevent respiratory infections?",
+            "effects of 5 mg folic acid in pregnancy",
+            "COVID-19 vaccine efficacy in 2021",
+            "the effect of statins on LDL cholesterol",
+            "bread staling starch",
+        ];
+        for q in queries {
+            assert_eq!(not_a_query(q), None, "{q:?}");
+        }
+        let not = [
+            ("We report a new mechanism of axon growth.", "report"),
+            ("Our results suggest that X binds Y.", "report"),
+            ("The study shows that aspirin reduces risk.", "document"),
+            ("This paper describes a trial of 40 patients.", "document"),
+            ("The above passage is about vitamin D.", "report"),
+            ("In this article, the authors review", "report"),
+            ("According to the text, bread goes stale", "report"),
+            ("NCT01378767 NCT01378767", "repeats"),
+            ("trial registration NCT01378767", "identifier"),
+            ("patients enrolled 20150312 follow up", "identifier"),
+            ("see https://example.org for details", "URL"),
+            ("statins doi 10.1000/182 outcome", "DOI"),
+            ("cells cells and more cells in cells tissue", "third"),
+            ("Aspirin lowers risk. It also thins blood", "sentence"),
+        ];
+        for (q, why) in not {
+            let reason = not_a_query(q).unwrap_or_else(|| panic!("{q:?} passed"));
+            assert!(reason.contains(why), "{q:?}: {reason}");
+        }
     }
 
     #[test]

@@ -163,6 +163,8 @@ impl Sampling {
             max_tokens: self.max_tokens,
             stop: Vec::new(),
             seed,
+            logprobs: false,
+            top_logprobs: 0,
         }
     }
 
@@ -532,12 +534,7 @@ pub(crate) mod fake {
                         .map(|m| m.content.as_str())
                         .unwrap_or("");
                     (self.answer)(user, r.params.seed)
-                        .map(|text| Generation {
-                            text,
-                            finish: FinishReason::Stop,
-                            prompt_tokens: 1,
-                            completion_tokens: 1,
-                        })
+                        .map(|text| Generation::text(text, FinishReason::Stop, 1, 1))
                         .map_err(|m| GenerateError::new("fake", m))
                 })
                 .collect()

@@ -4,9 +4,15 @@
 //! `per_passage`, one chat (the template's `query` step with the passage) is sent with the seed
 //! [`derive_seed`]`(seed, ["query", passage id, n])`. Each answer is parsed and filtered in
 //! input order ([`filter`](super::filter)): unparseable, empty, longer than `max_query_words`,
-//! a copy of its passage (word 3-gram overlap ≥ `max_copy_overlap`), a duplicate of a query
-//! kept before; the survivors must then find their passage in the top `round_trip_k` of BM25
-//! or a bi-encoder over the whole corpus (round-trip consistency).
+//! not query-like (a report sentence, a repetition, an identifier), a copy of its passage
+//! (word 3-gram overlap ≥ `max_copy_overlap`), a duplicate of a query kept before; then, with
+//! `keep_logprob`, only that share of the survivors with the highest mean token
+//! log-probability (InPars); the rest must find their passage in the top `round_trip_k` of
+//! BM25 or a bi-encoder over the whole corpus (round-trip consistency).
+//!
+//! The prompt shows the template's few-shot examples, or the user's own (`examples`, a JSON
+//! Lines file of `{"passage", "query"}` pairs from the target corpus); passages longer than
+//! `max_passage_words` words are cut to that length in the prompt.
 //!
 //! The output folder is a BEIR split whose corpus stays `--data`'s `corpus.jsonl`:
 //! `queries.jsonl` (`{_id: "gen-q-<passage>-<n>", text, metadata: {passage_id, n, seed,
@@ -30,7 +36,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::cache::GenerationCache;
-use super::filter::{normalize, overlap, parse_query, words, Rejection};
+use super::filter::{normalize, not_a_query, overlap, parse_query, words, Rejection};
 use super::template::{Task, Template};
 use super::{derive_seed, run_requests, GeneratorSpec, Job, Rejects, Sampling, StepStats, Tally};
 use crate::encode::encode_all;
@@ -68,6 +74,13 @@ pub struct QueriesConfig {
     pub generator: GeneratorSpec,
     /// A built-in template name or a template file.
     pub template: String,
+    /// (passage, query) examples that replace the template's few-shot examples.
+    pub examples: Option<PathBuf>,
+    /// Passages are cut to this many words in the prompt.
+    pub max_passage_words: Option<usize>,
+    /// Keep only this share (0–1] of the text-filtered queries, those with the highest mean
+    /// token log-probability; `None` keeps all.
+    pub keep_logprob: Option<f32>,
     pub per_passage: usize,
     pub selection: Selection,
     pub seed: u64,
@@ -132,7 +145,17 @@ fn execute(
         return Err(Error::Invalid("--round-trip-k must be at least 1".into()));
     }
     config.sampling.validate()?;
-    let template = Template::load_for(&config.template, Task::Queries)?;
+    if let Some(share) = config.keep_logprob {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(Error::Invalid(format!(
+                "keep_logprob must be in (0, 1], not {share}"
+            )));
+        }
+    }
+    let mut template = Template::load_for(&config.template, Task::Queries)?;
+    if let Some(path) = &config.examples {
+        template = template.with_examples(&super::template::read_examples(path)?)?;
+    }
     let template_id = template.id();
     let paths = BeirPaths::new(&config.data);
     let mut reader = CorpusReader::open(
@@ -151,24 +174,30 @@ fn execute(
     let mut jobs = Vec::with_capacity(chosen.len() * config.per_passage);
     for &d in &chosen {
         let doc = &docs[d];
-        let full = doc.full_text();
+        let cut = |text: &str| match config.max_passage_words {
+            Some(max) => first_words(text, max),
+            None => text.to_string(),
+        };
+        let (full, title, text) = (cut(&doc.full_text()), cut(&doc.title), cut(&doc.text));
         let messages = template.render(
             "query",
             &[
                 ("passage", full.as_str()),
-                ("title", doc.title.as_str()),
-                ("text", doc.text.as_str()),
+                ("title", title.as_str()),
+                ("text", text.as_str()),
             ],
         )?;
         for n in 0..config.per_passage {
             let seed = derive_seed(config.seed, &["query", &doc.id, &n.to_string()]);
+            let mut params = config.sampling.params(seed);
+            params.logprobs = config.keep_logprob.is_some();
             jobs.push(Job::new(
                 &fingerprint,
                 &template_id,
                 "query",
                 format!("gen-q-{}-{n}", doc.id),
                 messages.clone(),
-                config.sampling.params(seed),
+                params,
             ));
         }
     }
@@ -213,6 +242,10 @@ fn execute(
             reject(Rejection::TooLong, &detail);
             continue;
         }
+        if let Some(why) = not_a_query(&query) {
+            reject(Rejection::NotAQuery, why);
+            continue;
+        }
         let copied = overlap(&query, &docs[d].full_text());
         if copied >= config.max_copy_overlap {
             let detail = format!(
@@ -232,6 +265,50 @@ fn execute(
             n,
             query,
         });
+    }
+
+    // InPars' filter: the most probable share of what is left.
+    if let Some(share) = config.keep_logprob {
+        let score = |k: &Kept| cache.get(&jobs[k.job].key).and_then(|g| g.mean_logprob);
+        let mut scored: Vec<(usize, f64)> = kept
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| score(k).map(|s| (i, s)))
+            .collect();
+        let unscored = kept.len() - scored.len();
+        if unscored > 0 {
+            tracing::warn!(
+                answers = unscored,
+                "answers without log-probabilities (cached before they were recorded, or a server that does not send them) pass the log-probability filter"
+            );
+        }
+        // Highest first; ties by input order.
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let keep = ((scored.len() as f64) * share as f64).ceil() as usize;
+        let cutoff = scored.get(keep.saturating_sub(1)).map(|s| s.1);
+        let dropped: HashSet<usize> = scored[keep.min(scored.len())..]
+            .iter()
+            .map(|s| s.0)
+            .collect();
+        let mut survivors = Vec::with_capacity(kept.len());
+        for (i, k) in kept.into_iter().enumerate() {
+            if dropped.contains(&i) {
+                let job = &jobs[k.job];
+                let detail = format!(
+                    "mean log-probability {:.3} below the kept {:.0}% (cut-off {:.3})",
+                    score(&k).unwrap_or(f64::NAN),
+                    share * 100.0,
+                    cutoff.unwrap_or(f64::NAN)
+                );
+                let raw = cache.get(&job.key).map(|g| g.text.as_str());
+                let extra = json!({"passage_id": docs[k.doc].id, "n": k.n});
+                let line = rejects.add(job, Rejection::LowLogprob, &detail, raw, None, &extra);
+                line["query"] = json!(k.query);
+            } else {
+                survivors.push(k);
+            }
+        }
+        kept = survivors;
     }
 
     // Round trip: the passage must come back in the top k.
@@ -303,6 +380,9 @@ fn execute(
     manifest.add_input(&paths.corpus)?;
     if std::path::Path::new(&config.template).is_file() {
         manifest.add_input(std::path::Path::new(&config.template))?;
+    }
+    if let Some(path) = &config.examples {
+        manifest.add_input(path)?;
     }
     manifest.outputs = vec![
         "queries.jsonl".into(),
@@ -404,6 +484,14 @@ fn round_trip(
         .collect())
 }
 
+/// The first `max` whitespace-separated words of `text`.
+fn first_words(text: &str, max: usize) -> String {
+    text.split_whitespace()
+        .take(max)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The indices of the passages to use, in corpus order.
 pub fn select(n: usize, selection: Selection, seed: u64) -> Vec<usize> {
     match selection {
@@ -464,6 +552,9 @@ mod tests {
                 max_batch: 1,
             },
             template: "zero-shot".into(),
+            examples: None,
+            max_passage_words: None,
+            keep_logprob: None,
             per_passage: 2,
             selection: Selection::All,
             seed: 7,

@@ -30,10 +30,52 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use foil_core::{ChatMessage, Error, Result, Role};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// A (passage, query) pair shown to the model as an example of the queries wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    pub passage: String,
+    pub query: String,
+}
+
+/// Reads examples from a JSON Lines file of `{"passage": …, "query": …}` objects; a bad line
+/// is an error naming the file and line.
+pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
+    let text = foil_core::lines::read_to_string(path)?;
+    let mut examples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let example: Example = serde_json::from_str(line).map_err(|e| Error::Input {
+            file: path.to_path_buf(),
+            line: n as u64 + 1,
+            reason: foil_core::SkipReason::MalformedJson,
+            message: format!("{e}: expected {{\"passage\": …, \"query\": …}}"),
+        })?;
+        if example.passage.trim().is_empty() || example.query.trim().is_empty() {
+            return Err(Error::Input {
+                file: path.to_path_buf(),
+                line: n as u64 + 1,
+                reason: foil_core::SkipReason::EmptyText,
+                message: "empty passage or query".into(),
+            });
+        }
+        examples.push(example);
+    }
+    if examples.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no examples (one {{\"passage\", \"query\"}} object per line)",
+            path.display()
+        )));
+    }
+    Ok(examples)
+}
 
 /// The templates compiled into foil: (file name, contents).
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 8] = [
     (
         "queries-zero-shot.txt",
         include_str!("../../templates/queries-zero-shot.txt"),
@@ -41,6 +83,22 @@ pub const BUILTIN: [(&str, &str); 4] = [
     (
         "queries-few-shot.txt",
         include_str!("../../templates/queries-few-shot.txt"),
+    ),
+    (
+        "queries-few-shot-question.txt",
+        include_str!("../../templates/queries-few-shot-question.txt"),
+    ),
+    (
+        "queries-few-shot-keywords.txt",
+        include_str!("../../templates/queries-few-shot-keywords.txt"),
+    ),
+    (
+        "queries-few-shot-claim.txt",
+        include_str!("../../templates/queries-few-shot-claim.txt"),
+    ),
+    (
+        "judge-yes-no.txt",
+        include_str!("../../templates/judge-yes-no.txt"),
     ),
     (
         "negatives-query-only.txt",
@@ -59,6 +117,8 @@ pub enum Task {
     Queries,
     NegativesQueryOnly,
     NegativesQueryPositive,
+    /// A relevance judgment of a (query, passage) pair, read from the next-token distribution.
+    Judge,
 }
 
 impl Task {
@@ -67,6 +127,7 @@ impl Task {
             "queries" => Some(Task::Queries),
             "negatives-query-only" => Some(Task::NegativesQueryOnly),
             "negatives-query-positive" => Some(Task::NegativesQueryPositive),
+            "judge" => Some(Task::Judge),
             _ => None,
         }
     }
@@ -77,6 +138,7 @@ impl Task {
             Task::Queries => "queries",
             Task::NegativesQueryOnly => "negatives-query-only",
             Task::NegativesQueryPositive => "negatives-query-positive",
+            Task::Judge => "judge",
         }
     }
 
@@ -89,6 +151,7 @@ impl Task {
                 ("write", &["query", "description"]),
             ],
             Task::NegativesQueryPositive => &[("write", &["query", "positive"])],
+            Task::Judge => &[("judge", &["query", "passage"])],
         }
     }
 }
@@ -132,11 +195,12 @@ impl Template {
         Ok(template)
     }
 
-    /// A built-in template by name, or a template file by path.
+    /// A built-in template by name (`few-shot`) or file stem (`queries-few-shot`), or a
+    /// template file by path.
     pub fn load(name_or_path: &str) -> Result<Self> {
         for (file, text) in BUILTIN {
             let template = Self::parse(text, &format!("builtin:{file}"))?;
-            if template.name == name_or_path {
+            if template.name == name_or_path || file.strip_suffix(".txt") == Some(name_or_path) {
                 return Ok(template);
             }
         }
@@ -203,7 +267,7 @@ impl Template {
         let task_name = header.get("task").ok_or_else(|| missing("task"))?;
         let task = Task::parse(task_name).ok_or_else(|| {
             Error::Invalid(format!(
-                "template {source}: unknown task {task_name:?} (queries, negatives-query-only, negatives-query-positive)"
+                "template {source}: unknown task {task_name:?} (queries, negatives-query-only, negatives-query-positive, judge)"
             ))
         })?;
 
@@ -326,6 +390,65 @@ impl Template {
         format!("{}@{}", self.name, self.version)
     }
 
+    /// The same template with its few-shot examples (the user/assistant turns before the last
+    /// user message of each step) replaced by `examples`: each a user turn (the last user
+    /// message filled with the example's passage as `{passage}` and `{text}`, an empty
+    /// `{title}`) and an assistant turn (the example's query). The system messages stay; the
+    /// examples' hash joins the template's name, so that caches tell the prompts apart.
+    pub fn with_examples(&self, examples: &[Example]) -> Result<Self> {
+        if self.task != Task::Queries {
+            return Err(Error::Invalid(format!(
+                "template {}: examples are for query templates, not {}",
+                self.source,
+                self.task.name()
+            )));
+        }
+        let mut steps = BTreeMap::new();
+        for (step, messages) in &self.steps {
+            let last = messages
+                .last()
+                .cloned()
+                .ok_or_else(|| Error::Invalid(format!("template {}: empty step", self.source)))?;
+            let mut out: Vec<MessageTemplate> = messages
+                .iter()
+                .take_while(|m| m.role == Role::System)
+                .cloned()
+                .collect();
+            for example in examples {
+                let mut user = Vec::new();
+                for piece in &last.pieces {
+                    user.push(match piece {
+                        Piece::Slot(s) if s == "passage" || s == "text" => {
+                            Piece::Text(example.passage.clone())
+                        }
+                        Piece::Slot(s) if s == "title" => Piece::Text(String::new()),
+                        other => other.clone(),
+                    });
+                }
+                out.push(MessageTemplate {
+                    role: Role::User,
+                    pieces: user,
+                });
+                out.push(MessageTemplate {
+                    role: Role::Assistant,
+                    pieces: vec![Piece::Text(example.query.clone())],
+                });
+            }
+            out.push(last);
+            steps.insert(step.clone(), out);
+        }
+        let digest = foil_core::fsutil::hex(&sha2::Sha256::digest(
+            serde_json::to_vec(examples).unwrap_or_default(),
+        ));
+        Ok(Self {
+            name: format!("{}+examples-{}", self.name, &digest[..12]),
+            version: self.version,
+            task: self.task,
+            source: self.source.clone(),
+            steps,
+        })
+    }
+
     /// The messages of `step` with the placeholders filled from `values`.
     pub fn render(&self, step: &str, values: &[(&str, &str)]) -> Result<Vec<ChatMessage>> {
         let messages = self.steps.get(step).ok_or_else(|| {
@@ -408,26 +531,82 @@ mod tests {
 
     #[test]
     fn builtins_parse_and_are_found_by_name() {
-        for name in ["zero-shot", "few-shot", "query-only", "query-positive"] {
+        for name in [
+            "zero-shot",
+            "few-shot",
+            "few-shot-question",
+            "few-shot-keywords",
+            "few-shot-claim",
+            "query-only",
+            "query-positive",
+            "yes-no",
+        ] {
             let t = Template::load(name).unwrap();
             assert_eq!(t.name, name);
-            assert_eq!(t.version, 1);
         }
+        // By file stem too (the name `foil experiment` once defaulted to).
+        assert_eq!(Template::load("queries-few-shot").unwrap().name, "few-shot");
         let few = Template::load("few-shot").unwrap();
+        assert_eq!(few.version, 2);
         let messages = few
             .render(
                 "query",
                 &[("passage", "P {x}"), ("title", ""), ("text", "")],
             )
             .unwrap();
-        assert_eq!(messages.len(), 8, "system + 3 example turns + the passage");
+        assert_eq!(messages.len(), 10, "system + 4 example turns + the passage");
         assert_eq!(messages[0].role, Role::System);
         assert_eq!(messages[2].role, Role::Assistant);
-        assert_eq!(messages[7].content, "Passage: P {x}");
+        assert_eq!(messages[9].content, "Passage: P {x}");
+        let judge = Template::load_for("yes-no", Task::Judge).unwrap();
+        let m = judge
+            .render("judge", &[("query", "q"), ("passage", "p")])
+            .unwrap();
+        assert!(m[1].content.contains("Query: q\nPassage: p"), "{m:?}");
         let only = Template::load("query-only").unwrap();
         assert!(only.render("describe", &[("query", "q")]).is_ok());
         assert!(only.render("write", &[("query", "q")]).is_err());
         assert!(Template::load("nope").is_err());
+    }
+
+    #[test]
+    fn examples_replace_the_few_shot_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("examples.jsonl");
+        std::fs::write(
+            &path,
+            "{\"passage\": \"Cats sleep a lot.\", \"query\": \"cat sleep hours\"}\n\n{\"passage\": \"Tea has caffeine.\", \"query\": \"does tea have caffeine\"}\n",
+        )
+        .unwrap();
+        let examples = read_examples(&path).unwrap();
+        let t = Template::load("few-shot")
+            .unwrap()
+            .with_examples(&examples)
+            .unwrap();
+        assert!(t.name.starts_with("few-shot+examples-"), "{}", t.name);
+        let m = t
+            .render("query", &[("passage", "P"), ("title", ""), ("text", "")])
+            .unwrap();
+        let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+        use Role::*;
+        assert_eq!(roles, [System, User, Assistant, User, Assistant, User]);
+        assert_eq!(m[1].content, "Passage: Cats sleep a lot.");
+        assert_eq!(m[4].content, "does tea have caffeine");
+        assert_eq!(m[5].content, "Passage: P");
+        // Other examples, another name (and cache key).
+        let other = Template::load("few-shot")
+            .unwrap()
+            .with_examples(&examples[..1])
+            .unwrap();
+        assert_ne!(other.name, t.name);
+
+        std::fs::write(&path, "{\"passage\": \"x\"}\n").unwrap();
+        let err = read_examples(&path).unwrap_err().to_string();
+        assert!(err.contains("examples.jsonl:1:"), "{err}");
+        assert!(Template::load("yes-no")
+            .unwrap()
+            .with_examples(&examples)
+            .is_err());
     }
 
     #[test]

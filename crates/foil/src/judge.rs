@@ -1,0 +1,409 @@
+//! An LLM relevance judge: P(relevant) of a (query, passage) pair, read from the model's
+//! next-token distribution after a yes/no question (the [`Task::Judge`] template, built-in
+//! `yes-no`), as pointwise LLM rerankers do:
+//!
+//! ```text
+//! P(relevant) = Σ p(t) over first tokens t that read "yes"
+//!             / (Σ p(t) over "yes" tokens + Σ p(t) over "no" tokens)
+//! ```
+//!
+//! where a token reads "yes" or "no" when, trimmed of spaces and punctuation and lowercased, it
+//! is that word. The tokens and their probabilities are the answer's most likely first tokens
+//! ([`foil_core::SamplingParams::top_logprobs`]): logits of a local GGUF model, `top_logprobs`
+//! of a served one. Nothing is sampled, so a judgment does not depend on a seed.
+//!
+//! Requests go through the generation cache ([`crate::generate::cache`]): batched, resumable
+//! after a kill, shared safely by concurrent runs. A pair whose request fails, or whose top
+//! tokens hold neither answer, has no judgment; callers count it.
+//!
+//! [`LlmJudge`] is also a [`Reranker`] (the score is P(relevant)), so it can rescore mined
+//! candidates where no cross-encoder is installed.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use foil_core::{
+    GenerateError, Generation, Generator, NoProgress, Progress, Reranker, Result, SamplingParams,
+};
+use serde::Serialize;
+
+use crate::generate::cache::GenerationCache;
+use crate::generate::template::{Task, Template};
+use crate::generate::{run_requests, GeneratorSpec, Job, StepStats};
+
+/// Most likely first tokens asked for (OpenAI's maximum).
+pub const TOP_TOKENS: usize = 20;
+
+/// How to judge.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeConfig {
+    pub generator: GeneratorSpec,
+    /// A built-in judge template (`yes-no`) or a template file.
+    pub template: String,
+    /// The generation cache file the judgments go to.
+    pub cache: PathBuf,
+    /// Passages are cut to this many words in the prompt.
+    pub max_passage_words: Option<usize>,
+    /// Requests handed to the generator at once.
+    pub batch_size: usize,
+}
+
+impl JudgeConfig {
+    /// A judge with the built-in template, judgments cached in `cache`.
+    pub fn new(generator: GeneratorSpec, cache: PathBuf) -> Self {
+        JudgeConfig {
+            generator,
+            template: "yes-no".into(),
+            cache,
+            max_passage_words: Some(200),
+            batch_size: 16,
+        }
+    }
+}
+
+/// The default judgment cache: `$FOIL_CACHE/judge/cache.jsonl`, else
+/// `~/.cache/foil/judge/cache.jsonl`.
+pub fn default_cache_file() -> PathBuf {
+    crate::cache::default_cache_dir()
+        .parent()
+        .map(|p| p.join("judge/cache.jsonl"))
+        .unwrap_or_else(|| PathBuf::from("judge-cache.jsonl"))
+}
+
+/// One judgment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Judgment {
+    /// P(relevant) in [0, 1].
+    pub p_relevant: f32,
+    /// The probability mass of the "yes" and "no" tokens together: how much the model's
+    /// answer was a yes/no at all.
+    pub yes_no_mass: f32,
+}
+
+/// What a batch of judgments cost.
+#[derive(Debug, Clone, Default)]
+pub struct JudgeStats {
+    pub requests: StepStats,
+    /// Pairs without a judgment, by reason.
+    pub failed: std::collections::BTreeMap<String, u64>,
+}
+
+/// An LLM judge; see the module documentation.
+pub struct LlmJudge {
+    generator: Box<dyn Generator>,
+    template: Template,
+    cache: Mutex<GenerationCache>,
+    max_passage_words: Option<usize>,
+    batch_size: usize,
+    name: String,
+}
+
+impl LlmJudge {
+    /// Loads the generator and opens the cache. A local model runs on the caller's rayon
+    /// pool: load and use the judge inside the same [`crate::threads::with_threads`].
+    pub fn load(config: &JudgeConfig) -> Result<Self> {
+        let template = Template::load_for(&config.template, Task::Judge)?;
+        let generator = config.generator.load()?;
+        Self::with_generator(generator, template, config)
+    }
+
+    /// A judge over an already loaded generator.
+    pub fn with_generator(
+        generator: Box<dyn Generator>,
+        template: Template,
+        config: &JudgeConfig,
+    ) -> Result<Self> {
+        let cache = GenerationCache::open(&config.cache)?;
+        Ok(LlmJudge {
+            name: format!("judge:{}", generator.name()),
+            generator,
+            template,
+            cache: Mutex::new(cache),
+            max_passage_words: config.max_passage_words,
+            batch_size: config.batch_size.max(1),
+        })
+    }
+
+    /// What determines the judgments: the generator and the template.
+    pub fn fingerprint_of(&self) -> String {
+        format!("{}|{}", self.generator.fingerprint(), self.template.id())
+    }
+
+    /// Judges each `(query, passage)` pair; one result per pair, in order.
+    pub fn judge(
+        &self,
+        pairs: &[(&str, &str)],
+        progress: &dyn Progress,
+    ) -> Result<(Vec<Option<Judgment>>, JudgeStats)> {
+        let fingerprint = self.generator.fingerprint();
+        let template_id = self.template.id();
+        let params = SamplingParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_tokens: 1,
+            stop: Vec::new(),
+            seed: 0,
+            logprobs: false,
+            top_logprobs: TOP_TOKENS,
+        };
+        let mut jobs = Vec::with_capacity(pairs.len());
+        for (i, (query, passage)) in pairs.iter().enumerate() {
+            let passage = match self.max_passage_words {
+                Some(max) => passage
+                    .split_whitespace()
+                    .take(max)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => passage.to_string(),
+            };
+            let messages = self
+                .template
+                .render("judge", &[("query", query), ("passage", &passage)])?;
+            jobs.push(Job::new(
+                &fingerprint,
+                &template_id,
+                "judge",
+                format!("judge-{i}"),
+                messages,
+                params.clone(),
+            ));
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| foil_core::Error::Invalid("the judge's cache lock is poisoned".into()))?;
+        let (failures, requests) = run_requests(
+            self.generator.as_ref(),
+            &mut cache,
+            &template_id,
+            "judge",
+            &jobs,
+            self.batch_size,
+            progress,
+        )?;
+        let mut stats = JudgeStats {
+            requests,
+            ..Default::default()
+        };
+        let judgments = jobs
+            .iter()
+            .map(|job| {
+                let outcome = match cache.get(&job.key) {
+                    Some(g) => read_judgment(g),
+                    None => Err(failures.get(&job.key).cloned().unwrap_or_else(|| {
+                        GenerateError::new("missing", "no answer and no recorded failure")
+                    })),
+                };
+                outcome
+                    .map_err(|e| *stats.failed.entry(e.reason).or_default() += 1)
+                    .ok()
+            })
+            .collect();
+        Ok((judgments, stats))
+    }
+}
+
+/// P(relevant) from an answer's top first tokens.
+pub fn read_judgment(g: &Generation) -> std::result::Result<Judgment, GenerateError> {
+    if g.top_logprobs.is_empty() {
+        return Err(GenerateError::new(
+            "no_logprobs",
+            "the generator returned no token probabilities (a server without top_logprobs?)",
+        ));
+    }
+    let (mut yes, mut no) = (0.0f64, 0.0f64);
+    for t in &g.top_logprobs {
+        let word: String = t
+            .token
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        let p = (t.logprob as f64).exp();
+        match word.as_str() {
+            "yes" => yes += p,
+            "no" => no += p,
+            _ => {}
+        }
+    }
+    if yes + no <= 0.0 {
+        return Err(GenerateError::new(
+            "no_yes_no",
+            "neither yes nor no among the most likely first tokens",
+        ));
+    }
+    Ok(Judgment {
+        p_relevant: (yes / (yes + no)) as f32,
+        yes_no_mass: (yes + no) as f32,
+    })
+}
+
+impl Reranker for LlmJudge {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn fingerprint(&self) -> String {
+        self.fingerprint_of()
+    }
+
+    /// P(relevant) per pair; a pair without a judgment is an error (a reranker must score
+    /// every pair).
+    fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
+        let (judgments, stats) = self.judge(pairs, &NoProgress)?;
+        judgments
+            .into_iter()
+            .map(|j| {
+                j.map(|j| j.p_relevant).ok_or_else(|| {
+                    foil_core::Error::Invalid(format!(
+                        "the judge {} could not judge every pair ({:?})",
+                        self.name, stats.failed
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// AUC of scores for positives against non-positives: the share of (positive, negative)
+/// pairs ranked right, ties counting half.
+pub fn auc(positives: &[f32], negatives: &[f32]) -> Option<f64> {
+    if positives.is_empty() || negatives.is_empty() {
+        return None;
+    }
+    let mut all: Vec<(f32, bool)> = positives
+        .iter()
+        .map(|&s| (s, true))
+        .chain(negatives.iter().map(|&s| (s, false)))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Rank sum of the positives with average ranks for ties.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let avg = (i + j + 1) as f64 / 2.0; // ranks i+1 ..= j
+        rank_sum += avg * all[i..j].iter().filter(|x| x.1).count() as f64;
+        i = j;
+    }
+    let (p, n) = (positives.len() as f64, negatives.len() as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use foil_core::{FinishReason, GenerationRequest, TokenLogprob};
+
+    fn top(tokens: &[(&str, f32)]) -> Generation {
+        let mut g = Generation::text("", FinishReason::Length, 10, 1);
+        g.top_logprobs = tokens
+            .iter()
+            .map(|(t, p)| TokenLogprob {
+                token: t.to_string(),
+                logprob: p.ln(),
+            })
+            .collect();
+        g
+    }
+
+    #[test]
+    fn yes_and_no_tokens_are_summed_in_every_spelling() {
+        let j = read_judgment(&top(&[
+            ("Yes", 0.5),
+            (" yes", 0.1),
+            ("No", 0.2),
+            ("Maybe", 0.1),
+        ]))
+        .unwrap();
+        assert!((j.p_relevant - 0.75).abs() < 1e-6, "{j:?}");
+        assert!((j.yes_no_mass - 0.8).abs() < 1e-6);
+        let j = read_judgment(&top(&[(" NO.", 0.9), ("yes!", 0.1)])).unwrap();
+        assert!((j.p_relevant - 0.1).abs() < 1e-6);
+        assert_eq!(
+            read_judgment(&top(&[("Maybe", 0.9)])).unwrap_err().reason,
+            "no_yes_no"
+        );
+        assert_eq!(
+            read_judgment(&Generation::text("yes", FinishReason::Stop, 1, 1))
+                .unwrap_err()
+                .reason,
+            "no_logprobs"
+        );
+    }
+
+    #[test]
+    fn auc_counts_ties_half() {
+        assert_eq!(auc(&[0.9, 0.8], &[0.1, 0.2]), Some(1.0));
+        assert_eq!(auc(&[0.1], &[0.9]), Some(0.0));
+        assert_eq!(auc(&[0.5], &[0.5]), Some(0.5));
+        assert_eq!(auc(&[0.5, 0.9], &[0.5, 0.1]), Some(0.875));
+        assert_eq!(auc(&[], &[0.5]), None);
+    }
+
+    /// Says yes when the passage shares a word with the query, through the top tokens.
+    struct WordJudge;
+
+    impl Generator for WordJudge {
+        fn name(&self) -> &str {
+            "word-judge"
+        }
+        fn fingerprint(&self) -> String {
+            "word-judge@1".into()
+        }
+        fn generate(
+            &self,
+            requests: &[GenerationRequest],
+        ) -> Vec<std::result::Result<Generation, GenerateError>> {
+            requests
+                .iter()
+                .map(|r| {
+                    let user = &r.messages.last().unwrap().content;
+                    let query = user.lines().next().unwrap().trim_start_matches("Query: ");
+                    let passage = user.lines().nth(1).unwrap().to_lowercase();
+                    let hit = query
+                        .split_whitespace()
+                        .any(|w| passage.contains(&w.to_lowercase()));
+                    assert_eq!(r.params.top_logprobs, TOP_TOKENS);
+                    Ok(top(if hit {
+                        &[("Yes", 0.9), ("No", 0.1)]
+                    } else {
+                        &[("No", 0.7), ("Yes", 0.1), ("Hmm", 0.2)]
+                    }))
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn pairs_are_judged_cached_and_reranked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = JudgeConfig::new(
+            GeneratorSpec::Local {
+                model: "unused".into(),
+                threads: None,
+                max_batch: 1,
+            },
+            dir.path().join("judge.jsonl"),
+        );
+        let template = Template::load_for("yes-no", Task::Judge).unwrap();
+        let judge =
+            LlmJudge::with_generator(Box::new(WordJudge), template.clone(), &config).unwrap();
+        let pairs = [
+            ("scurvy", "Scurvy comes from a lack of vitamin C."),
+            ("rickets", "Tea."),
+        ];
+        let (judgments, stats) = judge.judge(&pairs, &NoProgress).unwrap();
+        assert_eq!(stats.requests.generated, 2);
+        assert!((judgments[0].unwrap().p_relevant - 0.9).abs() < 1e-6);
+        assert!((judgments[1].unwrap().p_relevant - 0.125).abs() < 1e-6);
+        assert_eq!(judge.score(&pairs).unwrap().len(), 2);
+        drop(judge);
+        // A second judge finds every judgment in the cache.
+        let again = LlmJudge::with_generator(Box::new(WordJudge), template, &config).unwrap();
+        let (same, stats) = again.judge(&pairs, &NoProgress).unwrap();
+        assert_eq!((stats.requests.cached, stats.requests.generated), (2, 0));
+        assert_eq!(same, judgments);
+    }
+}
