@@ -1,6 +1,9 @@
 //! `foil inspect` end to end: the numbers of hand-written fixtures judged by their stored
 //! scores (`--judge provenance`) against hand computation, byte-identical reruns, readable
-//! errors, a mined demo file, and (when all-MiniLM-L6-v2 is installed) a bi-encoder judge.
+//! errors, a mined demo file, and (when all-MiniLM-L6-v2 is installed) a bi-encoder judge and
+//! the separability of BM25 negatives against templated fakes.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -130,6 +133,15 @@ fn provenance_numbers_match_hand_computation_and_reruns_are_identical() {
         .as_str()
         .unwrap()
         .starts_with("provenance"));
+
+    // Without a corpus and an encoder, separability is skipped, saying why.
+    assert_eq!(r["separability"]["measured"], false);
+    assert!(r["separability"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("no corpus"));
+    assert!(md.contains("## Separability from corpus passages\n\nSkipped: no corpus"));
+    assert_eq!(manifest["counts"]["separability.negatives"], 0);
 }
 
 #[test]
@@ -240,25 +252,11 @@ fn inspects_what_mine_writes() {
     }
 }
 
-fn minilm() -> Option<PathBuf> {
-    let root = std::env::var_os("FOIL_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/foil/models")))?;
-    let dir = root.join("all-MiniLM-L6-v2");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run scripts/fetch-models.sh first"
-    );
-    eprintln!("skipped: all-MiniLM-L6-v2 is not installed");
-    None
-}
-
 #[test]
 fn bi_encoder_judge_measures_diversity() {
-    let Some(model) = minilm() else { return };
+    let Some(model) = common::minilm() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o");
     inspect(
@@ -274,4 +272,174 @@ fn bi_encoder_judge_measures_diversity() {
     let cos = r["diversity"]["mean_pairwise_cosine"].as_f64().unwrap();
     assert!((-1.0..=1.0).contains(&cos));
     assert!(r["diversity"]["mean_log_det"].as_f64().unwrap() <= 1e-3);
+}
+
+/// Writes `foil generate negatives`'s layout (`negatives-corpus.jsonl` + `negatives.jsonl`
+/// with null scores) for the train pairs of `data`: one templated fake negative per query,
+/// every one opening with the same boilerplate.
+fn write_templated_negatives(data: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let queries: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(data.join("queries.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let q: Value = serde_json::from_str(l).unwrap();
+                (
+                    q["_id"].as_str().unwrap().into(),
+                    q["text"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+    let (mut corpus, mut negatives) = (String::new(), String::new());
+    let mut written = std::collections::HashSet::new();
+    let qrels = std::fs::read_to_string(data.join("qrels/train.tsv")).unwrap();
+    for line in qrels.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (qid, doc) = (cols[0], cols[1]);
+        let id = format!("gen-neg-{qid}-0");
+        if written.insert(id.clone()) {
+            let text = format!(
+                "As an AI language model, here is a passage that looks relevant. It talks about {} in general terms, but it does not answer the question.",
+                queries[qid]
+            );
+            corpus.push_str(&serde_json::json!({"_id": id, "title": "", "text": text}).to_string());
+            corpus.push('\n');
+        }
+        let record = serde_json::json!({
+            "query_id": qid, "positive_id": doc, "positive_score": null, "method": "llm",
+            "negatives": [{"doc_id": id, "score": null, "rank": 1}],
+        });
+        negatives.push_str(&record.to_string());
+        negatives.push('\n');
+    }
+    std::fs::write(dir.join("negatives-corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("negatives.jsonl"), negatives).unwrap();
+    dir.join("negatives.jsonl")
+}
+
+#[test]
+fn templated_negatives_are_more_separable_than_bm25_negatives() {
+    let Some(model) = common::minilm() else {
+        return;
+    };
+    let model = model.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let mined = tmp.path().join("mined");
+    foil(&[
+        "mine",
+        "--data",
+        d,
+        "--retriever",
+        "bm25",
+        "--num-negatives",
+        "1",
+        "--output",
+        mined.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let fakes = write_templated_negatives(&data, &tmp.path().join("generated"));
+    let judge = ["--data", d, "--judge-model", model, "--no-cache"];
+
+    let bm25_out = tmp.path().join("bm25");
+    inspect(&mined.join("negatives.jsonl"), &bm25_out, &judge);
+    let fake_out = tmp.path().join("fake");
+    let fake = inspect(&fakes, &fake_out, &judge);
+    let (bm25, fakes_report) = (report(&bm25_out), report(&fake_out));
+    let auc = |r: &Value| r["separability"]["auc"].as_f64().unwrap();
+    eprintln!(
+        "separability AUC: BM25 negatives {:.4}, templated fakes {:.4}",
+        auc(&bm25),
+        auc(&fakes_report)
+    );
+    assert!(auc(&fakes_report) > 0.95, "{}", auc(&fakes_report));
+    assert!(auc(&bm25) < 0.8, "{}", auc(&bm25));
+    assert!(auc(&bm25) < auc(&fakes_report));
+
+    for r in [&bm25, &fakes_report] {
+        let s = &r["separability"];
+        assert_eq!(s["measured"], true);
+        assert_eq!(s["folds"], 5);
+        assert_eq!(s["seed"], 42);
+        assert_eq!(s["encoder"], "all-MiniLM-L6-v2");
+        assert_eq!(s["negatives"], s["corpus_passages"]);
+        assert!(s["negatives"].as_u64().unwrap() >= 30, "{s}");
+    }
+    // The generated negatives' texts came from negatives-corpus.jsonl beside the file.
+    assert_eq!(fakes_report["counts"]["negatives"], 37);
+    assert_eq!(bm25["separability"]["warning"], false);
+    assert_eq!(fakes_report["separability"]["warning"], true);
+    let md = std::fs::read_to_string(fake_out.join("report.md")).unwrap();
+    assert!(
+        md.contains("**Warning:** separability AUC 1.0000 ≥ 0.8"),
+        "{md}"
+    );
+    assert!(md.contains("easy to tell apart"), "{md}");
+    assert!(String::from_utf8_lossy(&fake.stderr).contains("easy to tell apart"));
+    assert!(String::from_utf8_lossy(&fake.stdout).contains("separability AUC 1.0000"));
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(fake_out.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["counts"]["separability.negatives"], 35);
+    assert_eq!(manifest["seed"], 42);
+    assert_eq!(
+        manifest["config"]["separability_encoder"],
+        "all-MiniLM-L6-v2"
+    );
+    let inputs: Vec<&str> = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        inputs.iter().any(|p| p.ends_with("negatives-corpus.jsonl")),
+        "{inputs:?}"
+    );
+
+    // The same inputs and seed give the same bytes, whatever the threads; another seed other
+    // folds and samples.
+    let again = tmp.path().join("again");
+    let mut one_thread = judge.to_vec();
+    one_thread.extend(["--threads", "1"]);
+    inspect(&mined.join("negatives.jsonl"), &again, &one_thread);
+    for name in ["report.json", "report.md"] {
+        assert_eq!(
+            std::fs::read(bm25_out.join(name)).unwrap(),
+            std::fs::read(again.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    // The text format of the same negatives measures the same; a provenance judge with
+    // --separability-model too.
+    let ntuple = tmp.path().join("ntuple");
+    inspect(&mined.join("n-tuple.jsonl"), &ntuple, &judge);
+    let provenance = tmp.path().join("provenance");
+    inspect(
+        &mined.join("negatives.jsonl"),
+        &provenance,
+        &[
+            "--data",
+            d,
+            "--judge",
+            "provenance",
+            "--separability-model",
+            model,
+            "--no-cache",
+        ],
+    );
+    for out in [&ntuple, &provenance] {
+        assert_eq!(
+            report(out)["separability"]["auc"],
+            bm25["separability"]["auc"]
+        );
+    }
+    let seeded = tmp.path().join("seeded");
+    let mut other_seed = judge.to_vec();
+    other_seed.extend(["--seed", "7"]);
+    inspect(&mined.join("negatives.jsonl"), &seeded, &other_seed);
+    assert_eq!(report(&seeded)["separability"]["seed"], 7);
 }

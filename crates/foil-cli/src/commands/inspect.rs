@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use foil::encoders::EncoderSpec;
 use foil::inspect::read::TrainingFormat;
+use foil::inspect::separability::{self, SeparabilityConfig};
 use foil::inspect::{InspectConfig, Judge, DEFAULT_DELTAS, DEFAULT_RIDGE};
 use foil_candle::EncoderOptions;
 
@@ -52,9 +53,24 @@ pub struct InspectArgs {
     #[arg(long, value_enum, conflicts_with_all = ["judge_model", "cross_encoder"])]
     judge: Option<JudgeArg>,
     /// The BEIR folder a negatives.jsonl was mined from (its corpus.jsonl and queries.jsonl
-    /// give the texts a model judge needs).
+    /// give the texts a model judge needs); its corpus is also what the negatives'
+    /// separability is measured against.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The bi-encoder that embeds negatives and corpus passages for separability (default:
+    /// the --judge-model; without either, separability is skipped).
+    #[arg(long, value_name = "NAME_OR_DIR")]
+    separability_model: Option<PathBuf>,
+    /// Warn when the separability AUC (negatives vs corpus passages) is at least this.
+    #[arg(long, default_value_t = separability::DEFAULT_WARN)]
+    separability_warn: f64,
+    /// Separability uses at most this many distinct negatives (a seeded sample), and as many
+    /// corpus passages.
+    #[arg(long, default_value_t = separability::DEFAULT_MAX_PASSAGES)]
+    separability_max: usize,
+    /// Seed of the separability samples and folds.
+    #[arg(long, default_value_t = separability::DEFAULT_SEED)]
+    seed: u64,
     /// Output folder.
     #[arg(long)]
     output: PathBuf,
@@ -87,18 +103,19 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let bi_encoder = |model: &PathBuf| EncoderSpec::Local {
+        model: model.clone(),
+        options: EncoderOptions {
+            batch_size: Some(args.batch_size),
+            max_length: args.max_length,
+            device: Some(args.device.clone()),
+            ..EncoderOptions::default()
+        },
+    };
     let judge = match (&args.judge, &args.judge_model, &args.cross_encoder) {
         (Some(JudgeArg::Provenance), _, _) => Judge::Provenance,
         (None, Some(model), _) => Judge::BiEncoder {
-            encoder: EncoderSpec::Local {
-                model: model.clone(),
-                options: EncoderOptions {
-                    batch_size: Some(args.batch_size),
-                    max_length: args.max_length,
-                    device: Some(args.device.clone()),
-                    ..EncoderOptions::default()
-                },
-            },
+            encoder: bi_encoder(model),
         },
         (None, None, Some(model)) => Judge::CrossEncoder {
             model: model.clone(),
@@ -112,6 +129,22 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     if args.bins == 0 {
         anyhow::bail!("--bins must be at least 1");
     }
+    if args.separability_max == 0 {
+        anyhow::bail!("--separability-max must be at least 1");
+    }
+    if !args.separability_warn.is_finite() {
+        anyhow::bail!(
+            "--separability-warn must be a number, got {}",
+            args.separability_warn
+        );
+    }
+    let separability = SeparabilityConfig {
+        model: args.separability_model.as_ref().map(bi_encoder),
+        max_passages: args.separability_max,
+        seed: args.seed,
+        warn: args.separability_warn,
+        ..SeparabilityConfig::default()
+    };
     let format = match args.format {
         FormatArg::Auto => None,
         FormatArg::Negatives => Some(TrainingFormat::Negatives),
@@ -131,6 +164,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         bins: args.bins,
         deltas: DEFAULT_DELTAS.to_vec(),
         ridge: DEFAULT_RIDGE,
+        separability,
         cache: args.cache.dir(),
         threads: args.threads,
         skip_invalid: args.skip_invalid,

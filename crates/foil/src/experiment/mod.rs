@@ -236,6 +236,8 @@ pub fn run(
                     bins: 40,
                     deltas: vec![0.0, 0.01, 0.05, 0.1],
                     ridge: 1e-4,
+                    // No corpus is given (`data: None`): separability is reported as skipped.
+                    separability: Default::default(),
                     cache: cache.clone(),
                     threads: config.threads,
                     skip_invalid: false,

@@ -3,14 +3,16 @@
 //! (`provenance`), a bi-encoder (cosine of unit embeddings) or a cross-encoder — and the
 //! report measures hardness (score distributions, margins), safety (negatives scoring at or
 //! near their positive: likely false negatives), separation (ROC, AUC), diversity (pairwise
-//! cosine, Gram log-determinant; bi-encoder judges only) and a reconstructed ECI
-//! ([`stats::eci`]).
+//! cosine, Gram log-determinant; bi-encoder judges only), a reconstructed ECI
+//! ([`stats::eci`]) and how easily a linear probe tells the negatives apart from real corpus
+//! passages ([`separability`]: LLM-written negatives that give themselves away by their style).
 //!
 //! Outputs: `report.json`, `report.md`, `scores.{svg,png}`, `margins.{svg,png}`,
 //! `roc.{svg,png}` and `manifest.json`. The definitions are in [`stats`] and `docs/inspect.md`.
 
 pub mod read;
 pub mod report;
+pub mod separability;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +24,8 @@ use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
 use foil_core::fsutil::{sha256_file, write_atomic};
 use foil_core::manifest::Manifest;
 use foil_core::{
-    Document, Embeddings, Error, InputPolicy, Progress, Query, Reranker, Result, SkipReason,
-    SkipReport, TextKind,
+    Document, Embeddings, Encoder, Error, InputPolicy, Progress, Query, Reranker, Result,
+    SkipReason, SkipReport, TextKind,
 };
 use foil_dense::normalize_rows;
 use serde::Serialize;
@@ -33,6 +35,7 @@ use crate::encoders::{resolve_model, EncoderSpec};
 use crate::threads::with_threads;
 use read::{read_training_file, Example, TrainingFormat};
 use report::Report;
+use separability::{JudgeVectors, SeparabilityConfig};
 
 /// What scores the examples.
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +63,8 @@ pub struct InspectConfig {
     pub format: Option<TrainingFormat>,
     pub judge: Judge,
     /// The BEIR folder whose `corpus.jsonl` and `queries.jsonl` give the texts of a
-    /// `negatives.jsonl` (needed with a model judge).
+    /// `negatives.jsonl` (needed with a model judge), and whose corpus the negatives are
+    /// compared with for separability.
     pub data: Option<PathBuf>,
     pub output: PathBuf,
     /// Inspect only the examples of the first N distinct queries of the file.
@@ -71,6 +75,8 @@ pub struct InspectConfig {
     pub deltas: Vec<f64>,
     /// The ε of ln det(G + εI).
     pub ridge: f64,
+    /// How separable the negatives are from corpus passages.
+    pub separability: SeparabilityConfig,
     pub cache: Option<PathBuf>,
     pub threads: Option<usize>,
     pub skip_invalid: bool,
@@ -89,11 +95,13 @@ pub struct InspectSummary {
     pub seconds: f64,
 }
 
-/// The judge's scores of the kept examples, and (bi-encoder) the negatives' unit embeddings.
+/// The judge's scores of the kept examples, and (bi-encoder) the negatives' unit embeddings
+/// and the encoder.
 struct Scores {
     positives: Vec<Vec<f64>>,
     negatives: Vec<Vec<f64>>,
     negative_vectors: Option<(Embeddings, Vec<Vec<usize>>)>,
+    encoder: Option<Box<dyn Encoder>>,
     name: String,
     fingerprint: String,
 }
@@ -124,7 +132,9 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     }
     let mut examples = file.examples;
     let mut data_inputs = Vec::new();
-    if needs_text && file.format == TrainingFormat::Negatives {
+    // Separability needs the texts too, when it has an encoder and a corpus.
+    let separability_text = config.separability.model.is_some() && config.data.is_some();
+    if (needs_text || separability_text) && file.format == TrainingFormat::Negatives {
         let data = config.data.as_ref().ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: negatives.jsonl holds ids only; give the BEIR folder it was mined from (--data) to judge it with a model",
@@ -157,6 +167,12 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
             None => kept.push(e),
         }
     }
+    if kept.is_empty() && skipped_examples.contains_key("no_stored_score") {
+        return Err(Error::Invalid(format!(
+            "{}: no example carries stored scores (generated negatives have none); judge them with --judge-model or --cross-encoder",
+            config.input.display()
+        )));
+    }
     if kept.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no example with a positive and a negative to inspect",
@@ -165,6 +181,29 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     }
 
     let scores = with_threads(config.threads, || judge(config, &kept, progress))??;
+    let judge_vectors = match (&scores.encoder, &scores.negative_vectors) {
+        (Some(encoder), Some((embeddings, rows))) => Some(JudgeVectors {
+            encoder: encoder.as_ref(),
+            embeddings,
+            rows,
+        }),
+        _ => None,
+    };
+    // The corpus's skips are counted once: here unless resolving texts read it already.
+    let count_corpus_skips = data_inputs.is_empty();
+    let separability = with_threads(config.threads, || {
+        separability::measure(
+            &config.separability,
+            config.data.as_deref(),
+            &kept,
+            judge_vectors,
+            config.cache.as_deref(),
+            policy,
+            &mut skips,
+            count_corpus_skips,
+            progress,
+        )
+    })??;
     let input_sha256 = sha256_file(&config.input)?;
     let report = Report::build(
         config,
@@ -178,6 +217,7 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
         &scores.fingerprint,
         &skipped_examples,
         &skips,
+        separability.report,
     );
 
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
@@ -196,12 +236,23 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
             "judge_fingerprint".into(),
             serde_json::json!(scores.fingerprint),
         );
+        if let Some(f) = &separability.fingerprint {
+            o.insert(
+                "separability_encoder".into(),
+                serde_json::json!(report.separability.encoder),
+            );
+            o.insert("separability_fingerprint".into(), serde_json::json!(f));
+        }
     }
     let mut manifest = Manifest::new("inspect", settings);
     manifest.add_input(&config.input)?;
     for path in &data_inputs {
         manifest.add_input(path)?;
     }
+    if let Some(corpus) = separability.corpus.filter(|c| !data_inputs.contains(c)) {
+        manifest.add_input(&corpus)?;
+    }
+    manifest.seed = Some(config.separability.seed);
     manifest.outputs = outputs;
     manifest.set_skips(&skips);
     let c = &report.counts;
@@ -212,6 +263,14 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
         ("positives", c.positives as u64),
         ("negatives", c.negatives as u64),
         ("truncated_by_max_queries", file.truncated as u64),
+        (
+            "separability.negatives",
+            report.separability.negatives as u64,
+        ),
+        (
+            "separability.corpus_passages",
+            report.separability.corpus_passages as u64,
+        ),
     ] {
         manifest.counts.insert(name.into(), value);
     }
@@ -229,9 +288,14 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     })
 }
 
+/// The file `foil generate negatives` writes its passages to, next to its `negatives.jsonl`.
+pub const GENERATED_CORPUS: &str = "negatives-corpus.jsonl";
+
 /// Fills in the texts of a `negatives.jsonl`'s ids from the BEIR folder `data` (passages as
-/// `title + " " + text`, as mined); returns the files read. An unknown id is an error naming
-/// the training file's line, or under `--skip-invalid` drops the example (counted).
+/// `title + " " + text`, as mined) and, for negatives written by `foil generate negatives`,
+/// from the [`GENERATED_CORPUS`] next to the file; returns the files read. An unknown id is an
+/// error naming the training file's line, or under `--skip-invalid` drops the example
+/// (counted).
 fn resolve_texts(
     config: &InspectConfig,
     data: &std::path::Path,
@@ -242,13 +306,29 @@ fn resolve_texts(
     let paths = BeirPaths::new(data);
     let queries: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
     let mut reader = CorpusReader::open(&paths.corpus, policy)?;
-    let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
+    let mut docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
     skips.merge(reader.into_skips());
+    let mut read = vec![paths.queries.clone(), paths.corpus.clone()];
+    let generated = config
+        .input
+        .parent()
+        .map(|dir| dir.join(GENERATED_CORPUS))
+        .filter(|p| p.is_file() && *p != paths.corpus);
+    if let Some(path) = generated {
+        let mut reader = CorpusReader::open(&path, policy)?;
+        docs.extend(reader.by_ref().collect::<Result<Vec<_>>>()?);
+        skips.merge(reader.into_skips());
+        read.push(path);
+    }
     let query_text: HashMap<&str, &str> = queries
         .iter()
         .map(|q| (q.id.as_str(), q.text.as_str()))
         .collect();
-    let doc_text: HashMap<&str, &Document> = docs.iter().map(|d| (d.id.as_str(), d)).collect();
+    // The BEIR corpus first: a generated passage never shadows a corpus id.
+    let mut doc_text: HashMap<&str, &Document> = HashMap::with_capacity(docs.len());
+    for d in &docs {
+        doc_text.entry(d.id.as_str()).or_insert(d);
+    }
     let mut out = Vec::with_capacity(examples.len());
     'examples: for mut e in examples.drain(..) {
         let qid = e.query.id.clone().unwrap_or_default();
@@ -280,9 +360,14 @@ fn resolve_texts(
                         e.line,
                         SkipReason::UnknownDocument,
                         format!(
-                            "document id {} is not in {}",
+                            "document id {} is not in {}{}",
                             foil_core::skip::quote(&id),
-                            paths.corpus.display()
+                            paths.corpus.display(),
+                            if read.len() > 2 {
+                                format!(" or {}", read[2].display())
+                            } else {
+                                String::new()
+                            }
                         ),
                     )?;
                     continue 'examples;
@@ -292,7 +377,7 @@ fn resolve_texts(
         out.push(e);
     }
     *examples = out;
-    Ok(vec![paths.queries, paths.corpus])
+    Ok(read)
 }
 
 /// Unique texts in order of first appearance, and each text's index.
@@ -325,6 +410,7 @@ fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) 
             positives: examples.iter().map(|e| stored(&e.positives)).collect(),
             negatives: examples.iter().map(|e| stored(&e.negatives)).collect(),
             negative_vectors: None,
+            encoder: None,
             name: "provenance".into(),
             fingerprint: "provenance: the scores stored in the training file".into(),
         }),
@@ -370,6 +456,7 @@ fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) 
                 name: encoder.name().to_string(),
                 fingerprint: encoder.fingerprint(),
                 negative_vectors: Some((p, rows)),
+                encoder: Some(encoder),
             })
         }
         Judge::CrossEncoder {
@@ -420,6 +507,7 @@ fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) 
                 positives: examples.iter().map(|e| score(e, &e.positives)).collect(),
                 negatives: examples.iter().map(|e| score(e, &e.negatives)).collect(),
                 negative_vectors: None,
+                encoder: None,
                 name: ce.name().to_string(),
                 fingerprint: ce.fingerprint(),
             })

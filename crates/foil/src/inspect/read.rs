@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 pub enum TrainingFormat {
     /// foil's `negatives.jsonl`: `{query_id, positive_id, positive_score, method,
     /// negatives: [{doc_id, score, rank}]}`; texts come from the BEIR folder (`--data`).
+    /// Scores are `null` where nothing ranked the passages (`foil generate negatives`).
     Negatives,
     Triplet,
     NTuple,
@@ -139,6 +140,14 @@ fn number(v: &Value, what: &str) -> Result<f32, Bad> {
     })
 }
 
+/// A score that may be `null` (nothing scored the passage).
+fn score_or_null(v: &Value, what: &str) -> Result<Option<f32>, Bad> {
+    match v {
+        Value::Null => Ok(None),
+        v => number(v, what).map(Some),
+    }
+}
+
 fn strings(r: &Map<String, Value>, key: &str) -> Result<Vec<String>, Bad> {
     let bad = |v: &Value| {
         (
@@ -249,7 +258,7 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
                         Ok(Item {
                             id: Some(id(doc, "\"doc_id\"")?),
                             text: None,
-                            score: Some(number(score, "\"score\"")?),
+                            score: score_or_null(score, "\"score\"")?,
                         })
                     })
                     .collect::<Result<Vec<_>, Bad>>()?,
@@ -271,7 +280,7 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
                 vec![Item {
                     id: Some(id(field(r, "positive_id")?, "\"positive_id\"")?),
                     text: None,
-                    score: Some(number(field(r, "positive_score")?, "\"positive_score\"")?),
+                    score: score_or_null(field(r, "positive_score")?, "\"positive_score\"")?,
                 }],
                 negatives,
             )
@@ -532,6 +541,16 @@ mod tests {
         assert_eq!(t.examples[0].negatives[0].score, Some(0.5));
         let (t, _) = read(cases[5].0, InputPolicy::default()).unwrap();
         assert_eq!(t.examples[0].positives[0].text.as_deref(), Some("T p"));
+        // `foil generate negatives` writes null scores: nothing ranked its passages.
+        let generated = r#"{"query_id":"q","positive_id":"d","positive_score":null,"method":"llm","negatives":[{"doc_id":"gen-neg-q-0","score":null,"rank":1}]}"#;
+        let (t, _) = read(generated, InputPolicy::default()).unwrap();
+        assert_eq!(t.format, TrainingFormat::Negatives);
+        assert_eq!(t.examples[0].positives[0].score, None);
+        assert_eq!(t.examples[0].negatives[0].score, None);
+        assert_eq!(
+            t.examples[0].negatives[0].id.as_deref(),
+            Some("gen-neg-q-0")
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use foil_plot::{Chart, Color, Series};
 use serde::Serialize;
 
 use super::read::{Example, TrainingFormat};
+use super::separability::Separability;
 use super::stats::{
     auc, eci, hardness, histogram, log_det_gram, mean_pairwise_cosine, range, roc, summarize, thin,
     Histogram, Summary,
@@ -165,6 +166,8 @@ pub struct Report {
     pub separation: Separation,
     pub diversity: Diversity,
     pub eci: Eci,
+    /// How easily the negatives are told apart from real corpus passages.
+    pub separability: Separability,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -182,7 +185,8 @@ fn opt_mean(v: &[f64]) -> Option<f64> {
 impl Report {
     /// Computes the report from the judge's scores of `examples` (`positives[e]` and
     /// `negatives[e]` in the order of the example's items) and, for a bi-encoder, the
-    /// negatives' unit embeddings (`rows[e]`: the embedding row of each negative).
+    /// negatives' unit embeddings (`rows[e]`: the embedding row of each negative), with the
+    /// separability measured apart.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         config: &InspectConfig,
@@ -196,6 +200,7 @@ impl Report {
         judge_fingerprint: &str,
         skipped_examples: &BTreeMap<String, u64>,
         skips: &SkipReport,
+        separability: Separability,
     ) -> Report {
         let pos_all: Vec<f64> = positives.iter().flatten().copied().collect();
         let neg_all: Vec<f64> = negatives.iter().flatten().copied().collect();
@@ -344,6 +349,7 @@ impl Report {
                 h,
                 s,
             },
+            separability,
         }
     }
 
@@ -368,7 +374,7 @@ impl Report {
 
     /// The one-line summary the CLI prints.
     pub fn summary_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "AUC {}, at/above positive {:.2}% (safety S {:.4}), hardness H {:.4}, mean margin {:.4}, ECI {:.4} (reconstruction), K {:.2}",
             fmt(self.separation.auc, 4),
             100.0 * self.safety.at_or_above_positive,
@@ -377,7 +383,39 @@ impl Report {
             self.safety.mean_margin,
             self.eci.value,
             self.counts.negatives_per_example,
-        )
+        );
+        if self.separability.measured {
+            line.push_str(&format!(
+                ", separability AUC {}",
+                fmt(self.separability.auc, 4)
+            ));
+        }
+        line
+    }
+
+    /// The separability section of `report.md`: one line with the reading (or why it was
+    /// not measured), and a warning line when the AUC reaches the threshold.
+    fn separability_markdown(&self) -> String {
+        let p = &self.separability;
+        let Some(a) = p.auc.filter(|_| p.measured) else {
+            return format!("{}.\n", capitalize(&p.note));
+        };
+        let mut md = format!(
+            "Separability AUC {a:.4} ({} negatives vs {} corpus passages, {}-fold cross-validated logistic regression on {} embeddings, seed {}): {}.\n",
+            p.negatives,
+            p.corpus_passages,
+            p.folds,
+            p.encoder.as_deref().unwrap_or("?"),
+            p.seed,
+            p.reading
+        );
+        if p.warning {
+            md.push_str(&format!(
+                "\n**Warning:** separability AUC {a:.4} ≥ {}: a retriever trained on these negatives can learn to reject them by their style rather than their relevance.\n",
+                p.warn_threshold
+            ));
+        }
+        md
     }
 
     fn scores_chart(&self) -> Chart {
@@ -507,6 +545,10 @@ impl Report {
                 format!("{:.4}", self.safety.mean_margin),
             ),
             ("ECI (reconstruction)", format!("{:.4}", self.eci.value)),
+            (
+                "separability AUC (negatives vs corpus passages)",
+                fmt(self.separability.auc, 4),
+            ),
         ] {
             md.push_str(&format!("| {name} | {value} |\n"));
         }
@@ -560,6 +602,9 @@ impl Report {
         } else {
             md.push_str(&format!("{}.\n", capitalize(&d.note)));
         }
+
+        md.push_str("\n## Separability from corpus passages\n\n");
+        md.push_str(&self.separability_markdown());
 
         md.push_str(&format!(
             "\n## ECI (reconstruction)\n\nECI = ln(1 + K) · 2HS / (H + S) = ln(1 + {:.4}) · 2 · {:.4} · {:.4} / ({:.4} + {:.4}) = {:.4}.\n",
