@@ -530,7 +530,7 @@ mod tests {
             ("patients enrolled 20150312 follow up", "identifier"),
             ("see https://example.org for details", "URL"),
             ("statins doi 10.1000/182 outcome", "DOI"),
-            ("cells cells and more cells in cells tissue", "third"),
+            ("cells and more cells in cells of tissue", "third"),
             ("Aspirin lowers risk. It also thins blood", "sentence"),
         ];
         for (q, why) in not {
