@@ -95,3 +95,76 @@ fn an_experiment_reports_every_pipeline_and_reruns_only_what_changed() {
     let changed = run(1);
     assert_eq!(steps(&changed), (4, 6));
 }
+
+/// The zero-label path with every default: only `data` and `[queries] generate = true` are
+/// set, so the default LLM (installed by scripts/fetch-models.sh all) writes the training
+/// queries, and every default method, filter, training and evaluation setting runs.
+#[test]
+fn the_zero_label_path_runs_to_its_report_with_every_default() {
+    let Some(_) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    // A small corpus: the passages the first test queries judge, and their qrels.
+    let demo = tmp.path().join("data");
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(small.join("qrels")).unwrap();
+    let qrels = std::fs::read_to_string(demo.join("qrels/test.tsv")).unwrap();
+    let judged: Vec<&str> = qrels
+        .lines()
+        .filter(|l| !l.starts_with("query-id"))
+        .take(10)
+        .collect();
+    let docs: std::collections::HashSet<&str> = judged
+        .iter()
+        .map(|l| l.split('\t').nth(1).unwrap())
+        .collect();
+    let corpus: Vec<String> = std::fs::read_to_string(demo.join("corpus.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            docs.contains(v["_id"].as_str().unwrap())
+        })
+        .map(String::from)
+        .collect();
+    assert!(corpus.len() >= 6, "{} passages", corpus.len());
+    std::fs::write(small.join("corpus.jsonl"), corpus.join("\n") + "\n").unwrap();
+    std::fs::copy(demo.join("queries.jsonl"), small.join("queries.jsonl")).unwrap();
+    std::fs::write(
+        small.join("qrels/test.tsv"),
+        format!("query-id\tcorpus-id\tscore\n{}\n", judged.join("\n")),
+    )
+    .unwrap();
+    let exp = tmp.path().join("exp.toml");
+    std::fs::write(&exp, "data = \"small\"\n\n[queries]\ngenerate = true\n").unwrap();
+    let out = tmp.path().join("out");
+    foil(&[
+        "experiment",
+        "--config",
+        exp.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let queries = std::fs::read_to_string(out.join("queries/queries.jsonl")).unwrap();
+    assert!(!queries.trim().is_empty(), "no query survived the filters");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let names: Vec<&str> = json["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pipeline"].as_str().unwrap())
+        .collect();
+    let defaults = foil::experiment::ExperimentConfig::read(&exp).unwrap();
+    assert_eq!(
+        names.len(),
+        2 + defaults.negatives.methods.len(),
+        "{names:?}"
+    );
+    for p in json["pipelines"].as_array().unwrap() {
+        let ndcg = p["ndcg@10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ndcg), "{p}");
+    }
+    assert!(out.join("report.md").is_file() && out.join("ndcg.png").is_file());
+}

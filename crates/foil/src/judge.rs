@@ -291,6 +291,234 @@ pub fn auc(positives: &[f32], negatives: &[f32]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
 }
 
+/// Configuration of `foil judge`: judge the top of a run (and the judged positives) for the
+/// queries of a split, and measure the judge against the qrels.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeRunConfig {
+    /// BEIR folder (corpus, queries, qrels).
+    pub data: PathBuf,
+    pub split: String,
+    /// The run whose top `top_k` documents per query are judged.
+    pub run: Option<PathBuf>,
+    pub top_k: usize,
+    /// Also judge every positive of the qrels (whether the run found it or not).
+    pub with_positives: bool,
+    /// Only this many queries of the split, drawn with `seed` (kept in id order).
+    pub sample: Option<usize>,
+    pub seed: u64,
+    pub judge: JudgeConfig,
+    /// Output folder: `judgments.jsonl`, `run.trec`, `manifest.json`.
+    pub output: PathBuf,
+    pub threads: Option<usize>,
+}
+
+/// What `foil judge` did.
+#[derive(Debug, Clone)]
+pub struct JudgeRunSummary {
+    pub queries: usize,
+    pub pairs: usize,
+    pub judged: usize,
+    pub stats: JudgeStats,
+    /// AUC of P(relevant) for judged positives against the run's other documents.
+    pub auc: Option<f64>,
+    /// Positives and non-positives judged.
+    pub positives: usize,
+    pub non_positives: usize,
+    /// Share of non-positives the judge called relevant (P ≥ 0.5).
+    pub non_positives_relevant: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Runs `foil judge`.
+pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunSummary> {
+    use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
+    use foil_core::{Document, InputPolicy, Qrels, Query, Run, SkipReport};
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::io::Write;
+
+    let started = std::time::Instant::now();
+    let _lock = foil_core::lock::Lock::output(&config.output)?;
+    if config.run.is_none() && !config.with_positives {
+        return Err(foil_core::Error::Invalid(
+            "nothing to judge: give a run, or judge the positives".into(),
+        ));
+    }
+    let policy = InputPolicy::default();
+    let mut skips = SkipReport::default();
+    let paths = BeirPaths::new(&config.data);
+    let qrels_path = paths.qrels(&config.split);
+    let qrels = Qrels::read(&qrels_path, policy, &mut skips)?;
+    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
+    let query_text: HashMap<&str, &str> = queries
+        .iter()
+        .map(|q| (q.id.as_str(), q.text.as_str()))
+        .collect();
+    let docs: Vec<Document> = CorpusReader::open(&paths.corpus, policy)?.collect::<Result<_>>()?;
+    let full: HashMap<&str, String> = docs
+        .iter()
+        .map(|d| (d.id.as_str(), d.full_text()))
+        .collect();
+    let run = match &config.run {
+        Some(path) => Some(Run::read(path, policy, &mut skips)?),
+        None => None,
+    };
+
+    // The queries: those judged in the split, in id order, optionally a seeded sample.
+    let mut ids: Vec<&str> = qrels
+        .query_ids()
+        .filter(|q| query_text.contains_key(q))
+        .collect();
+    ids.sort_unstable();
+    if let Some(n) = config.sample {
+        let chosen = crate::generate::queries::select(
+            ids.len(),
+            crate::generate::queries::Selection::Sample(n),
+            config.seed,
+        );
+        ids = chosen.into_iter().map(|i| ids[i]).collect();
+    }
+
+    // The pairs: (query, document, rank in the run).
+    struct Pair<'a> {
+        query: &'a str,
+        doc: String,
+        rank: Option<usize>,
+        relevance: i32,
+    }
+    let mut pairs: Vec<Pair> = Vec::new();
+    for &q in &ids {
+        let mut seen = HashSet::new();
+        let judged = qrels.get(q);
+        let grade = |d: &str| judged.and_then(|j| j.get(d)).copied().unwrap_or(0);
+        if let Some(run) = &run {
+            for (r, doc) in run
+                .get(q)
+                .unwrap_or(&[])
+                .iter()
+                .take(config.top_k)
+                .enumerate()
+            {
+                if full.contains_key(doc.doc_id.as_str()) && seen.insert(doc.doc_id.clone()) {
+                    pairs.push(Pair {
+                        query: q,
+                        doc: doc.doc_id.clone(),
+                        rank: Some(r + 1),
+                        relevance: grade(&doc.doc_id),
+                    });
+                }
+            }
+        }
+        if config.with_positives {
+            let mut positives: Vec<(&String, &i32)> = judged
+                .map(|j| j.iter().filter(|(_, g)| **g > 0).collect())
+                .unwrap_or_default();
+            positives.sort();
+            for (d, g) in positives {
+                if full.contains_key(d.as_str()) && seen.insert(d.clone()) {
+                    pairs.push(Pair {
+                        query: q,
+                        doc: d.clone(),
+                        rank: None,
+                        relevance: *g,
+                    });
+                }
+            }
+        }
+    }
+    let texts: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|p| (query_text[p.query], full[p.doc.as_str()].as_str()))
+        .collect();
+    let (judgments, stats) = crate::threads::with_threads(config.threads, || {
+        let judge = LlmJudge::load(&config.judge)?;
+        judge.judge(&texts, progress)
+    })??;
+
+    // judgments.jsonl, and the judged documents as a run ranked by P(relevant).
+    let out = config.output.join("judgments.jsonl");
+    let mut file = foil_core::fsutil::AtomicFile::create(&out)?;
+    let mut reranked: BTreeMap<&str, Vec<foil_core::trec::ScoredDoc>> = BTreeMap::new();
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for (p, j) in pairs.iter().zip(&judgments) {
+        let line = serde_json::json!({
+            "query_id": p.query,
+            "doc_id": p.doc,
+            "rank": p.rank,
+            "relevance": p.relevance,
+            "p_relevant": j.map(|j| j.p_relevant),
+            "yes_no_mass": j.map(|j| j.yes_no_mass),
+        });
+        writeln!(file.writer(), "{line}").map_err(|e| foil_core::Error::io(&out, e))?;
+        if let Some(j) = j {
+            if p.relevance > 0 {
+                pos.push(j.p_relevant)
+            } else {
+                neg.push(j.p_relevant)
+            }
+            reranked
+                .entry(p.query)
+                .or_default()
+                .push(foil_core::trec::ScoredDoc::new(
+                    p.doc.clone(),
+                    j.p_relevant as f64,
+                ));
+        }
+    }
+    file.commit()?;
+    let mut trec = Run::default();
+    for (q, docs) in reranked {
+        trec.insert(q, docs);
+    }
+    let run_path = config.output.join("run.trec");
+    trec.write(&run_path, "foil-judge")?;
+
+    let auc = auc(&pos, &neg);
+    let judged = pos.len() + neg.len();
+    let non_positives_relevant = (!neg.is_empty())
+        .then(|| neg.iter().filter(|&&p| p >= 0.5).count() as f64 / neg.len() as f64);
+    let seconds = started.elapsed().as_secs_f64();
+    let mut manifest = foil_core::manifest::Manifest::new(
+        "judge",
+        serde_json::to_value(config).unwrap_or_default(),
+    );
+    manifest.add_input(&paths.corpus)?;
+    manifest.add_input(&paths.queries)?;
+    manifest.add_input(&qrels_path)?;
+    if let Some(path) = &config.run {
+        manifest.add_input(path)?;
+    }
+    manifest.outputs = vec!["judgments.jsonl".into(), "run.trec".into()];
+    manifest.seed = Some(config.seed);
+    manifest.set_skips(&skips);
+    let c = &mut manifest.counts;
+    c.insert("queries".into(), ids.len() as u64);
+    c.insert("pairs".into(), pairs.len() as u64);
+    c.insert("judged".into(), judged as u64);
+    c.insert("positives".into(), pos.len() as u64);
+    c.insert("non_positives".into(), neg.len() as u64);
+    c.insert("cache.hits".into(), stats.requests.cached as u64);
+    c.insert("cache.generated".into(), stats.requests.generated as u64);
+    for (reason, n) in &stats.failed {
+        c.insert(format!("failed.{reason}"), *n);
+    }
+    manifest.timings.insert("seconds".into(), seconds);
+    if let Some(a) = auc {
+        manifest.config["auc"] = serde_json::json!(a);
+    }
+    manifest.write(&config.output.join("manifest.json"))?;
+    Ok(JudgeRunSummary {
+        queries: ids.len(),
+        pairs: pairs.len(),
+        judged,
+        stats,
+        auc,
+        positives: pos.len(),
+        non_positives: neg.len(),
+        non_positives_relevant,
+        seconds,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

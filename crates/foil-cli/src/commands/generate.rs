@@ -201,6 +201,10 @@ pub struct QueriesArgs {
     /// at this share or more.
     #[arg(long, default_value_t = 0.75)]
     max_copy_overlap: f32,
+    /// Check only queries of at least this many words for copying (short queries naturally
+    /// reuse the passage's terms).
+    #[arg(long, default_value_t = 10)]
+    copy_min_words: usize,
     /// Keep only queries that find their passage in the top --round-trip-k of this retriever.
     #[arg(long, value_enum, default_value = "bm25")]
     round_trip: RoundTripArg,
@@ -324,6 +328,7 @@ fn queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
         sampling: g.sampling(64),
         max_query_words: args.max_query_words,
         max_copy_overlap: args.max_copy_overlap,
+        copy_min_words: args.copy_min_words,
         round_trip,
         round_trip_k: args.round_trip_k,
         cache: g.cache.clone(),

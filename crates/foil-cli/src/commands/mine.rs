@@ -7,10 +7,12 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use foil::mine::filter::{Filters, Sampling};
 use foil::mine::formats::Format;
+use foil::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge};
 use foil::mine::{MineConfig, MineRetriever, PairsSource};
 use foil_bm25::Bm25Params;
 
 use super::encoder_args::{CacheArgs, EncoderArgs};
+use super::judge_args::JudgeArgs;
 use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -91,6 +93,29 @@ pub struct MineArgs {
     /// folder); the filters then apply to its scores.
     #[arg(long)]
     cross_encoder: Option<PathBuf>,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    /// What the judge does: `filter` drops (or, with --judge-action positive, relabels) the
+    /// chosen negatives it finds as relevant as the positive; `teacher` also writes its
+    /// P(relevant) as the scores (MarginMSE's teacher scores); `rescore` ranks the top
+    /// --judge-depth candidates by P(relevant) before the filters, as a cross-encoder would.
+    #[arg(long, value_enum, default_value = "filter")]
+    judge_use: JudgeUseArg,
+    /// A negative is a false negative when P(negative) ≥ P(lowest positive) − this margin.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "judge_threshold")]
+    judge_margin: f32,
+    /// A negative is a false negative when P(negative) ≥ this (instead of the margin rule).
+    #[arg(long)]
+    judge_threshold: Option<f32>,
+    /// Drop false negatives, or make them positives of the query (RLHN).
+    #[arg(long, value_enum, default_value = "drop")]
+    judge_action: JudgeActionArg,
+    /// Candidates chosen beyond --num-negatives, to replace false negatives.
+    #[arg(long, default_value_t = 2)]
+    judge_reserve: usize,
+    /// Candidates judged per query with --judge-use rescore.
+    #[arg(long, default_value_t = 10)]
+    judge_depth: usize,
     /// Skip the best `range_min` candidates (raw ranks, positives not counted).
     #[arg(long, default_value_t = 0)]
     range_min: usize,
@@ -148,6 +173,19 @@ pub struct MineArgs {
     no_progress: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JudgeUseArg {
+    Filter,
+    Teacher,
+    Rescore,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum JudgeActionArg {
+    Drop,
+    Positive,
+}
+
 pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
     let mut relative_margin = args.relative_margin;
     if let Some(PresetArg::TopkPercpos) = args.preset {
@@ -167,7 +205,38 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
             split: args.split,
         },
     };
+    let judge_config = args.judge.config(args.threads)?;
+    let (judge, judge_rescore) = match (judge_config, args.judge_use) {
+        (None, _) => (None, None),
+        (Some(config), JudgeUseArg::Rescore) => (
+            None,
+            Some(JudgeRescore {
+                config,
+                depth: args.judge_depth,
+            }),
+        ),
+        (Some(config), use_) => (
+            Some(MineJudge {
+                config,
+                rule: match args.judge_threshold {
+                    Some(threshold) => FalseNegativeRule::Absolute { threshold },
+                    None => FalseNegativeRule::Relative {
+                        margin: args.judge_margin,
+                    },
+                },
+                action: match args.judge_action {
+                    JudgeActionArg::Drop => JudgeAction::Drop,
+                    JudgeActionArg::Positive => JudgeAction::Positive,
+                },
+                reserve: args.judge_reserve,
+                teacher: use_ == JudgeUseArg::Teacher,
+            }),
+            None,
+        ),
+    };
     let config = MineConfig {
+        judge,
+        judge_rescore,
         corpus: args.data.join("corpus.jsonl"),
         pairs,
         corpus_embeddings: args.corpus_embeddings,
@@ -211,6 +280,10 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
+    if !s.judge.is_empty() {
+        let counts: Vec<String> = s.judge.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        eprintln!("mine: judge: {}", counts.join(", "));
+    }
     eprintln!(
         "mine: {} pairs over {} queries: {} kept with {} negatives each, skipped {} ({}); {} negatives; {}; {:.2}s -> {}",
         s.pairs,

@@ -9,6 +9,8 @@ mod experiment;
 mod generate;
 mod init_cross_encoder;
 mod inspect;
+mod judge;
+mod judge_args;
 mod mine;
 mod rerank;
 mod search;
@@ -44,9 +46,12 @@ pub enum Command {
     /// Judge a training file's negatives before training: score distributions, margins,
     /// likely false negatives, ROC/AUC, diversity and a reconstructed ECI; report + charts.
     Inspect(inspect::InspectArgs),
+    /// Judge the relevance of a run's top documents with an LLM (P(relevant) from its yes/no
+    /// next-token probabilities) and measure the judge against the qrels (AUC).
+    Judge(judge::JudgeCmdArgs),
     /// Mine hard negatives for the (query, positive) pairs of a split: BM25, dense, hybrid,
     /// optional cross-encoder rescoring, sentence-transformers' filters and formats.
-    Mine(mine::MineArgs),
+    Mine(Box<mine::MineArgs>),
     /// Rescore the top of a TREC run with a cross-encoder and write the reranked run.
     Rerank(rerank::RerankArgs),
     /// Rank a BEIR corpus (BM25 or a dense bi-encoder) for the queries judged in a split and
@@ -68,7 +73,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(args),
         Command::InitCrossEncoder(args) => init_cross_encoder::run(args),
         Command::Inspect(args) => inspect::run(args),
-        Command::Mine(args) => mine::run(args),
+        Command::Judge(args) => judge::run(args),
+        Command::Mine(args) => mine::run(*args),
         Command::Rerank(args) => rerank::run(args),
         Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),

@@ -18,7 +18,7 @@
 mod config;
 mod report;
 
-pub use config::{ExperimentConfig, Method};
+pub use config::{ExperimentConfig, LlmSetting, Method, ServedLlm};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,8 +37,10 @@ use sha2::{Digest, Sha256};
 use crate::encoders::EncoderSpec;
 use crate::generate::{self, GeneratorSpec, Sampling};
 use crate::inspect::{self, Judge};
+use crate::judge::JudgeConfig;
 use crate::mine::filter::{Filters, Sampling as MineSampling};
 use crate::mine::formats::Format;
+use crate::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge};
 use crate::mine::{self, MineConfig, MineRetriever, PairsSource};
 use crate::search::{self, RetrieverKind, SearchConfig};
 use crate::train::{self, TrainConfig};
@@ -60,6 +62,9 @@ pub struct ExperimentSummary {
 struct StepRecord<T> {
     key: String,
     value: T,
+    /// How long the step took when it ran.
+    #[serde(default)]
+    seconds: f64,
 }
 
 const STEP_FILE: &str = "step.json";
@@ -69,6 +74,8 @@ struct Steps<'a> {
     output: &'a Path,
     run: usize,
     reused: usize,
+    /// Seconds each step took when it ran (also for reused steps: the time of their run).
+    seconds: Vec<(String, f64)>,
 }
 
 impl Steps<'_> {
@@ -86,6 +93,7 @@ impl Steps<'_> {
                 if done.key == key {
                     tracing::info!(step = name, "unchanged; reusing {}", dir.display());
                     self.reused += 1;
+                    self.seconds.push((name.to_string(), done.seconds));
                     return Ok(done.value);
                 }
             }
@@ -95,10 +103,14 @@ impl Steps<'_> {
         }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         tracing::info!(step = name, "running");
+        let started = Instant::now();
         let value = f(&dir)?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.seconds.push((name.to_string(), seconds));
         let bytes = serde_json::to_vec_pretty(&StepRecord {
             key: key.to_string(),
             value: &value,
+            seconds,
         })
         .map_err(|e| Error::Invalid(format!("cannot record step {name}: {e}")))?;
         write_atomic(&record, &bytes)?;
@@ -126,13 +138,18 @@ pub fn run(
         output,
         run: 0,
         reused: 0,
+        seconds: Vec::new(),
     };
     let data = &config.data;
     let corpus = data.join("corpus.jsonl");
+    // Zero labels: with generated queries the train split is not read (it need not exist).
+    let train_qrels = data
+        .join("qrels")
+        .join(format!("{}.tsv", config.train_split));
     let data_key = key(&json!({
         "corpus": sha256_file(&corpus)?,
         "queries": sha256_file(&data.join("queries.jsonl"))?,
-        "train": sha256_file(&data.join("qrels").join(format!("{}.tsv", config.train_split)))?,
+        "train": if config.queries.generate { None } else { Some(sha256_file(&train_qrels)?) },
         "test": sha256_file(&data.join("qrels").join(format!("{}.tsv", config.test_split)))?,
     }));
     let encoder = EncoderSpec::Local {
@@ -141,14 +158,19 @@ pub fn run(
     };
     let encoder_key = crate::encoders::resolve_model(Path::new(&config.encoder))
         .and_then(|dir| sha256_file(&dir.join("model.safetensors")))?;
-    let generator = config.llm.as_ref().map(|llm| GeneratorSpec::Local {
-        model: PathBuf::from(llm),
-        threads: config.threads,
-        max_batch: 16,
-    });
-    let generator_key = match &config.llm {
-        Some(llm) => Some(sha256_file(&generate::resolve_gguf(Path::new(llm))?)?),
-        None => None,
+    let generator = config.llm.as_ref().map(|llm| llm.spec(config.threads));
+    let generator_key = config.llm.as_ref().map(llm_key).transpose()?;
+    let judge = match config.judge_llm() {
+        Some(llm) if config.negatives.methods.iter().any(|m| m.needs_judge()) => {
+            let mut judge =
+                JudgeConfig::new(llm.spec(config.threads), output.join("judge-cache.jsonl"));
+            judge.max_passage_words = Some(config.negatives.judge_max_passage_words);
+            if let Some(template) = &config.negatives.judge_template {
+                judge.template = template.clone();
+            }
+            Some((judge, llm_key(llm)?))
+        }
+        _ => None,
     };
     let cache = config.embedding_cache.clone();
 
@@ -175,10 +197,11 @@ pub fn run(
                     sampling: Sampling {
                         temperature: q.temperature,
                         top_p: 0.9,
-                        max_tokens: 48,
+                        max_tokens: 64,
                     },
-                    max_query_words: 40,
-                    max_copy_overlap: 0.6,
+                    max_query_words: q.max_query_words,
+                    max_copy_overlap: 0.75,
+                    copy_min_words: 10,
                     round_trip: generate::queries::RoundTrip::Bm25,
                     round_trip_k: q.round_trip_k,
                     cache: None,
@@ -200,6 +223,7 @@ pub fn run(
     let test_qrels = data
         .join("qrels")
         .join(format!("{}.tsv", config.test_split));
+    let judged = judged_queries(&test_qrels)?;
     let mut results = Vec::new();
     for &method in &config.negatives.methods {
         let name = method.name();
@@ -207,14 +231,18 @@ pub fn run(
         let neg_key = key(&json!({
             "pairs": pairs_key, "data": data_key, "method": name, "n": n, "encoder": encoder_key,
             "llm": generator_key, "cross_encoder": config.cross_encoder, "seed": config.seed,
+            "judge": judge.as_ref().filter(|_| method.needs_judge()).map(|j| (&j.0.template, &j.1)),
         }));
         let table = steps.step(&format!("negatives/{name}"), &neg_key, |dir| {
             negatives(
                 config,
                 method,
                 &pairs_dir,
-                &encoder,
-                generator.as_ref(),
+                Models {
+                    encoder: &encoder,
+                    generator: generator.as_ref(),
+                    judge: judge.as_ref().map(|j| &j.0),
+                },
                 dir,
                 progress,
             )
@@ -230,13 +258,13 @@ pub fn run(
                     judge: Judge::BiEncoder {
                         encoder: encoder.clone(),
                     },
-                    data: None,
+                    // The corpus, for separability: negatives against corpus passages.
+                    data: Some(config.data.clone()),
                     output: dir.to_path_buf(),
                     max_queries: None,
                     bins: 40,
                     deltas: vec![0.0, 0.01, 0.05, 0.1],
                     ridge: 1e-4,
-                    // No corpus is given (`data: None`): separability is reported as skipped.
                     separability: Default::default(),
                     cache: cache.clone(),
                     threads: config.threads,
@@ -257,7 +285,11 @@ pub fn run(
                     model: PathBuf::from(&config.encoder),
                     train_file: table.clone(),
                     output: dir.to_path_buf(),
-                    loss: t.loss.parse()?,
+                    loss: if method == Method::Bm25Teacher {
+                        "margin-mse".parse()?
+                    } else {
+                        t.loss.parse()?
+                    },
                     batch_size: t.batch_size,
                     max_negatives: Some(config.negatives.num_negatives),
                     epochs: t.epochs,
@@ -281,6 +313,7 @@ pub fn run(
             name,
             Some(stats),
             evaluate(&test_qrels, Path::new(&run_file))?,
+            &judged,
         ));
     }
 
@@ -314,11 +347,17 @@ pub fn run(
         )?;
         Ok(file.display().to_string())
     })?;
-    let base = PipelineResult::new("base", None, evaluate(&test_qrels, Path::new(&base_run))?);
+    let base = PipelineResult::new(
+        "base",
+        None,
+        evaluate(&test_qrels, Path::new(&base_run))?,
+        &judged,
+    );
     let bm25 = PipelineResult::new(
         "bm25-retrieval",
         None,
         evaluate(&test_qrels, Path::new(&bm25_run))?,
+        &judged,
     );
 
     let report_path = report::write(output, config, &base, &bm25, &mut results)?;
@@ -340,6 +379,9 @@ pub fn run(
         .counts
         .insert("steps_reused".into(), steps.reused as u64);
     manifest.timings.insert("seconds".into(), seconds);
+    for (step, seconds) in &steps.seconds {
+        manifest.timings.insert(format!("step.{step}"), *seconds);
+    }
     manifest.write(&output.join("manifest.json"))?;
     let mut all = vec![base, bm25];
     all.extend(results);
@@ -352,24 +394,61 @@ pub fn run(
     })
 }
 
+/// The models a negatives method may use.
+struct Models<'a> {
+    encoder: &'a EncoderSpec,
+    generator: Option<&'a GeneratorSpec>,
+    judge: Option<&'a JudgeConfig>,
+}
+
 /// Gets the negatives of one method into `dir`; returns the n-tuple training table's path.
 fn negatives(
     config: &ExperimentConfig,
     method: Method,
     pairs: &Path,
-    encoder: &EncoderSpec,
-    generator: Option<&GeneratorSpec>,
+    models: Models<'_>,
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<String> {
+    let Models {
+        encoder,
+        generator,
+        judge,
+    } = models;
     let n = &config.negatives;
+    let judge = || {
+        judge.cloned().ok_or_else(|| {
+            Error::Invalid(format!(
+                "the {} method needs `judge` or `llm`",
+                method.name()
+            ))
+        })
+    };
+    let mine_judge = |teacher: bool| -> Result<MineJudge> {
+        Ok(MineJudge {
+            config: judge()?,
+            rule: FalseNegativeRule::Relative {
+                margin: n.judge_margin,
+            },
+            action: JudgeAction::Drop,
+            reserve: n.judge_reserve,
+            teacher,
+        })
+    };
     let pairs_source = PairsSource::Beir {
         dir: pairs.to_path_buf(),
         split: config.train_split.clone(),
     };
-    let mine = |retriever: MineRetriever, cross_encoder: Option<PathBuf>| -> Result<()> {
+    let mine = |retriever: MineRetriever,
+                cross_encoder: Option<PathBuf>,
+                judge: Option<MineJudge>,
+                judge_rescore: Option<JudgeRescore>,
+                format: Format|
+     -> Result<()> {
         mine::run(
             &MineConfig {
+                judge,
+                judge_rescore,
                 corpus: config.data.join("corpus.jsonl"),
                 pairs: pairs_source.clone(),
                 retriever,
@@ -387,7 +466,7 @@ fn negatives(
                     seed: config.seed,
                     ..Filters::default()
                 },
-                formats: vec![Format::NTuple],
+                formats: vec![format],
                 parquet: false,
                 output: dir.to_path_buf(),
                 cache: config.embedding_cache.clone(),
@@ -398,9 +477,14 @@ fn negatives(
         )
         .map(|_| ())
     };
+    let table = if method == Method::Bm25Teacher {
+        "n-tuple-scores.jsonl"
+    } else {
+        "n-tuple.jsonl"
+    };
     match method {
-        Method::Bm25 => mine(MineRetriever::Bm25, None)?,
-        Method::Dense => mine(MineRetriever::Dense, None)?,
+        Method::Bm25 => mine(MineRetriever::Bm25, None, None, None, Format::NTuple)?,
+        Method::Dense => mine(MineRetriever::Dense, None, None, None, Format::NTuple)?,
         Method::CrossEncoder => mine(
             MineRetriever::Bm25,
             Some(config.cross_encoder.clone().ok_or_else(|| {
@@ -408,6 +492,33 @@ fn negatives(
                     "the cross-encoder method needs `cross_encoder` in the config".into(),
                 )
             })?),
+            None,
+            None,
+            Format::NTuple,
+        )?,
+        Method::Judge => mine(
+            MineRetriever::Bm25,
+            None,
+            None,
+            Some(JudgeRescore {
+                config: judge()?,
+                depth: n.judge_depth,
+            }),
+            Format::NTuple,
+        )?,
+        Method::Bm25Judged => mine(
+            MineRetriever::Bm25,
+            None,
+            Some(mine_judge(false)?),
+            None,
+            Format::NTuple,
+        )?,
+        Method::Bm25Teacher => mine(
+            MineRetriever::Bm25,
+            None,
+            Some(mine_judge(true)?),
+            None,
+            Format::NTupleScores,
         )?,
         Method::Llm => {
             let generator = generator
@@ -446,7 +557,15 @@ fn negatives(
             )?;
         }
     }
-    Ok(dir.join("n-tuple.jsonl").display().to_string())
+    Ok(dir.join(table).display().to_string())
+}
+
+/// What identifies an LLM's answers: a local model's SHA-256, a served model's URL and name.
+fn llm_key(llm: &LlmSetting) -> Result<String> {
+    match llm {
+        LlmSetting::Local(model) => sha256_file(&generate::resolve_gguf(Path::new(model))?),
+        LlmSetting::Served(s) => Ok(format!("{}|{}", s.base_url, s.model)),
+    }
 }
 
 /// Ranks the test split's corpus with a bi-encoder folder; returns the run file's path.
@@ -480,6 +599,19 @@ fn dense_run(
         progress,
     )?;
     Ok(file.display().to_string())
+}
+
+/// The queries with at least one relevant document in `qrels`, in id order: every report row
+/// is averaged over them.
+fn judged_queries(qrels: &Path) -> Result<Vec<String>> {
+    let qrels = foil_core::Qrels::read(qrels, InputPolicy::default(), &mut SkipReport::default())?;
+    let mut ids: Vec<String> = qrels
+        .query_ids()
+        .filter(|q| qrels.get(q).is_some_and(|j| j.values().any(|&g| g > 0)))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// Evaluates a run file against qrels with trec_eval's measures.

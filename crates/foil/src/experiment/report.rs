@@ -30,6 +30,10 @@ pub struct Statistics {
     pub mean_margin: f64,
     pub mean_negative_score: f64,
     pub mean_pairwise_cosine: Option<f64>,
+    /// Cross-validated AUC of a probe telling the negatives from corpus passages (0.5: not
+    /// separable; near 1: the negatives give themselves away by their style).
+    #[serde(default)]
+    pub separability: Option<f64>,
 }
 
 impl Statistics {
@@ -43,6 +47,7 @@ impl Statistics {
             mean_margin: r.safety.mean_margin,
             mean_negative_score: r.hardness.mean_negative_score,
             mean_pairwise_cosine: r.diversity.mean_pairwise_cosine,
+            separability: r.separability.auc,
         }
     }
 }
@@ -51,11 +56,19 @@ impl Statistics {
 type StatisticOf = fn(&Statistics) -> Option<f64>;
 
 /// One row of the report.
+///
+/// Every row is averaged over the same queries: all the test qrels judge relevant documents
+/// for. A query a run has no results for counts 0, as `trec_eval -c` counts it (`foil eval`
+/// on its own keeps pytrec_eval's default, the queries the run answered), so that a retriever
+/// that finds nothing for some queries (BM25 on queries of stop words only) does not look
+/// better for it, and the paired tests compare the same queries as the means.
 #[derive(Debug, Clone)]
 pub struct PipelineResult {
     pub name: String,
     pub stats: Option<Statistics>,
     pub eval: Evaluation,
+    /// The judged queries the row is averaged over.
+    judged: Vec<String>,
 }
 
 const NDCG10: MeasureAt = MeasureAt {
@@ -72,17 +85,32 @@ const R100: MeasureAt = MeasureAt {
 };
 
 impl PipelineResult {
-    pub fn new(name: &str, stats: Option<Statistics>, eval: Evaluation) -> Self {
+    /// A row for `eval`, averaged over the `judged` queries.
+    pub fn new(name: &str, stats: Option<Statistics>, eval: Evaluation, judged: &[String]) -> Self {
         PipelineResult {
             name: name.to_string(),
             stats,
             eval,
+            judged: judged.to_vec(),
         }
     }
 
-    /// The mean of a measure (NaN when it was not computed).
+    /// The mean of a measure over the judged queries, 0 for a query without results (NaN
+    /// when the measure was not computed).
     pub fn mean(&self, m: MeasureAt) -> f64 {
-        self.eval.mean_of(m).unwrap_or(f64::NAN)
+        if !self.eval.measures.contains(&m) || self.judged.is_empty() {
+            return f64::NAN;
+        }
+        let ids: Vec<&String> = self.judged.iter().collect();
+        self.values(m, &ids).iter().sum::<f64>() / ids.len() as f64
+    }
+
+    /// Judged queries the run has no results for.
+    pub fn missing(&self) -> usize {
+        self.judged
+            .iter()
+            .filter(|q| !self.eval.per_query.contains_key(*q))
+            .count()
     }
 
     /// Per-query values of `m` for the queries in `ids`.
@@ -97,14 +125,10 @@ impl PipelineResult {
     }
 }
 
-/// Paired test of `b` against `a` on nDCG@10 over the queries both evaluated: (difference, p).
+/// Paired test of `b` against `a` on nDCG@10 over the judged queries (0 where a run has no
+/// results): (difference, p).
 fn versus(a: &PipelineResult, b: &PipelineResult) -> (f64, f64) {
-    let ids: Vec<&String> = a
-        .eval
-        .per_query
-        .keys()
-        .filter(|q| b.eval.per_query.contains_key(*q))
-        .collect();
+    let ids: Vec<&String> = a.judged.iter().collect();
     if ids.len() < 2 {
         return (f64::NAN, f64::NAN);
     }
@@ -137,7 +161,11 @@ pub fn write(
         config.train_split,
         config.test_split,
         config.encoder,
-        config.llm.as_deref().unwrap_or("none"),
+        match &config.llm {
+            Some(super::LlmSetting::Local(m)) => m.clone(),
+            Some(super::LlmSetting::Served(s)) => format!("{} at {}", s.model, s.base_url),
+            None => "none".into(),
+        },
         config.train.loss,
         config.train.batch_size,
         config.train.epochs,
@@ -150,11 +178,11 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "| pipeline | nDCG@10 | P@10 | Recall@100 | Δ nDCG@10 vs base | p (paired t) | ECI† | AUC | safety | hardness | ≥ positive |"
+        "| pipeline | nDCG@10 | P@10 | Recall@100 | Δ nDCG@10 vs base | p (paired t) | queries without results | ECI† | AUC | safety | hardness | ≥ positive |"
     );
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut rows_json = Vec::new();
     for (r, is_baseline) in std::iter::once((base, true))
@@ -170,7 +198,7 @@ pub fn write(
         let s = r.stats.as_ref();
         let _ = writeln!(
             md,
-            "| {}{} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             if is_baseline { " (baseline)" } else { "" },
             r.mean(NDCG10),
@@ -178,11 +206,13 @@ pub fn write(
             r.mean(R100),
             fmt(diff, 4),
             fmt(p, 4),
+            r.missing(),
             fmt(s.map(|s| s.eci), 4),
             fmt(s.and_then(|s| s.auc), 4),
             fmt(s.map(|s| s.safety), 4),
             fmt(s.map(|s| s.hardness), 4),
             fmt(s.map(|s| s.at_or_above_positive), 4),
+            fmt(s.and_then(|s| s.separability), 3),
         );
         rows_json.push(json!({
             "pipeline": r.name,
@@ -190,15 +220,19 @@ pub fn write(
             "ndcg@10": r.mean(NDCG10),
             "p@10": r.mean(P10),
             "recall@100": r.mean(R100),
-            "queries": r.eval.per_query.len(),
+            "queries": r.judged.len(),
+            "queries_without_results": r.missing(),
             "vs_base": {"ndcg@10_difference": diff, "t_test_p": p},
             "statistics": s,
         }));
     }
     let _ = writeln!(
         md,
-        "\n† ECI is a reconstruction (ln(1+K)·2HS/(H+S)); its published formula is not available. \
-         Statistics are judged by the base model (docs/inspect.md).\n"
+        "\nEvery row is averaged over the {} test queries with a relevant document; a query a run \
+         has no results for counts 0 (as `trec_eval -c`), and the paired tests use the same queries.\n\n\
+         † ECI is a reconstruction (ln(1+K)·2HS/(H+S)); its published formula is not available. \
+         Statistics are judged by the base model (docs/inspect.md).\n\n         ‡ Separability: cross-validated AUC of a linear probe telling the negatives from random          corpus passages by their base-model embeddings (0.5: indistinguishable; near 1: the          negatives give themselves away by style, a shortcut the model can learn).\n",
+        base.judged.len()
     );
 
     // How well each statistic ordered the pipelines by nDCG@10.
@@ -351,4 +385,53 @@ fn html(md: &str) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(per_query: &[(&str, f64)]) -> Evaluation {
+        let per_query: std::collections::BTreeMap<String, Vec<f64>> = per_query
+            .iter()
+            .map(|(q, v)| (q.to_string(), vec![*v]))
+            .collect();
+        let mean = vec![per_query.values().map(|v| v[0]).sum::<f64>() / per_query.len() as f64];
+        Evaluation {
+            measures: vec![NDCG10],
+            per_query,
+            mean,
+            missing_queries: Vec::new(),
+            unjudged_queries: 0,
+            identical_ids_removed: 0,
+        }
+    }
+
+    #[test]
+    fn rows_are_averaged_over_every_judged_query() {
+        let judged: Vec<String> = ["q1", "q2", "q3", "q4"].map(String::from).to_vec();
+        let base = PipelineResult::new(
+            "base",
+            None,
+            eval(&[("q1", 0.5), ("q2", 0.5), ("q3", 0.5), ("q4", 0.5)]),
+            &judged,
+        );
+        // Finds nothing for q4: pytrec_eval's mean over q1..q3 would be 0.6.
+        let bm25 = PipelineResult::new(
+            "bm25",
+            None,
+            eval(&[("q1", 0.6), ("q2", 0.6), ("q3", 0.6)]),
+            &judged,
+        );
+        assert!((bm25.eval.mean[0] - 0.6).abs() < 1e-12);
+        assert!((bm25.mean(NDCG10) - 0.45).abs() < 1e-12);
+        assert_eq!((bm25.missing(), base.missing()), (1, 0));
+        // The paired difference is over the same four queries as the means.
+        let (diff, _) = versus(&base, &bm25);
+        assert!(
+            (diff - (bm25.mean(NDCG10) - base.mean(NDCG10))).abs() < 1e-12,
+            "{diff}"
+        );
+        assert!(bm25.mean(P10).is_nan());
+    }
 }

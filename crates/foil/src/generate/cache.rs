@@ -108,30 +108,39 @@ pub fn encode_line(record: &CacheRecord) -> Result<Vec<u8>> {
     Ok(line)
 }
 
-/// Parses and checks one line. A line without `crc32` (written before checksums) is accepted.
+/// Parses and checks one line. The checksum covers the line's own bytes with the
+/// `,"crc32":N` suffix taken out (never a re-serialization, which need not give the same
+/// bytes); a line without `crc32` (written before checksums) is accepted.
 pub fn decode_line(line: &[u8]) -> Line {
+    const FIELD: &[u8] = b",\"crc32\":";
     if line.iter().all(u8::is_ascii_whitespace) {
         return Line::Empty;
     }
-    let mut value: serde_json::Value = match serde_json::from_slice(line) {
-        Ok(v) => v,
-        Err(e) => return Line::Invalid(e.to_string()),
-    };
-    let stored = value.as_object_mut().and_then(|o| o.remove("crc32"));
-    let record: CacheRecord = match serde_json::from_value(value) {
-        Ok(r) => r,
-        Err(e) => return Line::Invalid(e.to_string()),
-    };
-    if let Some(stored) = stored {
-        let body = serde_json::to_vec(&record).unwrap_or_default();
+    let trimmed = line.trim_ascii_end();
+    let suffix = trimmed.strip_suffix(b"}").and_then(|body| {
+        let at = body.windows(FIELD.len()).rposition(|w| w == FIELD)?;
+        let digits = &body[at + FIELD.len()..];
+        let stored: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        Some((at, stored))
+    });
+    if let Some((at, stored)) = suffix {
+        let mut body = trimmed[..at].to_vec();
+        body.push(b'}');
         let actual = crc32fast::hash(&body);
-        if stored.as_u64() != Some(actual as u64) {
+        if actual != stored {
             return Line::Invalid(format!(
                 "CRC-32 {actual}, the line records {stored}: the line is damaged"
             ));
         }
+        return match serde_json::from_slice::<CacheRecord>(&body) {
+            Ok(r) => Line::Record(Box::new(r)),
+            Err(e) => Line::Invalid(e.to_string()),
+        };
     }
-    Line::Record(Box::new(record))
+    match serde_json::from_slice::<CacheRecord>(line) {
+        Ok(r) => Line::Record(Box::new(r)),
+        Err(e) => Line::Invalid(e.to_string()),
+    }
 }
 
 /// The lock file of a cache file: `<cache>.lock`.
@@ -400,6 +409,30 @@ mod tests {
         drop(cache);
         let cache = GenerationCache::open(&path).unwrap();
         assert_eq!(cache.get("a").unwrap().text, "again");
+    }
+
+    #[test]
+    fn the_checksum_covers_the_bytes_not_a_reserialization() {
+        // A record whose float a parse + print cycle may not give back byte for byte.
+        let mut r = record("k", "q");
+        r.generation.mean_logprob = Some(-0.123_456_789_012_345_67);
+        let line = encode_line(&r).unwrap();
+        let mut edited = String::from_utf8(line.clone()).unwrap();
+        assert!(matches!(decode_line(edited.as_bytes()), Line::Record(_)));
+        // Spelling the same number differently changes the bytes: the line is refused.
+        let at = edited.find("\"mean_logprob\":").unwrap() + "\"mean_logprob\":".len();
+        let end = at + edited[at..].find('}').unwrap();
+        edited.insert(end, '0');
+        assert!(
+            matches!(decode_line(edited.as_bytes()), Line::Invalid(_)),
+            "{edited}"
+        );
+        // A line written by a version that kept keys in another order still checks out.
+        let text = String::from_utf8(line).unwrap();
+        assert!(text.ends_with(&format!(
+            ",\"crc32\":{}}}",
+            crc32fast::hash(&serde_json::to_vec(&r).unwrap())
+        )));
     }
 
     #[test]

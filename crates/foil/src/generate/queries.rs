@@ -5,7 +5,8 @@
 //! [`derive_seed`]`(seed, ["query", passage id, n])`. Each answer is parsed and filtered in
 //! input order ([`filter`](super::filter)): unparseable, empty, longer than `max_query_words`,
 //! not query-like (a report sentence, a repetition, an identifier), a copy of its passage
-//! (word 3-gram overlap ≥ `max_copy_overlap`), a duplicate of a query kept before; then, with
+//! (word 3-gram overlap ≥ `max_copy_overlap`, for queries of at least `copy_min_words`
+//! words), a duplicate of a query kept before; then, with
 //! `keep_logprob`, only that share of the survivors with the highest mean token
 //! log-probability (InPars); the rest must find their passage in the top `round_trip_k` of
 //! BM25 or a bi-encoder over the whole corpus (round-trip consistency).
@@ -87,6 +88,9 @@ pub struct QueriesConfig {
     pub sampling: Sampling,
     pub max_query_words: usize,
     pub max_copy_overlap: f32,
+    /// Queries with fewer words are not checked for copying: a short query naturally reuses
+    /// its passage's terms (a title, a few keywords); a long one that does copies a sentence.
+    pub copy_min_words: usize,
     pub round_trip: RoundTrip,
     pub round_trip_k: usize,
     /// The generation cache file (default `<output>/cache.jsonl`).
@@ -247,7 +251,7 @@ fn execute(
             continue;
         }
         let copied = overlap(&query, &docs[d].full_text());
-        if copied >= config.max_copy_overlap {
+        if count >= config.copy_min_words && copied >= config.max_copy_overlap {
             let detail = format!(
                 "overlap {copied:.3} ≥ {} with the passage",
                 config.max_copy_overlap
@@ -565,6 +569,7 @@ mod tests {
             },
             max_query_words: 8,
             max_copy_overlap: 0.75,
+            copy_min_words: 0,
             round_trip: RoundTrip::Bm25,
             round_trip_k: 1,
             cache: None,

@@ -75,7 +75,7 @@ pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
 }
 
 /// The templates compiled into foil: (file name, contents).
-pub const BUILTIN: [(&str, &str); 8] = [
+pub const BUILTIN: [(&str, &str); 9] = [
     (
         "queries-zero-shot.txt",
         include_str!("../../templates/queries-zero-shot.txt"),
@@ -99,6 +99,10 @@ pub const BUILTIN: [(&str, &str); 8] = [
     (
         "judge-yes-no.txt",
         include_str!("../../templates/judge-yes-no.txt"),
+    ),
+    (
+        "judge-yes-no-few-shot.txt",
+        include_str!("../../templates/judge-yes-no-few-shot.txt"),
     ),
     (
         "negatives-query-only.txt",
@@ -540,6 +544,7 @@ mod tests {
             "query-only",
             "query-positive",
             "yes-no",
+            "yes-no-few-shot",
         ] {
             let t = Template::load(name).unwrap();
             assert_eq!(t.name, name);

@@ -9,6 +9,7 @@
 
 pub mod filter;
 pub mod formats;
+pub mod judged;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -74,6 +75,12 @@ pub struct MineConfig {
     pub bm25: Bm25Params,
     /// Rescore the candidates (and positives) with this cross-encoder; filters then use its scores.
     pub cross_encoder: Option<PathBuf>,
+    /// Judge the chosen negatives (and the positives) with an LLM and drop or relabel the
+    /// ones it finds relevant ([`judged`]).
+    pub judge: Option<judged::MineJudge>,
+    /// Rescore the top candidates (and positives) with an LLM judge's P(relevant) instead of a
+    /// cross-encoder; filters then use its scores.
+    pub judge_rescore: Option<judged::JudgeRescore>,
     pub filters: Filters,
     pub formats: Vec<Format>,
     /// Also write each format as Parquet (sentence-transformers' formats only).
@@ -98,6 +105,8 @@ pub struct MineSummary {
     pub stats: String,
     pub seconds: f64,
     pub skips: SkipReport,
+    /// What the LLM judge did (`dropped`, `made_positive`, `unjudged`, …), when there was one.
+    pub judge: BTreeMap<String, u64>,
 }
 
 /// Retrieval extra depth beyond `range_max + positives`, for candidates whose text clashes.
@@ -281,7 +290,26 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         })??;
     }
 
-    // Choose negatives per query.
+    let mut rescore_counts = BTreeMap::new();
+    if let Some(r) = &config.judge_rescore {
+        rescore_counts = with_threads(config.threads, || {
+            judged::rescore(
+                &crate::judge::LlmJudge::load(&r.config)?,
+                r.depth,
+                &full,
+                &work,
+                &mut candidates,
+                &mut positive_scores,
+                progress,
+            )
+        })??;
+    }
+
+    // Choose negatives per query (with a judge, a reserve to replace the ones it drops).
+    let mut choosing = config.filters.clone();
+    if let Some(judge) = &config.judge {
+        choosing.num_negatives += judge.reserve;
+    }
     let mut rejections = Rejections::new();
     let mut chosen: Vec<Vec<Chosen>> = Vec::with_capacity(work.len());
     for (i, q) in work.iter().enumerate() {
@@ -323,16 +351,43 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
             .iter()
             .copied()
             .fold(f32::INFINITY, f32::min);
-        chosen.push(config.filters.choose(&cands, lowest, qid, &mut rejections));
+        chosen.push(choosing.choose(&cands, lowest, qid, &mut rejections));
     }
+
+    // False negatives by the LLM judge: dropped, or made positives; or the judge's scores as
+    // teacher scores.
+    let mut work = work;
+    let judge_report = match &config.judge {
+        Some(judge) => Some(with_threads(config.threads, || {
+            judged::apply(
+                judge,
+                &crate::judge::LlmJudge::load(&judge.config)?,
+                config.filters.num_negatives,
+                &full,
+                judged::Selection {
+                    queries: &mut work,
+                    chosen: &mut chosen,
+                    positive_scores: &mut positive_scores,
+                },
+                progress,
+            )
+        })??),
+        None => None,
+    };
 
     // Write the outputs.
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
     let n = config.filters.num_negatives;
-    let method = match (config.retriever, config.cross_encoder.is_some()) {
+    let mut method = match (config.retriever, config.cross_encoder.is_some()) {
         (r, false) => format!("{r:?}").to_lowercase(),
         (r, true) => format!("{}+cross-encoder", format!("{r:?}").to_lowercase()),
     };
+    if config.judge_rescore.is_some() {
+        method.push_str("+judge-rescored");
+    }
+    if config.judge.is_some() {
+        method.push_str("+judge");
+    }
     let passage = |d: u32, score: f32| Passage {
         id: &docs[d as usize].id,
         title: &docs[d as usize].title,
@@ -362,13 +417,16 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         for (p, &pos) in positives.iter().enumerate() {
             let ps = positive_scores[i][p];
             pos_all.push(ps);
-            let line = json!({
+            let mut line = json!({
                 "query_id": qid,
                 "positive_id": docs[pos as usize].id,
                 "positive_score": ps,
                 "method": method,
                 "negatives": negs.iter().map(|c| json!({"doc_id": docs[c.doc as usize].id, "score": c.score, "rank": c.rank})).collect::<Vec<_>>(),
             });
+            if let Some(report) = &judge_report {
+                report.annotate(&mut line, i, p, &docs);
+            }
             writeln!(native.writer(), "{line}").map_err(|e| Error::io(&native_path, e))?;
             if negs.len() >= n {
                 kept_pairs += 1;
@@ -455,6 +513,16 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
     for (format, count) in &written {
         manifest.counts.insert(format!("rows.{format}"), *count);
     }
+    if let Some(report) = &judge_report {
+        for (name, count) in report.counts() {
+            manifest.counts.insert(format!("judge.{name}"), count);
+        }
+    }
+    for (name, count) in &rescore_counts {
+        manifest
+            .counts
+            .insert(format!("judge_rescore.{name}"), *count);
+    }
     manifest.timings.insert("seconds".into(), seconds);
     manifest.write(&config.output.join("manifest.json"))?;
 
@@ -468,6 +536,12 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         stats,
         seconds,
         skips,
+        judge: judge_report
+            .iter()
+            .flat_map(|r| r.counts())
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(rescore_counts)
+            .collect(),
     })
 }
 
