@@ -93,6 +93,21 @@ macro_rules! dispatch {
     };
 }
 
+/// The instruction set the fused kernels run with on this CPU (`foil --version` says which).
+pub fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+    }
+    "portable"
+}
+
 /// Lanes of the partial sums in reductions: enough independent accumulators for the compiler
 /// to keep a vector register busy.
 const LANES: usize = 16;

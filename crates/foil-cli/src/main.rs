@@ -1,5 +1,6 @@
 //! The `foil` command: parses flags, sets up logging and progress, calls a stage, and prints
-//! one summary line. Exit codes: 0 success, 1 a check the user asked for failed, 2 error.
+//! one summary line. Exit codes: 0 success, 1 a check the user asked for failed, 2 error,
+//! 3 incomplete: more LLM requests failed than `--max-failed` allows (a rerun resumes).
 
 mod commands;
 mod progress;
@@ -7,7 +8,7 @@ mod progress;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use commands::Command;
 
@@ -47,7 +48,14 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let matches = Cli::command().long_version(long_version()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Completions { shell } = cli.command {
+        return print_completions(shell);
+    }
     init_logging(cli.verbose, cli.quiet);
     match commands::run(cli.command) {
         Ok(code) => code,
@@ -56,6 +64,41 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes the completion script for `shell` to stdout; a reader that stops early (`| head`)
+/// is not an error.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "foil", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("foil: cannot write the completion script: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `foil --version`: the version, the commit it was built from, its features and the kernels
+/// this CPU gets.
+fn long_version() -> &'static str {
+    let text = format!(
+        "{} (commit {}, {} build)\nfeatures: cuda {}\nencoder kernels: {}\nGGUF kernels: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("FOIL_GIT_COMMIT"),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        if cfg!(feature = "cuda") { "on" } else { "off" },
+        foil_candle::kernels::instruction_set(),
+        foil_llm::quantized_kernels(),
+    );
+    Box::leak(text.into_boxed_str())
 }
 
 /// Keeps freed memory in the process for the next allocation. glibc serves blocks above its

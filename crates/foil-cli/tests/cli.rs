@@ -322,3 +322,47 @@ fn missing_files_and_splits_are_errors_with_exit_code_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/qrels.tsv: No such file"));
 }
+
+#[test]
+fn version_names_the_commit_features_and_kernels() {
+    let out = ok(&["--version"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("foil {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    for line in ["features: cuda ", "encoder kernels: ", "GGUF kernels: "] {
+        assert!(text.contains(line), "{line:?} missing from {text}");
+    }
+}
+
+#[test]
+fn completion_scripts_cover_every_subcommand_and_survive_a_closed_pipe() {
+    let out = ok(&["completions", "bash"]);
+    let script = String::from_utf8_lossy(&out.stdout);
+    for command in ["experiment", "judge", "mine", "generate", "completions"] {
+        assert!(script.contains(command), "{command} missing");
+    }
+    assert!(ok(&["completions", "zsh"])
+        .stdout
+        .starts_with(b"#compdef foil"));
+    // A reader that stops at once (`| head -1`): no panic, exit 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(["completions", "fish"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -207,12 +207,7 @@ fn fixture() -> PathBuf {
 }
 
 fn foil_with(args: &[String], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_foil"));
-    cmd.args(args).env("FOIL_LOG", "info");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = foil_unchecked(args, env);
     assert!(
         out.status.success(),
         "foil {args:?}:\n{}",
@@ -253,6 +248,16 @@ fn queries_args(mock: &Mock, output: &Path, extra: &[&str]) -> Vec<String> {
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// Runs foil without asserting its exit status.
+fn foil_unchecked(args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_foil"));
+    cmd.args(args).env("FOIL_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
 }
 
 fn summary(out: &Output) -> Value {
@@ -303,10 +308,19 @@ fn faults_end_as_outputs_or_recorded_failures() {
     let tmp = tempfile::tempdir().unwrap();
     let mock = Mock::start(Duration::ZERO, faulty);
     let out = tmp.path().join("gen");
-    let s = summary(&foil_with(
+    // 4 of the 24 requests fail for good: the run keeps the rest and exits 3 (incomplete).
+    let run = foil_unchecked(
         &queries_args(&mock, &out, &["--concurrency", "3", "--batch-size", "5"]),
         &[],
-    ));
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("4 of 24 requests failed"));
+    let s = summary(&run);
     assert_eq!(s["requests"], 24);
     let queries = lines(&out.join("queries.jsonl"));
     let rejected = lines(&out.join("rejected.jsonl"));
@@ -357,10 +371,17 @@ fn faults_end_as_outputs_or_recorded_failures() {
         );
         assert!(qrels.contains(&line), "{line}");
     }
-    // Failed requests are not cached: a rerun retries just those.
-    let again = summary(&foil_with(&queries_args(&mock, &out, &[]), &[]));
+    // Failed requests are not cached: a rerun retries just those. Allowing 4 failures (or
+    // 20% of 24) lets it exit 0; 10% does not.
+    let rerun =
+        |allow: &str| foil_unchecked(&queries_args(&mock, &out, &["--max-failed", allow]), &[]);
+    let again = rerun("4");
+    assert!(again.status.success());
+    let again = summary(&again);
     assert_eq!(again["cache_hits"], 20);
     assert_eq!(again["failed"], 4);
+    assert_eq!(rerun("10%").status.code(), Some(3));
+    assert!(rerun("20%").status.success());
 }
 
 #[test]
@@ -457,7 +478,7 @@ fn the_api_key_reaches_only_the_server() {
         }
     });
     let out = tmp.path().join("gen");
-    let mut args = queries_args(&mock, &out, &["-vv"]);
+    let mut args = queries_args(&mock, &out, &["-vv", "--max-failed", "2"]);
     let at = args.iter().position(|a| a == "--api-key-env").unwrap();
     args[at + 1] = "FOIL_GENERATE_TEST_KEY".into();
     let run = foil_with(

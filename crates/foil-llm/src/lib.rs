@@ -20,6 +20,7 @@ pub mod tokenizer;
 
 pub use chat::ChatTemplate;
 pub use generator::{GgufGenerator, GgufOptions};
+pub use llama::quantized_kernels;
 pub use tokenizer::GgufTokenizer;
 
 /// Where foil keeps downloaded models: `$FOIL_MODELS`, else `~/.cache/foil/models`.

@@ -356,6 +356,16 @@ impl Stack {
     }
 }
 
+/// The quantized matrix kernels this CPU gets: candle's AVX512-VNNI tiles for Q8_0 rows, or
+/// its portable ones (`foil --version` says which).
+pub fn quantized_kernels() -> &'static str {
+    if vnni_available() {
+        "avx512-vnni"
+    } else {
+        "portable"
+    }
+}
+
 fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -131,6 +131,9 @@ pub struct HttpClient {
     agent: ureq::Agent,
     slots: Slots,
     calls: AtomicU64,
+    /// The server answered 404 under `/v1` and serves its routes at the root instead
+    /// (infinity's default): learned from the first request, then used for all.
+    routes_at_root: AtomicBool,
 }
 
 impl fmt::Debug for HttpClient {
@@ -207,6 +210,7 @@ impl HttpClient {
             api_key,
             agent,
             calls: AtomicU64::new(0),
+            routes_at_root: AtomicBool::new(false),
         })
     }
 
@@ -226,9 +230,46 @@ impl HttpClient {
         self.api_key.is_some()
     }
 
-    /// The URL of `path` (`embeddings`, `chat/completions`) under `/v1`.
+    /// The URL of `path` (`embeddings`, `chat/completions`): under `/v1`, or at the root for a
+    /// server that answered 404 under `/v1` but serves the route there.
     pub fn url(&self, path: &str) -> String {
-        format!("{}/v1/{}", self.root, path.trim_start_matches('/'))
+        let path = path.trim_start_matches('/');
+        if self.routes_at_root.load(Ordering::Relaxed) {
+            format!("{}/{path}", self.root)
+        } else {
+            format!("{}/v1/{path}", self.root)
+        }
+    }
+
+    /// After a 404 under `/v1`: tries the route at the server's root once. `Ok(Some(_))` when
+    /// the server serves it there (remembered for every later request), `Ok(None)` when the
+    /// root gave no better answer than the 404.
+    fn try_root<T>(
+        &self,
+        path: &str,
+        payload: &[u8],
+        what: &str,
+        parse: &impl Fn(Value) -> std::result::Result<T, String>,
+    ) -> Result<Option<T>> {
+        let url = format!("{}/{}", self.root, path.trim_start_matches('/'));
+        match self.attempt(&url, payload) {
+            Ok(value) => {
+                let parsed = parse(value).map_err(|message| {
+                    Error::Invalid(format!(
+                        "{what}: POST {} answered, but not as an OpenAI-compatible server: {message}",
+                        strip_userinfo(&url)
+                    ))
+                })?;
+                if !self.routes_at_root.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        url = %strip_userinfo(&url),
+                        "the server serves its routes at the root, not under /v1; using them there"
+                    );
+                }
+                Ok(Some(parsed))
+            }
+            Err(_) => Ok(None),
+        }
     }
 
     /// POSTs `body` to `/v1/{path}` and returns the JSON answer, with retries.
@@ -273,6 +314,23 @@ impl HttpClient {
             failure.message = self.scrub(&failure.message);
             let exhausted = match failure.kind {
                 FailureKind::Fatal => {
+                    let at_v1 = !self.routes_at_root.load(Ordering::Relaxed);
+                    if failure.status == Some(404) && at_v1 {
+                        if let Some(parsed) = self.try_root(path, &payload, what, &parse)? {
+                            return Ok(parsed);
+                        }
+                        return Err(Error::Invalid(format!(
+                            "{what}: POST {display_url} failed: {}; {}/{} answered no better. \
+                             The server serves this route elsewhere: give --base-url the URL \
+                             its /v1 routes hang from (http://HOST:PORT/PREFIX for \
+                             http://HOST:PORT/PREFIX/v1/{}), or start it with a /v1 prefix \
+                             (infinity: --url-prefix /v1)",
+                            failure.message,
+                            strip_userinfo(&self.root),
+                            path.trim_start_matches('/'),
+                            path.trim_start_matches('/'),
+                        )));
+                    }
                     return Err(Error::Invalid(format!(
                         "{what}: POST {display_url} failed: {}",
                         failure.message

@@ -322,15 +322,42 @@ fn client_errors_fail_at_once_with_the_servers_message_cut_short() {
         .unwrap_err()
         .to_string();
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(server.requests().len(), 1, "a 404 is not retried");
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        ["/v1/embeddings", "/embeddings"],
+        "a 404 is not retried; the route is tried once at the root"
+    );
     assert!(
         err.contains(
             "failed: server answered 404 Not Found: \"model \\\"nope\\\" does not exist xxx"
         ),
         "{err}"
     );
-    assert!(err.ends_with("…\""), "{err}");
-    assert!(err.len() < 600, "{} bytes", err.len());
+    assert!(
+        err.contains("answered no better") && err.contains("--url-prefix /v1"),
+        "the error says what was tried and how to point foil elsewhere: {err}"
+    );
+    assert!(err.len() < 900, "{} bytes", err.len());
+}
+
+#[test]
+fn a_server_with_its_routes_at_the_root_is_found_after_one_404() {
+    // infinity's default: /embeddings, not /v1/embeddings.
+    let server = MockServer::start(|request, _| {
+        if request.path == "/embeddings" {
+            Reply::Embed
+        } else {
+            Reply::status(404, r#"{"detail": "Not Found"}"#)
+        }
+    });
+    let encoder = OpenAiEncoder::new(config(&server)).unwrap();
+    let texts = texts(3);
+    let got = encoder.encode(&refs(&texts), TextKind::Passage).unwrap();
+    assert_rows(&got, &texts, "");
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    // The probe: 404 under /v1, then the root; every later request goes to the root at once.
+    assert_eq!(paths, ["/v1/embeddings", "/embeddings", "/embeddings"]);
 }
 
 #[test]

@@ -11,6 +11,7 @@ use foil::generate::queries::{QueriesConfig, RoundTrip, Selection};
 use foil::generate::{GeneratorSpec, Sampling, StepStats};
 use foil_candle::EncoderOptions;
 
+use super::failures::MaxFailed;
 use super::mine::FormatArg;
 use crate::progress::Bars;
 
@@ -84,6 +85,10 @@ pub struct GeneratorArgs {
     /// Skip invalid input records (counted) instead of failing.
     #[arg(long)]
     skip_invalid: bool,
+    /// Failed requests the run may end with and still exit 0: a count or a share (`5%`).
+    /// Beyond it the run exits 3; its output holds what succeeded and a rerun resumes.
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    max_failed: MaxFailed,
     /// Hide progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -365,7 +370,8 @@ fn queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
         s.seconds,
         config.output.display()
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(g.max_failed
+        .exit_code("generate queries", failed(&[&s.stats]), s.requests as u64))
 }
 
 fn negatives(args: NegativesArgs) -> anyhow::Result<ExitCode> {
@@ -427,5 +433,14 @@ fn negatives(args: NegativesArgs) -> anyhow::Result<ExitCode> {
         s.seconds,
         config.output.display()
     );
-    Ok(ExitCode::SUCCESS)
+    let requests = s.describe.cached
+        + s.describe.generated
+        + s.write.cached
+        + s.write.generated
+        + failed(&[&s.describe, &s.write]) as usize;
+    Ok(g.max_failed.exit_code(
+        "generate negatives",
+        failed(&[&s.describe, &s.write]),
+        requests as u64,
+    ))
 }

@@ -96,9 +96,8 @@ pub fn run(args: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
         config.output.display()
     );
     // A run that could not judge every pair it was asked to exits non-zero.
-    Ok(if failed > 0 {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(args
+        .judge
+        .judge_max_failed
+        .exit_code("judge", failed, s.pairs as u64))
 }

@@ -6,6 +6,8 @@ use clap::Args;
 use foil::generate::GeneratorSpec;
 use foil::judge::JudgeConfig;
 
+use super::failures::MaxFailed;
+
 #[derive(Debug, Args)]
 pub struct JudgeArgs {
     /// The LLM judge: an installed model (`smollm2`, `qwen`), a GGUF file, or `openai` (with
@@ -36,6 +38,10 @@ pub struct JudgeArgs {
     /// ~/.cache/foil/judge/cache.jsonl); reruns skip what it holds.
     #[arg(long)]
     pub judge_cache: Option<PathBuf>,
+    /// Pairs the judge may fail on (server errors) and the run still exit 0: a count or a
+    /// share (`5%`). Beyond it the run exits 3; a rerun resumes from the judgment cache.
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub judge_max_failed: MaxFailed,
 }
 
 impl JudgeArgs {

@@ -297,5 +297,17 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
         s.seconds,
         config.output.display()
     );
-    Ok(ExitCode::SUCCESS)
+    // Pairs the judge could not judge (server errors): a run that could not do all it was
+    // asked exits non-zero unless the user allowed that many.
+    let unjudged: u64 = s
+        .judge
+        .iter()
+        .filter(|(k, _)| *k == "unjudged" || k.starts_with("unjudged."))
+        .map(|(_, v)| v)
+        .sum();
+    let pairs = s.judge.get("pairs").copied().unwrap_or(0);
+    Ok(args
+        .judge
+        .judge_max_failed
+        .exit_code("mine: judge", unjudged, pairs))
 }

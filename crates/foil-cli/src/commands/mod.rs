@@ -6,6 +6,7 @@ mod encode;
 mod encoder_args;
 mod eval;
 mod experiment;
+mod failures;
 mod generate;
 mod init_cross_encoder;
 mod inspect;
@@ -26,6 +27,11 @@ pub enum Command {
     /// and alignment, gc (drop damaged chunks, duplicates and uncommitted tails; compact).
     #[command(subcommand_required = true)]
     Cache(cache::CacheArgs),
+    /// Print a shell completion script: `foil completions bash > ~/.local/share/bash-completion/completions/foil`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run foil's main job on the built-in demo dataset: write it, search it with BM25, and
     /// evaluate the run.
     Demo(demo::DemoArgs),
@@ -66,6 +72,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Cache(args) => cache::run(args),
+        Command::Completions { .. } => unreachable!("main prints completions"),
         Command::Demo(args) => demo::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Eval(args) => eval::run(args),
