@@ -24,6 +24,15 @@ pub enum Series {
     },
     /// A vertical line across the plot at `x`.
     VLine { label: String, color: Color, x: f64 },
+    /// A dashed horizontal line across the plot at `y` (a reference value).
+    HLine { label: String, color: Color, y: f64 },
+    /// Estimates with intervals: a dot at `(x, y)` and a capped whisker from `lo` to `hi`.
+    Intervals {
+        label: String,
+        color: Color,
+        /// `(x, y, lo, hi)` per estimate.
+        points: Vec<(f64, f64, f64, f64)>,
+    },
 }
 
 /// A chart: titles, data ranges and series; series with an empty label stay out of the legend.
@@ -35,6 +44,9 @@ pub struct Chart {
     pub x_range: (f64, f64),
     pub y_range: (f64, f64),
     pub series: Vec<Series>,
+    /// Names of a categorical x axis: category `i` sits at x = `i` and is labelled under the
+    /// axis instead of numeric ticks (set `x_range` to `(-0.5, n - 0.5)`).
+    pub categories: Vec<String>,
     pub width: u32,
     pub height: u32,
 }
@@ -85,6 +97,7 @@ impl Chart {
             x_range: (0.0, 1.0),
             y_range: (0.0, 1.0),
             series: Vec::new(),
+            categories: Vec::new(),
             width: 720,
             height: 470,
         }
@@ -107,8 +120,22 @@ impl Chart {
         };
 
         // Grid and tick labels.
-        let (xt, xd) = nice_ticks(x0, x1, 6);
+        let (xt, xd) = if self.categories.is_empty() {
+            nice_ticks(x0, x1, 6)
+        } else {
+            (Vec::new(), 0)
+        };
         let (yt, yd) = nice_ticks(y0, y1, 5);
+        for (i, name) in self.categories.iter().enumerate() {
+            let x = px(i as f64);
+            scene.push(line(
+                vec![(x, TOP + ph), (x, TOP + ph + 5.0)],
+                Color::AXIS,
+                1.0,
+                false,
+            ));
+            scene.text(x, TOP + ph + 16.0, name, Anchor::Middle, TEXT);
+        }
         for &t in &xt {
             scene.push(line(
                 vec![(px(t), TOP), (px(t), TOP + ph)],
@@ -188,6 +215,38 @@ impl Chart {
                         true,
                     ));
                 }
+                Series::HLine { color, y, .. } => {
+                    scene.push(line(
+                        vec![(LEFT, py(*y)), (LEFT + pw, py(*y))],
+                        *color,
+                        2.0,
+                        true,
+                    ));
+                }
+                Series::Intervals { color, points, .. } => {
+                    const CAP: f32 = 8.0;
+                    const DOT: f32 = 9.0;
+                    for &(x, y, lo, hi) in points {
+                        let (x, lo, hi) = (px(x), py(lo), py(hi));
+                        scene.push(line(vec![(x, lo), (x, hi)], *color, 2.0, false));
+                        for end in [lo, hi] {
+                            scene.push(line(
+                                vec![(x - CAP, end), (x + CAP, end)],
+                                *color,
+                                2.0,
+                                false,
+                            ));
+                        }
+                        scene.push(Shape::Rect {
+                            x: x - DOT / 2.0,
+                            y: py(y) - DOT / 2.0,
+                            w: DOT,
+                            h: DOT,
+                            fill: *color,
+                            opacity: 1.0,
+                        });
+                    }
+                }
             }
         }
 
@@ -222,9 +281,10 @@ impl Chart {
             .iter()
             .map(|s| match s {
                 Series::Bars { label, color, .. } => (label.as_str(), *color, true),
-                Series::Line { label, color, .. } | Series::VLine { label, color, .. } => {
-                    (label.as_str(), *color, false)
-                }
+                Series::Line { label, color, .. }
+                | Series::VLine { label, color, .. }
+                | Series::HLine { label, color, .. }
+                | Series::Intervals { label, color, .. } => (label.as_str(), *color, false),
             })
             .filter(|(l, _, _)| !l.is_empty())
             .collect();
@@ -314,5 +374,51 @@ mod tests {
         assert_eq!(c.png(), c.png());
         assert_eq!(c.svg(), c.svg());
         assert!(c.svg().contains(">positives</text>"));
+    }
+
+    #[test]
+    fn categories_label_the_x_axis_and_intervals_span_their_bounds() {
+        let mut c = Chart::new("Change", "pipeline", "difference");
+        c.categories = vec!["bm25".into(), "llm".into()];
+        c.x_range = (-0.5, 1.5);
+        c.y_range = (-0.1, 0.1);
+        c.series.push(Series::Intervals {
+            label: "mean, 95% interval".into(),
+            color: Color::BLUE,
+            points: vec![(0.0, 0.01, -0.02, 0.04), (1.0, -0.05, -0.08, -0.02)],
+        });
+        c.series.push(Series::HLine {
+            label: "base".into(),
+            color: Color::GRAY,
+            y: 0.0,
+        });
+        let svg = c.svg();
+        assert!(
+            svg.contains(">bm25</text>") && svg.contains(">llm</text>"),
+            "{svg}"
+        );
+        // No numeric x ticks on a categorical axis: the only x labels are the categories.
+        assert!(!svg.contains(">0.5</text>"), "{svg}");
+        // The first whisker runs from y(-0.02) to y(0.04) at x(0).
+        let scene = c.scene();
+        let whiskers: Vec<&Vec<(f32, f32)>> = scene
+            .shapes
+            .iter()
+            .filter_map(|s| match s {
+                Shape::Line { points, color, .. } if *color == Color::BLUE => Some(points),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            whiskers.len(),
+            7,
+            "a whisker and two caps per estimate, and the legend swatch"
+        );
+        let (x, y_lo) = whiskers[0][0];
+        let (_, y_hi) = whiskers[0][1];
+        assert!(y_lo > y_hi, "the lower bound is drawn lower (larger y)");
+        let quarter = (c.width as f32 - LEFT - RIGHT) / 4.0;
+        assert!((x - (LEFT + quarter)).abs() < 0.01, "{x}");
+        assert_eq!(c.png(), c.png());
     }
 }

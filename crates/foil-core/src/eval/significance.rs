@@ -68,6 +68,38 @@ pub fn paired_t_test(d: &[f64]) -> (f64, f64) {
     (t, p.clamp(0.0, 1.0))
 }
 
+/// The `level` (0.95) confidence interval of the mean of the differences `d`, from Student's t
+/// with n − 1 degrees of freedom: mean ± t·sd/√n. `(NaN, NaN)` with fewer than two values.
+pub fn t_interval(d: &[f64], level: f64) -> (f64, f64) {
+    let n = d.len();
+    if n < 2 {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = mean(d);
+    let sd = (d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let half = t_quantile(1.0 - level, (n - 1) as f64) * sd / (n as f64).sqrt();
+    (m - half, m + half)
+}
+
+/// The t with two-sided tail probability `alpha` under `nu` degrees of freedom (the
+/// 1 − alpha/2 quantile), by bisection on the tail probability, which falls as t grows.
+fn t_quantile(alpha: f64, nu: f64) -> f64 {
+    let tail = |t: f64| regularized_incomplete_beta(nu / (nu + t * t), nu / 2.0, 0.5);
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while tail(hi) > alpha && hi < 1e6 {
+        hi *= 2.0;
+    }
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if tail(mid) > alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// The two-sided paired randomization test of the differences `d`.
 pub fn randomization_test(d: &[f64], trials: u32, seed: u64) -> f64 {
     if d.is_empty() || trials == 0 {
@@ -186,6 +218,28 @@ mod tests {
         assert!((ln_gamma(1.0)).abs() < 1e-13);
         assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-13);
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-13);
+    }
+
+    #[test]
+    fn t_quantiles_and_intervals_match_scipy() {
+        // scipy.stats.t.ppf(0.975, df) for df = 1, 4, 9, 29.
+        for (nu, t) in [
+            (1.0, 12.706204736174698),
+            (4.0, 2.7764451051977987),
+            (9.0, 2.2621571627409915),
+            (29.0, 2.045229642132703),
+        ] {
+            let got = t_quantile(0.05, nu);
+            assert!((got - t).abs() < 1e-8 * t, "{nu}: {got}");
+        }
+        // mean(d) ± t.ppf(0.975, 4)·stdev(d)/√5.
+        let d = [0.1, 0.1, -0.05, 0.1, 0.25];
+        let (lo, hi) = t_interval(&d, 0.95);
+        assert!(
+            (lo - -0.031698355).abs() < 1e-8 && (hi - 0.231698355).abs() < 1e-8,
+            "{lo} {hi}"
+        );
+        assert!(t_interval(&[0.1], 0.95).0.is_nan());
     }
 
     #[test]

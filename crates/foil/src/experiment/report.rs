@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use foil_core::eval::significance::paired_tests;
+use foil_core::eval::significance::{paired_tests, t_interval};
 use foil_core::eval::{Evaluation, Measure, MeasureAt};
 use foil_core::fsutil::write_atomic;
 use foil_core::Result;
@@ -266,49 +266,64 @@ pub fn write(
         correlations.insert(name.to_string(), json!(rho));
     }
 
-    // The chart: nDCG@10 per pipeline, baselines as dashed lines.
-    // The built-in font has no '@'; bars sit over 0..1, 1..2, … in pipeline order.
-    let order: Vec<String> = pipelines
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}-{}: {}", i, i + 1, p.name))
-        .collect();
+    // The chart answers "did fine-tuning help?": per pipeline, its paired change in nDCG@10
+    // against the base model with a 95% interval, and BM25 as a reference line. (The built-in
+    // font has no '@'.)
+    let ids: Vec<&String> = base.judged.iter().collect();
+    let change = |r: &PipelineResult| -> (f64, f64, f64) {
+        let d: Vec<f64> = r
+            .values(NDCG10, &ids)
+            .iter()
+            .zip(base.values(NDCG10, &ids))
+            .map(|(b, a)| b - a)
+            .collect();
+        let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
+        let (lo, hi) = t_interval(&d, 0.95);
+        (mean, lo, hi)
+    };
+    let changes: Vec<(f64, f64, f64)> = pipelines.iter().map(change).collect();
+    let bm25_change = change(bm25).0;
     let mut chart = Chart::new(
-        "nDCG at 10 on the test split",
-        &format!("pipelines ({})", order.join(", ")),
-        "nDCG at 10",
+        "Change in nDCG at 10 against the base model, test split",
+        "pipeline (fine-tuned on its negatives)",
+        "nDCG at 10 minus the base model's",
     );
-    chart.width = chart.width.max(1040);
-    let n = pipelines.len().max(1) as f64;
-    let top = std::iter::once(base.mean(NDCG10))
-        .chain(std::iter::once(bm25.mean(NDCG10)))
-        .chain(pipelines.iter().map(|p| p.mean(NDCG10)))
+    chart.width = chart.width.max(160 * pipelines.len() as u32 + 200);
+    chart.categories = pipelines.iter().map(|p| p.name.clone()).collect();
+    chart.x_range = (-0.5, pipelines.len().max(1) as f64 - 0.5);
+    let (lo, hi) = changes
+        .iter()
+        .flat_map(|&(m, lo, hi)| [m, lo, hi])
+        .chain([0.0, bm25_change])
         .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max);
-    chart.x_range = (0.0, n);
-    chart.y_range = (0.0, (top * 1.15).max(1e-6));
-    let colors = [Color::ORANGE, Color::BLUE, Color::GREEN, Color::RED];
-    for (i, p) in pipelines.iter().enumerate() {
-        chart.series.push(Series::Bars {
-            label: format!("{} {:.3}", p.name, p.mean(NDCG10)),
-            color: colors[i % colors.len()],
-            edges: vec![i as f64 + 0.15, i as f64 + 0.85],
-            heights: vec![p.mean(NDCG10)],
-        });
-    }
-    for (r, color) in [(base, Color::GRAY), (bm25, Color::BLACK)] {
-        chart.series.push(Series::Line {
-            label: format!("{} {:.3}", r.name, r.mean(NDCG10)),
-            color,
-            points: vec![(0.0, r.mean(NDCG10)), (n, r.mean(NDCG10))],
-            dashed: true,
-        });
-    }
+        .fold((0.0f64, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.12).max(1e-3);
+    chart.y_range = (lo - pad, hi + pad);
+    chart.series.push(Series::HLine {
+        label: format!("base {:.3}", base.mean(NDCG10)),
+        color: Color::GRAY,
+        y: 0.0,
+    });
+    chart.series.push(Series::HLine {
+        label: format!("BM25 retrieval {:+.3}", bm25_change),
+        color: Color::BLACK,
+        y: bm25_change,
+    });
+    chart.series.push(Series::Intervals {
+        label: "mean change, 95% interval (paired t)".into(),
+        color: Color::BLUE,
+        points: changes
+            .iter()
+            .enumerate()
+            .map(|(i, &(m, lo, hi))| (i as f64, m, lo, hi))
+            .collect(),
+    });
     write_atomic(&dir.join("ndcg.svg"), chart.svg().as_bytes())?;
     write_atomic(&dir.join("ndcg.png"), &chart.png())?;
     let _ = writeln!(
         md,
-        "\n![nDCG@10](ndcg.svg)\n\nNegative-set reports: `inspect/<pipeline>/report.md`."
+        "\n![Change in nDCG@10 against the base model, with 95% intervals](ndcg.svg)\n\n\
+         Negative-set reports: `inspect/<pipeline>/report.md`."
     );
 
     let json = json!({
