@@ -697,6 +697,7 @@ mod tests {
             output: dir.path(),
             run: 0,
             reused: 0,
+            seconds: Vec::new(),
         };
         let mut calls = 0;
         let a: u32 = steps
@@ -719,6 +720,13 @@ mod tests {
             })
             .unwrap();
         assert_eq!((c, calls, steps.run, steps.reused), (9, 2, 2, 1));
+        // Every step's time is recorded, a reused step's from the run that made it.
+        let names: Vec<&str> = steps.seconds.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["s", "s", "s"]);
+        assert_eq!(
+            steps.seconds[1].1, steps.seconds[0].1,
+            "read back from step.json"
+        );
         // A failed step records nothing, so it runs again.
         let failed: Result<u32> = steps.step("t", "k", |_| Err(Error::Invalid("boom".into())));
         assert!(failed.is_err());
