@@ -51,6 +51,7 @@ pub struct Chart {
     pub height: u32,
 }
 
+/// The least left margin; wider y tick labels ("-0.05") widen it.
 const LEFT: f32 = 84.0;
 const RIGHT: f32 = 24.0;
 const TOP: f32 = 70.0;
@@ -107,10 +108,17 @@ impl Chart {
     pub fn scene(&self) -> Scene {
         let mut scene = Scene::new(self.width, self.height);
         let (w, h) = (self.width as f32, self.height as f32);
-        let (pw, ph) = (w - LEFT - RIGHT, h - TOP - BOTTOM);
         let (x0, x1) = widen(self.x_range);
         let (y0, y1) = widen(self.y_range);
-        let px = |x: f64| LEFT + (((x - x0) / (x1 - x0)).clamp(0.0, 1.0) as f32) * pw;
+        let (yt, yd) = nice_ticks(y0, y1, 5);
+        // Room for the vertical axis title (at x = 18) and the widest tick label beside it.
+        let widest = yt
+            .iter()
+            .map(|t| text_len(&format!("{t:.yd$}"), TEXT))
+            .fold(0.0f32, f32::max);
+        let left = LEFT.max(32.0 + 9.0 + widest);
+        let (pw, ph) = (w - left - RIGHT, h - TOP - BOTTOM);
+        let px = |x: f64| left + (((x - x0) / (x1 - x0)).clamp(0.0, 1.0) as f32) * pw;
         let py = |y: f64| TOP + ph - (((y - y0) / (y1 - y0)).clamp(0.0, 1.0) as f32) * ph;
         let line = |points: Vec<(f32, f32)>, color: Color, width: f32, dashed: bool| Shape::Line {
             points,
@@ -125,7 +133,6 @@ impl Chart {
         } else {
             (Vec::new(), 0)
         };
-        let (yt, yd) = nice_ticks(y0, y1, 5);
         for (i, name) in self.categories.iter().enumerate() {
             let x = px(i as f64);
             scene.push(line(
@@ -159,18 +166,18 @@ impl Chart {
         }
         for &t in &yt {
             scene.push(line(
-                vec![(LEFT, py(t)), (LEFT + pw, py(t))],
+                vec![(left, py(t)), (left + pw, py(t))],
                 Color::GRID,
                 1.0,
                 false,
             ));
             scene.push(line(
-                vec![(LEFT - 5.0, py(t)), (LEFT, py(t))],
+                vec![(left - 5.0, py(t)), (left, py(t))],
                 Color::AXIS,
                 1.0,
                 false,
             ));
-            scene.text(LEFT - 9.0, py(t), &format!("{t:.yd$}"), Anchor::End, TEXT);
+            scene.text(left - 9.0, py(t), &format!("{t:.yd$}"), Anchor::End, TEXT);
         }
 
         // Data.
@@ -217,7 +224,7 @@ impl Chart {
                 }
                 Series::HLine { color, y, .. } => {
                     scene.push(line(
-                        vec![(LEFT, py(*y)), (LEFT + pw, py(*y))],
+                        vec![(left, py(*y)), (left + pw, py(*y))],
                         *color,
                         2.0,
                         true,
@@ -252,14 +259,14 @@ impl Chart {
 
         // Axes, titles.
         scene.push(line(
-            vec![(LEFT, TOP), (LEFT, TOP + ph), (LEFT + pw, TOP + ph)],
+            vec![(left, TOP), (left, TOP + ph), (left + pw, TOP + ph)],
             Color::AXIS,
             1.0,
             false,
         ));
         scene.text(w / 2.0, 18.0, &self.title, Anchor::Middle, TEXT);
         scene.text(
-            LEFT + pw / 2.0,
+            left + pw / 2.0,
             h - 16.0,
             &self.x_label,
             Anchor::Middle,
@@ -296,7 +303,7 @@ impl Chart {
             .map(|(l, _, _)| SWATCH + GAP + text_len(l, TEXT))
             .collect();
         let total = widths.iter().sum::<f32>() + SPACE * widths.len().saturating_sub(1) as f32;
-        let mut x = LEFT + (pw - total) / 2.0;
+        let mut x = left + (pw - total) / 2.0;
         let y = 46.0;
         for ((label, color, bar), width) in entries.iter().zip(&widths) {
             if *bar {
@@ -417,8 +424,12 @@ mod tests {
         let (x, y_lo) = whiskers[0][0];
         let (_, y_hi) = whiskers[0][1];
         assert!(y_lo > y_hi, "the lower bound is drawn lower (larger y)");
-        let quarter = (c.width as f32 - LEFT - RIGHT) / 4.0;
-        assert!((x - (LEFT + quarter)).abs() < 0.01, "{x}");
+        // Categories sit a quarter and three quarters across the plot; the plot's left edge
+        // leaves room for the widest tick label, "-0.10".
+        let next = whiskers[3][0].0;
+        let left = next - 3.0 * (next - x) / 2.0;
+        assert!((c.width as f32 - RIGHT - left - 2.0 * (next - x)).abs() < 0.01);
+        assert!(left >= 32.0 + 9.0 + text_len("-0.10", TEXT), "{left}");
         assert_eq!(c.png(), c.png());
     }
 }

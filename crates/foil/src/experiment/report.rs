@@ -284,9 +284,9 @@ pub fn write(
     let changes: Vec<(f64, f64, f64)> = pipelines.iter().map(change).collect();
     let bm25_change = change(bm25).0;
     let mut chart = Chart::new(
-        "Change in nDCG at 10 against the base model, test split",
-        "pipeline (fine-tuned on its negatives)",
-        "nDCG at 10 minus the base model's",
+        "nDCG at 10 after fine-tuning minus the base model's (test split)",
+        "pipeline (the negatives it was fine-tuned on)",
+        "change in nDCG at 10",
     );
     chart.width = chart.width.max(160 * pipelines.len() as u32 + 200);
     chart.categories = pipelines.iter().map(|p| p.name.clone()).collect();
@@ -305,12 +305,12 @@ pub fn write(
         y: 0.0,
     });
     chart.series.push(Series::HLine {
-        label: format!("BM25 retrieval {:+.3}", bm25_change),
+        label: format!("BM25 {:+.3}", bm25_change),
         color: Color::BLACK,
         y: bm25_change,
     });
     chart.series.push(Series::Intervals {
-        label: "mean change, 95% interval (paired t)".into(),
+        label: "mean, 95% interval".into(),
         color: Color::BLUE,
         points: changes
             .iter()
