@@ -288,7 +288,7 @@ pub fn write(
         "pipeline (the negatives it was fine-tuned on)",
         "change in nDCG at 10",
     );
-    chart.width = chart.width.max(160 * pipelines.len() as u32 + 200);
+    chart.width = chart.width.max(160 * pipelines.len() as u32 + 200).max(840);
     chart.categories = pipelines.iter().map(|p| p.name.clone()).collect();
     chart.x_range = (-0.5, pipelines.len().max(1) as f64 - 0.5);
     let (lo, hi) = changes
