@@ -18,6 +18,7 @@
 mod config;
 mod report;
 
+use config::NegativesSection;
 pub use config::{ExperimentConfig, LlmSetting, Method, ServedLlm};
 
 use std::collections::BTreeMap;
@@ -117,6 +118,16 @@ impl Steps<'_> {
         self.run += 1;
         Ok(value)
     }
+}
+
+/// The negatives settings one method's steps depend on: all but the list of methods, so that
+/// adding or removing a method does not rerun the others.
+fn method_settings(n: &NegativesSection) -> Value {
+    let mut settings = serde_json::to_value(n).unwrap_or(Value::Null);
+    if let Some(fields) = settings.as_object_mut() {
+        fields.remove("methods");
+    }
+    settings
 }
 
 /// The hash of a step's settings and the keys of what it reads.
@@ -227,9 +238,9 @@ pub fn run(
     let mut results = Vec::new();
     for &method in &config.negatives.methods {
         let name = method.name();
-        let n = &config.negatives;
         let neg_key = key(&json!({
-            "pairs": pairs_key, "data": data_key, "method": name, "n": n, "encoder": encoder_key,
+            "pairs": pairs_key, "data": data_key, "method": name,
+            "n": method_settings(&config.negatives), "encoder": encoder_key,
             "llm": generator_key, "cross_encoder": config.cross_encoder, "seed": config.seed,
             "judge": judge.as_ref().filter(|_| method.needs_judge()).map(|j| (&j.0.template, &j.1)),
         }));
@@ -688,6 +699,16 @@ mod tests {
         assert!((r - 0.75f64.sqrt()).abs() < 1e-12, "{r}");
         assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
         assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn a_methods_key_ignores_the_other_methods_but_not_its_filters() {
+        let a = NegativesSection::default();
+        let mut b = a.clone();
+        b.methods = vec![Method::Bm25];
+        assert_eq!(method_settings(&a), method_settings(&b));
+        b.range_max += 1;
+        assert_ne!(method_settings(&a), method_settings(&b));
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "| pipeline | nDCG@10 | P@10 | Recall@100 | Δ nDCG@10 vs base | p (paired t) | queries without results | ECI† | AUC | safety | hardness | ≥ positive |"
+        "| pipeline | nDCG@10 | P@10 | Recall@100 | Δ nDCG@10 vs base | p (paired t) | queries without results | ECI† | AUC | safety | hardness | ≥ positive | separability‡ |"
     );
     let _ = writeln!(
         md,
@@ -231,7 +231,10 @@ pub fn write(
         "\nEvery row is averaged over the {} test queries with a relevant document; a query a run \
          has no results for counts 0 (as `trec_eval -c`), and the paired tests use the same queries.\n\n\
          † ECI is a reconstruction (ln(1+K)·2HS/(H+S)); its published formula is not available. \
-         Statistics are judged by the base model (docs/inspect.md).\n\n         ‡ Separability: cross-validated AUC of a linear probe telling the negatives from random          corpus passages by their base-model embeddings (0.5: indistinguishable; near 1: the          negatives give themselves away by style, a shortcut the model can learn).\n",
+         Statistics are judged by the base model (docs/inspect.md).\n\n\
+         ‡ Separability: cross-validated AUC of a linear probe telling the negatives from random \
+         corpus passages by their base-model embeddings (0.5: indistinguishable; near 1: the \
+         negatives give themselves away by style, a shortcut the model can learn).\n",
         base.judged.len()
     );
 
@@ -448,5 +451,39 @@ mod tests {
             "{diff}"
         );
         assert!(bm25.mean(P10).is_nan());
+    }
+
+    #[test]
+    fn the_main_table_has_as_many_headers_as_cells_and_a_chart() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("exp.toml");
+        std::fs::write(&toml, "data = \"d\"\n").unwrap();
+        let config = ExperimentConfig::read(&toml).unwrap();
+        let judged: Vec<String> = ["q1", "q2", "q3"].map(String::from).to_vec();
+        let run = |name: &str, v: f64| {
+            PipelineResult::new(
+                name,
+                None,
+                eval(&[("q1", v), ("q2", v + 0.1), ("q3", v - 0.1)]),
+                &judged,
+            )
+        };
+        let (base, bm25) = (run("base", 0.5), run("bm25-retrieval", 0.6));
+        let path = write(dir.path(), &config, &base, &bm25, &mut [run("bm25", 0.55)]).unwrap();
+        let md = std::fs::read_to_string(path).unwrap();
+        let table: Vec<&str> = md
+            .lines()
+            .skip_while(|l| !l.starts_with("| pipeline"))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert_eq!(table.len(), 5, "header, rule, base, BM25, one pipeline");
+        let cells = |l: &str| l.matches('|').count();
+        assert!(
+            table.iter().all(|l| cells(l) == cells(table[0])),
+            "{table:#?}"
+        );
+        assert!(table[0].contains("separability"));
+        let svg = std::fs::read_to_string(dir.path().join("ndcg.svg")).unwrap();
+        assert!(svg.contains(">bm25</text>"), "the pipeline is a category");
     }
 }
