@@ -519,12 +519,15 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
     })
 }
 
+/// A judge LLM for tests, shared by the judge's and mining's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use foil_core::{FinishReason, GenerationRequest, TokenLogprob};
+pub(crate) mod testing {
+    use super::TOP_TOKENS;
+    use foil_core::TokenLogprob;
+    use foil_core::{FinishReason, GenerateError, Generation, GenerationRequest, Generator};
 
-    fn top(tokens: &[(&str, f32)]) -> Generation {
+    /// A first answer token whose top tokens have these probabilities.
+    pub(crate) fn top(tokens: &[(&str, f32)]) -> Generation {
         let mut g = Generation::text("", FinishReason::Length, 10, 1);
         g.top_logprobs = tokens
             .iter()
@@ -535,6 +538,42 @@ mod tests {
             .collect();
         g
     }
+
+    /// Answers each yes-no prompt ("Query: …" on its first line, the passage on its second)
+    /// with the top tokens the function gives for (query, passage).
+    pub(crate) struct FnJudge(pub fn(&str, &str) -> Vec<(&'static str, f32)>);
+
+    impl Generator for FnJudge {
+        fn name(&self) -> &str {
+            "fn-judge"
+        }
+        fn fingerprint(&self) -> String {
+            "fn-judge@1".into()
+        }
+        fn generate(
+            &self,
+            requests: &[GenerationRequest],
+        ) -> Vec<std::result::Result<Generation, GenerateError>> {
+            requests
+                .iter()
+                .map(|r| {
+                    assert_eq!(r.params.top_logprobs, TOP_TOKENS);
+                    let user = &r.messages.last().unwrap().content;
+                    let mut lines = user.lines();
+                    let query = lines.next().unwrap_or("").trim_start_matches("Query: ");
+                    let passage = lines.next().unwrap_or("");
+                    Ok(top(&(self.0)(query, passage)))
+                })
+                .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{top, FnJudge};
+    use super::*;
+    use foil_core::FinishReason;
 
     #[test]
     fn yes_and_no_tokens_are_summed_in_every_spelling() {
@@ -571,36 +610,15 @@ mod tests {
     }
 
     /// Says yes when the passage shares a word with the query, through the top tokens.
-    struct WordJudge;
-
-    impl Generator for WordJudge {
-        fn name(&self) -> &str {
-            "word-judge"
-        }
-        fn fingerprint(&self) -> String {
-            "word-judge@1".into()
-        }
-        fn generate(
-            &self,
-            requests: &[GenerationRequest],
-        ) -> Vec<std::result::Result<Generation, GenerateError>> {
-            requests
-                .iter()
-                .map(|r| {
-                    let user = &r.messages.last().unwrap().content;
-                    let query = user.lines().next().unwrap().trim_start_matches("Query: ");
-                    let passage = user.lines().nth(1).unwrap().to_lowercase();
-                    let hit = query
-                        .split_whitespace()
-                        .any(|w| passage.contains(&w.to_lowercase()));
-                    assert_eq!(r.params.top_logprobs, TOP_TOKENS);
-                    Ok(top(if hit {
-                        &[("Yes", 0.9), ("No", 0.1)]
-                    } else {
-                        &[("No", 0.7), ("Yes", 0.1), ("Hmm", 0.2)]
-                    }))
-                })
-                .collect()
+    fn word_judge(query: &str, passage: &str) -> Vec<(&'static str, f32)> {
+        let passage = passage.to_lowercase();
+        if query
+            .split_whitespace()
+            .any(|w| passage.contains(&w.to_lowercase()))
+        {
+            vec![("Yes", 0.9), ("No", 0.1)]
+        } else {
+            vec![("No", 0.7), ("Yes", 0.1), ("Hmm", 0.2)]
         }
     }
 
@@ -617,7 +635,8 @@ mod tests {
         );
         let template = Template::load_for("yes-no", Task::Judge).unwrap();
         let judge =
-            LlmJudge::with_generator(Box::new(WordJudge), template.clone(), &config).unwrap();
+            LlmJudge::with_generator(Box::new(FnJudge(word_judge)), template.clone(), &config)
+                .unwrap();
         let pairs = [
             ("scurvy", "Scurvy comes from a lack of vitamin C."),
             ("rickets", "Tea."),
@@ -629,7 +648,8 @@ mod tests {
         assert_eq!(judge.score(&pairs).unwrap().len(), 2);
         drop(judge);
         // A second judge finds every judgment in the cache.
-        let again = LlmJudge::with_generator(Box::new(WordJudge), template, &config).unwrap();
+        let again =
+            LlmJudge::with_generator(Box::new(FnJudge(word_judge)), template, &config).unwrap();
         let (same, stats) = again.judge(&pairs, &NoProgress).unwrap();
         assert_eq!((stats.requests.cached, stats.requests.generated), (2, 0));
         assert_eq!(same, judgments);

@@ -285,52 +285,19 @@ mod tests {
     use super::*;
     use crate::generate::template::{Task, Template};
     use crate::generate::GeneratorSpec;
-    use foil_core::{
-        FinishReason, GenerateError, Generation, GenerationRequest, Generator, NoProgress,
-        TokenLogprob,
-    };
+    use crate::judge::testing::FnJudge;
+    use foil_core::NoProgress;
 
     /// P(yes) = 0.9 for passages with "vitamin", 0.6 with "bone", else 0.2.
-    struct KeywordJudge;
-
-    impl Generator for KeywordJudge {
-        fn name(&self) -> &str {
-            "keyword"
-        }
-        fn fingerprint(&self) -> String {
-            "keyword@1".into()
-        }
-        fn generate(
-            &self,
-            requests: &[GenerationRequest],
-        ) -> Vec<std::result::Result<Generation, GenerateError>> {
-            requests
-                .iter()
-                .map(|r| {
-                    let text = &r.messages.last().unwrap().content;
-                    let passage = text.lines().nth(1).unwrap_or("");
-                    let p: f32 = if passage.contains("vitamin") {
-                        0.9
-                    } else if passage.contains("bone") {
-                        0.6
-                    } else {
-                        0.2
-                    };
-                    let mut g = Generation::text("", FinishReason::Length, 1, 1);
-                    g.top_logprobs = vec![
-                        TokenLogprob {
-                            token: "Yes".into(),
-                            logprob: p.ln(),
-                        },
-                        TokenLogprob {
-                            token: "No".into(),
-                            logprob: (1.0 - p).ln(),
-                        },
-                    ];
-                    Ok(g)
-                })
-                .collect()
-        }
+    fn keyword_judge(_query: &str, passage: &str) -> Vec<(&'static str, f32)> {
+        let p = if passage.contains("vitamin") {
+            0.9
+        } else if passage.contains("bone") {
+            0.6
+        } else {
+            0.2
+        };
+        vec![("Yes", p), ("No", 1.0 - p)]
     }
 
     fn setup(dir: &std::path::Path, action: JudgeAction, teacher: bool) -> (MineJudge, LlmJudge) {
@@ -343,7 +310,7 @@ mod tests {
             dir.join("judge.jsonl"),
         );
         let llm = LlmJudge::with_generator(
-            Box::new(KeywordJudge),
+            Box::new(FnJudge(keyword_judge)),
             Template::load_for("yes-no", Task::Judge).unwrap(),
             &config,
         )
