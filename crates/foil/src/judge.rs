@@ -331,9 +331,9 @@ pub struct JudgeRunSummary {
 
 /// Runs `foil judge`.
 pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunSummary> {
-    use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
-    use foil_core::{Document, InputPolicy, Qrels, Query, Run, SkipReport};
-    use std::collections::{BTreeMap, HashMap, HashSet};
+    use foil_core::beir::BeirPaths;
+    use foil_core::{InputPolicy, Qrels, Run, SkipReport};
+    use std::collections::{BTreeMap, HashSet};
     use std::io::Write;
 
     let started = std::time::Instant::now();
@@ -348,16 +348,10 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
     let paths = BeirPaths::new(&config.data);
     let qrels_path = paths.qrels(&config.split);
     let qrels = Qrels::read(&qrels_path, policy, &mut skips)?;
-    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
-    let query_text: HashMap<&str, &str> = queries
-        .iter()
-        .map(|q| (q.id.as_str(), q.text.as_str()))
-        .collect();
-    let docs: Vec<Document> = CorpusReader::open(&paths.corpus, policy)?.collect::<Result<_>>()?;
-    let full: HashMap<&str, String> = docs
-        .iter()
-        .map(|d| (d.id.as_str(), d.full_text()))
-        .collect();
+    let crate::rerank::Texts {
+        queries: query_text,
+        passages: full,
+    } = crate::rerank::Texts::read(&paths, policy, &mut skips)?;
     let run = match &config.run {
         Some(path) => Some(Run::read(path, policy, &mut skips)?),
         None => None,
@@ -366,7 +360,7 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
     // The queries: those judged in the split, in id order, optionally a seeded sample.
     let mut ids: Vec<&str> = qrels
         .query_ids()
-        .filter(|q| query_text.contains_key(q))
+        .filter(|q| query_text.contains_key(*q))
         .collect();
     ids.sort_unstable();
     if let Some(n) = config.sample {
@@ -427,7 +421,7 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
     }
     let texts: Vec<(&str, &str)> = pairs
         .iter()
-        .map(|p| (query_text[p.query], full[p.doc.as_str()].as_str()))
+        .map(|p| (query_text[p.query].as_str(), full[p.doc.as_str()].as_str()))
         .collect();
     let (judgments, stats) = crate::threads::with_threads(config.threads, || {
         let judge = LlmJudge::load(&config.judge)?;

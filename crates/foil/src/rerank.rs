@@ -18,6 +18,32 @@ use serde::Serialize;
 
 use crate::threads::with_threads;
 
+/// The texts a scorer of (query, passage) pairs needs: query text and passage text (`title +
+/// " " + text`) by id, read from a BEIR folder.
+pub(crate) struct Texts {
+    pub queries: HashMap<String, String>,
+    pub passages: HashMap<String, String>,
+}
+
+impl Texts {
+    pub(crate) fn read(
+        paths: &BeirPaths,
+        policy: InputPolicy,
+        skips: &mut SkipReport,
+    ) -> Result<Self> {
+        let queries: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
+        let mut passages = HashMap::new();
+        for doc in CorpusReader::open(&paths.corpus, policy)? {
+            let doc: Document = doc?;
+            passages.insert(doc.id.clone(), doc.full_text());
+        }
+        Ok(Texts {
+            queries: queries.into_iter().map(|q| (q.id, q.text)).collect(),
+            passages,
+        })
+    }
+}
+
 /// Configuration of a rerank run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RerankConfig {
@@ -47,16 +73,10 @@ pub fn run(config: &RerankConfig, progress: &dyn Progress) -> Result<RerankSumma
     let policy = InputPolicy::default();
     let mut skips = SkipReport::default();
     let paths = BeirPaths::new(&config.data);
-    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
-    let query_text: HashMap<&str, &str> = queries
-        .iter()
-        .map(|q| (q.id.as_str(), q.text.as_str()))
-        .collect();
-    let docs: Vec<Document> = CorpusReader::open(&paths.corpus, policy)?.collect::<Result<_>>()?;
-    let full: HashMap<&str, String> = docs
-        .iter()
-        .map(|d| (d.id.as_str(), d.full_text()))
-        .collect();
+    let Texts {
+        queries: query_text,
+        passages: full,
+    } = Texts::read(&paths, policy, &mut skips)?;
     let input = Run::read(&config.run, policy, &mut skips)?;
     let dir = crate::encoders::resolve_model(&config.cross_encoder)?;
     let ce = CrossEncoder::load(
@@ -84,7 +104,7 @@ pub fn run(config: &RerankConfig, progress: &dyn Progress) -> Result<RerankSumma
                 .iter()
                 .map(|d| {
                     full.get(d.doc_id.as_str())
-                        .map(|t| (*q, t.as_str()))
+                        .map(|t| (q.as_str(), t.as_str()))
                         .ok_or_else(|| {
                             Error::Invalid(format!(
                                 "{}: document {:?} of the run is not in the corpus",
