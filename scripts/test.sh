@@ -21,8 +21,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "model weights (scripts/fetch-models.sh all: MiniLM, SmolLM2, Qwen2.5 0.5B)"
-scripts/fetch-models.sh all >/dev/null
+step "model weights (scripts/fetch-models.sh all mpnet: MiniLM, SmolLM2, Qwen2.5 0.5B, MPNet)"
+scripts/fetch-models.sh all mpnet >/dev/null
 
 step "cargo test (release)"
 cargo test --workspace --release

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Golden loss and gradients of all-MiniLM-L6-v2 under a contrastive loss (training parity).
+"""Golden loss and gradients of an encoder under a contrastive loss (training parity).
 
     python3 scripts/golden/make_gradient_golden.py \
         [--model ~/.cache/foil/models/all-MiniLM-L6-v2] \
         [--out tests/fixtures/encoder/minilm_gradients.json]
+    python3 scripts/golden/make_gradient_golden.py \
+        --model ~/.cache/foil/models/all-mpnet-base-v2 \
+        --out tests/fixtures/encoder/mpnet_gradients.json
 
-foil-candle's trainable BERT is checked against this file. The model is loaded with
-transformers (AutoModel -> BertModel, float32, eager attention) and put in eval mode, so
+foil-candle's trainable model is checked against this file. The model is loaded with
+transformers (AutoModel -> BertModel or MPNetModel, float32, eager attention) and put in eval
+mode, so
 dropout is off, while gradients stay on. A fixed batch of 4 queries and their 4 matching
 passages (written below) is tokenized per side with padding to the longest sequence of that
 side and truncation at 64 tokens (one passage is longer than 64 and gets truncated).
@@ -22,7 +26,8 @@ attention masks, the pooled unit vectors and the score matrix, and for every nam
 (HF names, e.g. "encoder.layer.0.attention.self.query.weight") with a gradient: shape, sum,
 L2 norm, max |g| (computed in float64 from the float32 gradient), the number of non-zero
 entries, and the 16 entries of largest |g| as [flat_index, value] (row-major flat index, ties
-broken by the lower index). Parameters whose gradient is None or all zero are listed
+broken by the lower index). MPNet names its attention tensors "attention.attn.q/k/v/o"; the
+names below are BERT's and are translated. Parameters whose gradient is None or all zero are listed
 (expected: the pooler, which this loss does not use). For three parameters the full gradient
 at 64 evenly spaced flat indices (round(k * (numel - 1) / 63), k = 0..63) is recorded.
 
@@ -105,6 +110,14 @@ def mean_pool(h, mask):
     return (h * m).sum(dim=1) / torch.clamp(m.sum(dim=1), min=1e-9)
 
 
+def family_name(model, bert_name):
+    """The model's name of the parameter BERT calls bert_name."""
+    if type(model).__name__ != "MPNetModel":
+        return bert_name
+    return bert_name.replace(".attention.self.query.", ".attention.attn.q.") \
+        .replace(".attention.self.key.", ".attention.attn.k.")
+
+
 def run(model, q_batch, p_batch, pooling, scale):
     model.zero_grad(set_to_none=True)
     hq = model(**q_batch).last_hidden_state
@@ -155,7 +168,7 @@ def main():
 
     tok = AutoTokenizer.from_pretrained(args.model)
     model = load(args.model, torch.float32)
-    assert type(model).__name__ == "BertModel", type(model)
+    assert type(model).__name__ in ("BertModel", "MPNetModel"), type(model)
     assert not model.training
 
     def batch(texts):
@@ -178,7 +191,7 @@ def main():
             continue
         params[name] = grad_stats(g)
     samples = {}
-    for name in SAMPLED_PARAMS:
+    for name in (family_name(model, n) for n in SAMPLED_PARAMS):
         flat = grads[name].flatten()
         n = flat.numel()
         idx = [int(round(k * (n - 1) / (N_SAMPLES - 1))) for k in range(N_SAMPLES)]
@@ -198,7 +211,7 @@ def main():
             zero64.append(name)
         else:
             rel[name] = d / n64
-    expected_zero = [f"encoder.layer.{i}.attention.self.key.bias"
+    expected_zero = [family_name(model, f"encoder.layer.{i}.attention.self.key.bias")
                      for i in range(model.config.num_hidden_layers)]
     assert sorted(zero64) == sorted(expected_zero), zero64
     del model64, grads64
@@ -210,7 +223,7 @@ def main():
     cls_no_grad = [name for name, g in grads_cls.items() if g is None or not bool(g.any())]
 
     out = {
-        "model": "all-MiniLM-L6-v2",
+        "model": os.path.basename(os.path.normpath(args.model)),
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "dtype": "float32",
@@ -223,10 +236,10 @@ def main():
         "untruncated_token_counts": {"queries": q_untrunc, "passages": p_untrunc},
         "query_input_ids": qb["input_ids"].tolist(),
         "query_attention_mask": qb["attention_mask"].tolist(),
-        "query_token_type_ids": qb["token_type_ids"].tolist(),
+        "query_token_type_ids": qb["token_type_ids"].tolist() if "token_type_ids" in qb else None,
         "passage_input_ids": pb["input_ids"].tolist(),
         "passage_attention_mask": pb["attention_mask"].tolist(),
-        "passage_token_type_ids": pb["token_type_ids"].tolist(),
+        "passage_token_type_ids": pb["token_type_ids"].tolist() if "token_type_ids" in pb else None,
         "mean": {
             "pooling": "mean over attention mask, then L2 normalize",
             "scale": SCALE,

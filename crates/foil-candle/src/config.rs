@@ -1,4 +1,5 @@
-//! What a model folder says about the model: Hugging Face's `config.json` ([`BertConfig`]) and
+//! What a model folder says about the model: Hugging Face's `config.json` ([`BertConfig`], with
+//! its [`Family`]) and
 //! sentence-transformers' `modules.json`, `1_Pooling/config.json`,
 //! `sentence_bert_config.json` and `config_sentence_transformers.json` ([`SentenceConfig`]).
 
@@ -7,9 +8,13 @@ use std::path::Path;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// A BERT architecture as `config.json` describes it.
+/// An encoder architecture as `config.json` describes it: BERT, or a family with BERT's layer
+/// layout ([`Family`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
+    /// `bert` or `mpnet` (Hugging Face's `model_type`; `bert` when absent).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -34,10 +39,81 @@ pub struct BertConfig {
     pub num_labels: Option<usize>,
     #[serde(default)]
     pub id2label: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The padding token; MPNet numbers positions from `pad_token_id + 1`.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// MPNet's number of relative-position buckets (32).
+    #[serde(default)]
+    pub relative_attention_num_buckets: Option<usize>,
+}
+
+/// The encoder families foil runs. They share BERT's layers (self-attention, feed-forward,
+/// post-LayerNorm); what differs is named here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT and the models built on it (MiniLM, E5, GTE, BGE): learned absolute positions from
+    /// 0, token types.
+    Bert,
+    /// MPNet (all-mpnet-base-v2): learned absolute positions from `pad_token_id + 1`, no token
+    /// types, and a learned bias per head and relative-position bucket (T5's buckets) added to
+    /// every layer's attention scores.
+    MPNet,
+}
+
+/// MPNet's (and T5's) largest distance with its own buckets; farther ones share the last.
+const MPNET_MAX_DISTANCE: usize = 128;
+
+impl Family {
+    /// The checkpoint's name of the tensor that BERT calls `bert_name`.
+    pub fn tensor_name(self, bert_name: &str) -> String {
+        match self {
+            Family::Bert => bert_name.to_string(),
+            Family::MPNet => [
+                (".attention.self.query.", ".attention.attn.q."),
+                (".attention.self.key.", ".attention.attn.k."),
+                (".attention.self.value.", ".attention.attn.v."),
+                (".attention.output.dense.", ".attention.attn.o."),
+                (".attention.output.LayerNorm.", ".attention.LayerNorm."),
+            ]
+            .iter()
+            .find(|(bert, _)| bert_name.contains(bert))
+            .map_or_else(
+                || bert_name.to_string(),
+                |(bert, mpnet)| bert_name.replacen(bert, mpnet, 1),
+            ),
+        }
+    }
+}
+
+/// The relative-position bucket of key position `key` seen from query position `query`, as
+/// Hugging Face's `MPNetEncoder.relative_position_bucket` computes it (bidirectional: half the
+/// buckets for keys before the query; exact distances up to a quarter of the buckets, then
+/// logarithmic up to 128, in float32 like PyTorch).
+pub fn relative_bucket(query: usize, key: usize, num_buckets: usize) -> usize {
+    let half = num_buckets / 2;
+    let max_exact = half / 2;
+    // Hugging Face's n = −(key − query).
+    let (mut bucket, n) = if key > query {
+        (half, key - query)
+    } else {
+        (0, query - key)
+    };
+    if n < max_exact {
+        bucket += n;
+    } else {
+        let log_ratio = (n as f32 / max_exact as f32).ln();
+        let log_range = (MPNET_MAX_DISTANCE as f64 / max_exact as f64).ln() as f32;
+        let large = max_exact + (log_ratio / log_range * (half - max_exact) as f32) as usize;
+        bucket += large.min(half - 1);
+    }
+    bucket
 }
 
 fn default_act() -> String {
     "gelu".into()
+}
+fn default_model_type() -> String {
+    "bert".into()
 }
 fn default_type_vocab() -> usize {
     2
@@ -54,7 +130,16 @@ impl BertConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let config: BertConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(path, format!("not a BERT config.json: {e}")))?;
+            .map_err(|e| Error::format(path, format!("not a BERT or MPNet config.json: {e}")))?;
+        if !matches!(config.model_type.as_str(), "bert" | "mpnet") {
+            return Err(Error::format(
+                path,
+                format!(
+                    "model_type {:?}: foil runs BERT and MPNet encoders (model_type \"bert\" or \"mpnet\")",
+                    config.model_type
+                ),
+            ));
+        }
         if !config
             .hidden_size
             .is_multiple_of(config.num_attention_heads)
@@ -74,6 +159,36 @@ impl BertConfig {
             ));
         }
         Ok(config)
+    }
+
+    /// The family, from `model_type` (checked by [`BertConfig::read`]).
+    pub fn family(&self) -> Family {
+        match self.model_type.as_str() {
+            "mpnet" => Family::MPNet,
+            _ => Family::Bert,
+        }
+    }
+
+    /// The position-table row of a sequence's first token: 0 for BERT; for MPNet
+    /// `pad_token_id + 1`, as Hugging Face numbers the positions of unpadded tokens.
+    pub fn position_offset(&self) -> usize {
+        match self.family() {
+            Family::Bert => 0,
+            Family::MPNet => self.pad_token_id.unwrap_or(1) as usize + 1,
+        }
+    }
+
+    /// The longest sequence the position table holds.
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings - self.position_offset()
+    }
+
+    /// MPNet's number of relative-position buckets; `None` for families without them.
+    pub fn relative_buckets(&self) -> Option<usize> {
+        match self.family() {
+            Family::Bert => None,
+            Family::MPNet => Some(self.relative_attention_num_buckets.unwrap_or(32)),
+        }
     }
 
     /// Size of one attention head.
@@ -150,7 +265,7 @@ impl SentenceConfig {
         let mut config = SentenceConfig {
             pooling: Pooling::Mean,
             normalize: false,
-            max_length: bert.max_position_embeddings,
+            max_length: bert.max_tokens(),
             query_prompt: String::new(),
             passage_prompt: String::new(),
         };
@@ -187,7 +302,7 @@ impl SentenceConfig {
         }
         if let Some(s) = read_json::<SbertFile>(&dir.join("sentence_bert_config.json"))? {
             if let Some(n) = s.max_seq_length {
-                config.max_length = n.min(bert.max_position_embeddings);
+                config.max_length = n.min(bert.max_tokens());
             }
         }
         #[derive(Deserialize)]

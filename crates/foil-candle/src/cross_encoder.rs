@@ -90,10 +90,7 @@ impl CrossEncoder {
         } else {
             None
         };
-        let max_length = options
-            .max_length
-            .unwrap_or(512)
-            .min(config.max_position_embeddings);
+        let max_length = options.max_length.unwrap_or(512).min(config.max_tokens());
         Ok(Self {
             name: dir
                 .file_name()
@@ -183,6 +180,15 @@ impl Reranker for CrossEncoder {
 pub fn init_checkpoint(base: &Path, output: &Path, seed: u64) -> Result<()> {
     let config_path = base.join("config.json");
     let config = BertConfig::read(&config_path)?;
+    if config.family() != crate::config::Family::Bert {
+        return Err(Error::format(
+            &config_path,
+            format!(
+                "a new cross-encoder is made from a BERT folder; this is model_type {:?}",
+                config.model_type
+            ),
+        ));
+    }
     let weights = Weights::load(base, &Device::Cpu)?;
     let h = config.hidden_size;
     let mut rng = SplitMix64::new(seed);

@@ -34,7 +34,7 @@ pub struct EncoderOptions {
 /// What runs the transformer.
 enum Backend {
     /// The fused CPU kernels of [`FastBert`].
-    Fast(FastBert),
+    Fast(Box<FastBert>),
     /// The candle model, on any candle device (CUDA, or the CPU for cross-checks).
     Candle(Box<TrainableBert>),
 }
@@ -88,10 +88,10 @@ impl BertEncoder {
         let config = BertConfig::read(&dir.join("config.json"))?;
         let mut sentence = SentenceConfig::read(dir, &config)?;
         if let Some(n) = options.max_length {
-            if n < 2 || n > config.max_position_embeddings {
+            if n < 2 || n > config.max_tokens() {
                 return Err(Error::Invalid(format!(
                     "--max-length must be between 2 and {}",
-                    config.max_position_embeddings
+                    config.max_tokens()
                 )));
             }
             sentence.max_length = n;
@@ -112,7 +112,7 @@ impl BertEncoder {
         let device = parse_device(options.device.as_deref().unwrap_or("cpu"))?;
         let weights = Weights::load(dir, device.as_ref().unwrap_or(&Device::Cpu))?;
         let backend = match device {
-            None => Backend::Fast(FastBert::new(&config, &weights)?),
+            None => Backend::Fast(Box::new(FastBert::new(&config, &weights)?)),
             Some(device) => {
                 Backend::Candle(Box::new(TrainableBert::new(&config, &weights, &device)?))
             }

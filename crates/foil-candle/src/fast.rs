@@ -5,13 +5,15 @@
 //! sequence on its own length. Weights are laid out once at load time: the query, key and value
 //! projections are concatenated into one matrix (one product instead of three) with the
 //! 1/√d attention scale folded into the query rows. Bias, GELU, residual and LayerNorm are fused
-//! passes over each output. The result equals the candle model of [`crate::model`] and
-//! Hugging Face's `BertModel` to float32 rounding.
+//! passes over each output. MPNet ([`Family::MPNet`]) differs only in its position numbering, no
+//! token types, and a relative-position bias added to the attention scores. The result equals
+//! the candle model of [`crate::model`] and Hugging Face's `BertModel` / `MPNetModel` to
+//! float32 rounding.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::config::BertConfig;
+use crate::config::{relative_bucket, BertConfig, Family};
 use crate::kernels::{
     add_bias, add_layer_norm, bias_activation, matmul, softmax_rows, Activation, Mat,
 };
@@ -39,12 +41,19 @@ pub struct FastBert {
     hidden: usize,
     heads: usize,
     intermediate: usize,
-    max_positions: usize,
+    /// The longest sequence, in tokens.
+    max_tokens: usize,
+    /// Position-table row of the first token.
+    position_offset: usize,
     eps: f32,
     activation: Activation,
     word: Vec<f32>,
     position: Vec<f32>,
-    token_type: Vec<f32>,
+    /// `None` for families without token types (MPNet).
+    token_type: Option<Vec<f32>>,
+    /// MPNet's attention bias by head and distance: row `head`, column `key − query +
+    /// max_tokens − 1`.
+    relative_bias: Option<Vec<f32>>,
     emb_ln_w: Vec<f32>,
     emb_ln_b: Vec<f32>,
     layers: Vec<Layer>,
@@ -59,9 +68,10 @@ impl FastBert {
         let h = config.hidden_size;
         let i = config.intermediate_size;
         let scale = 1.0 / (config.head_dim() as f32).sqrt();
+        let family = config.family();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
-            let p = |s: &str| format!("encoder.layer.{l}.{s}");
+            let p = |s: &str| family.tensor_name(&format!("encoder.layer.{l}.{s}"));
             let mut qkv_w = w.vec(&p("attention.self.query.weight"), &[h, h])?;
             qkv_w.iter_mut().for_each(|x| *x *= scale);
             qkv_w.extend(w.vec(&p("attention.self.key.weight"), &[h, h])?);
@@ -85,11 +95,39 @@ impl FastBert {
                 ln2_b: w.vec(&p("output.LayerNorm.bias"), &[h])?,
             });
         }
+        let max_tokens = config.max_tokens();
+        let heads = config.num_attention_heads;
+        let relative_bias = match config.relative_buckets() {
+            None => None,
+            Some(buckets) => {
+                let table = w.vec("encoder.relative_attention_bias.weight", &[buckets, heads])?;
+                let width = 2 * max_tokens - 1;
+                let mut by_distance = vec![0f32; heads * width];
+                for column in 0..width {
+                    // key − query = column − (max_tokens − 1).
+                    let (query, key) = (max_tokens - 1, column);
+                    let bucket = relative_bucket(query, key, buckets);
+                    for head in 0..heads {
+                        by_distance[head * width + column] = table[bucket * heads + head];
+                    }
+                }
+                Some(by_distance)
+            }
+        };
+        let token_type = if config.family() == Family::MPNet {
+            None
+        } else {
+            Some(w.vec(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?)
+        };
         Ok(Self {
             hidden: h,
-            heads: config.num_attention_heads,
+            heads,
             intermediate: i,
-            max_positions: config.max_position_embeddings,
+            max_tokens,
+            position_offset: config.position_offset(),
             eps: config.layer_norm_eps as f32,
             activation: match config.hidden_act.as_str() {
                 "gelu" => Activation::Gelu,
@@ -101,10 +139,8 @@ impl FastBert {
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, h],
             )?,
-            token_type: w.vec(
-                "embeddings.token_type_embeddings.weight",
-                &[config.type_vocab_size, h],
-            )?,
+            token_type,
+            relative_bias,
             emb_ln_w: w.vec("embeddings.LayerNorm.weight", &[h])?,
             emb_ln_b: w.vec("embeddings.LayerNorm.bias", &[h])?,
             layers,
@@ -116,7 +152,7 @@ impl FastBert {
         self.hidden
     }
 
-    /// Runs the encoder on a batch of token sequences (each at most `max_position_embeddings`
+    /// Runs the encoder on a batch of token sequences (each at most [`BertConfig::max_tokens`]
     /// long, token type 0 unless `token_types` gives them) and returns the last hidden states of
     /// all tokens, packed: rows `offsets[s]..offsets[s + 1]` belong to sequence `s`.
     pub fn forward(
@@ -129,7 +165,7 @@ impl FastBert {
         offsets.push(0);
         for s in seqs {
             assert!(
-                s.len() <= self.max_positions,
+                s.len() <= self.max_tokens,
                 "sequence longer than the position table"
             );
             offsets.push(offsets.last().copied().unwrap_or(0) + s.len());
@@ -147,12 +183,16 @@ impl FastBert {
         for (s, ids) in seqs.iter().enumerate() {
             for (p, &id) in ids.iter().enumerate() {
                 let row = &mut x[(offsets[s] + p) * h..(offsets[s] + p + 1) * h];
-                let t = token_types.map_or(0, |tt| tt[s][p] as usize);
                 let word = &self.word[id as usize * h..(id as usize + 1) * h];
-                let pos = &self.position[p * h..(p + 1) * h];
-                let typ = &self.token_type[t * h..(t + 1) * h];
+                let at = p + self.position_offset;
+                let pos = &self.position[at * h..(at + 1) * h];
                 for j in 0..h {
-                    row[j] = word[j] + pos[j] + typ[j];
+                    row[j] = word[j] + pos[j];
+                }
+                if let Some(table) = &self.token_type {
+                    let t = token_types.map_or(0, |tt| tt[s][p] as usize);
+                    let typ = &table[t * h..(t + 1) * h];
+                    row.iter_mut().zip(typ).for_each(|(x, t)| *x += t);
                 }
             }
         }
@@ -244,6 +284,17 @@ impl FastBert {
                 let k = Mat::strided(&rows[h + head * d..], len, d, 3 * h);
                 let v = Mat::strided(&rows[2 * h + head * d..], len, d, 3 * h);
                 matmul(q, k.t(), &mut scores, len, false, Parallelism::None);
+                if let Some(bias) = &self.relative_bias {
+                    let width = 2 * self.max_tokens - 1;
+                    let by_distance = &bias[head * width..(head + 1) * width];
+                    for (query, row) in scores.chunks_exact_mut(len).enumerate() {
+                        // Column of (query, key 0): 0 − query + max_tokens − 1.
+                        let first = self.max_tokens - 1 - query;
+                        row.iter_mut()
+                            .zip(&by_distance[first..first + len])
+                            .for_each(|(s, b)| *s += b);
+                    }
+                }
                 softmax_rows(&mut scores, len);
                 matmul(
                     Mat::new(&scores, len, len),

@@ -4,8 +4,8 @@
 //! dropout does nothing, so gradients silently vanish. This model is built only from candle
 //! operations that have backward passes (matmul, broadcast arithmetic, exp, sqrt, GELU,
 //! index_select), with LayerNorm and softmax written out, and real, seeded dropout. It follows
-//! Hugging Face's `BertModel` operation for operation, so its gradients equal PyTorch's; the
-//! golden test `tests/grad_parity.rs` checks every parameter.
+//! Hugging Face's `BertModel` (and `MPNetModel`, see [`Family`]) operation for operation, so its
+//! gradients equal PyTorch's; the golden test `tests/grad_parity.rs` checks every parameter.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
 
-use crate::config::{BertConfig, Pooling};
+use crate::config::{relative_bucket, BertConfig, Family, Pooling};
 use crate::weights::Weights;
 
 fn ce(e: candle_core::Error) -> Error {
@@ -125,7 +125,10 @@ pub struct TrainableBert {
     vars: Vec<(String, Var)>,
     word: Var,
     position: Var,
-    token_type: Var,
+    /// `None` for families without token types (MPNet).
+    token_type: Option<Var>,
+    /// MPNet's `[buckets, heads]` relative-position attention bias.
+    relative_bias: Option<Var>,
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
     /// `classifier.weight` / `classifier.bias` of a cross-encoder.
@@ -168,15 +171,19 @@ impl Batch {
 }
 
 impl TrainableBert {
-    /// Builds the model from loaded weights (copied into fresh variables).
+    /// Builds the model from loaded weights (copied into fresh variables). Variables are named
+    /// as the family's checkpoints name them, so [`TrainableBert::save`] writes a folder of the
+    /// same family.
     pub fn new(config: &BertConfig, w: &Weights, device: &Device) -> Result<Self> {
         let h = config.hidden_size;
         let i = config.intermediate_size;
+        let family = config.family();
         let mut vars = Vec::new();
-        let mut var = |name: &str, shape: &[usize]| -> Result<Var> {
-            let t = w.get(name, shape)?.to_device(device).ce()?;
+        let mut var = |bert_name: &str, shape: &[usize]| -> Result<Var> {
+            let name = family.tensor_name(bert_name);
+            let t = w.get(&name, shape)?.to_device(device).ce()?;
             let v = Var::from_tensor(&t).ce()?;
-            vars.push((name.to_string(), v.clone()));
+            vars.push((name, v.clone()));
             Ok(v)
         };
         let word = var("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
@@ -184,10 +191,13 @@ impl TrainableBert {
             "embeddings.position_embeddings.weight",
             &[config.max_position_embeddings, h],
         )?;
-        let token_type = var(
-            "embeddings.token_type_embeddings.weight",
-            &[config.type_vocab_size, h],
-        )?;
+        let token_type = match family {
+            Family::Bert => Some(var(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?),
+            Family::MPNet => None,
+        };
         let eps = config.layer_norm_eps;
         let emb_ln = LayerNorm {
             w: var("embeddings.LayerNorm.weight", &[h])?,
@@ -230,6 +240,13 @@ impl TrainableBert {
                 ln2,
             });
         }
+        let relative_bias = match config.relative_buckets() {
+            Some(buckets) => Some(var(
+                "encoder.relative_attention_bias.weight",
+                &[buckets, config.num_attention_heads],
+            )?),
+            None => None,
+        };
         let classifier = if w.contains("classifier.weight") {
             let n = config.labels();
             Some(Linear {
@@ -246,6 +263,7 @@ impl TrainableBert {
             word,
             position,
             token_type,
+            relative_bias,
             emb_ln,
             layers,
             classifier,
@@ -282,15 +300,22 @@ impl TrainableBert {
             .ce()?
             .reshape((b, l, h))
             .ce()?;
-        let positions = self.position.as_tensor().narrow(0, 0, l).ce()?;
-        let types = self
-            .token_type
+        // Padding gets positions too; attention and pooling never read them.
+        let positions = self
+            .position
             .as_tensor()
-            .index_select(&batch.type_ids.flatten_all().ce()?, 0)
-            .ce()?
-            .reshape((b, l, h))
+            .narrow(0, c.position_offset(), l)
             .ce()?;
-        let mut x = words.broadcast_add(&positions).ce()?.add(&types).ce()?;
+        let mut x = words.broadcast_add(&positions).ce()?;
+        if let Some(token_type) = &self.token_type {
+            let types = token_type
+                .as_tensor()
+                .index_select(&batch.type_ids.flatten_all().ce()?, 0)
+                .ce()?
+                .reshape((b, l, h))
+                .ce()?;
+            x = x.add(&types).ce()?;
+        }
         x = self.emb_ln.forward(&x).ce()?;
         if let Some(dp) = dropout.as_deref_mut() {
             x = dp.apply(&x, c.hidden_dropout_prob)?;
@@ -300,6 +325,10 @@ impl TrainableBert {
             .ce()?
             .reshape((b, 1, 1, l))
             .ce()?;
+        let relative_bias = match &self.relative_bias {
+            Some(table) => Some(self.relative_bias(table, l)?),
+            None => None,
+        };
         let scale = 1.0 / (d as f64).sqrt();
         for layer in &self.layers {
             let split = |t: Tensor| -> candle_core::Result<Tensor> {
@@ -309,6 +338,10 @@ impl TrainableBert {
             let k = split(layer.key.forward(&x).ce()?).ce()?;
             let v = split(layer.value.forward(&x).ce()?).ce()?;
             let scores = (q.matmul(&k.t().ce()?.contiguous().ce()?).ce()? * scale).ce()?;
+            let scores = match &relative_bias {
+                Some(bias) => scores.broadcast_add(bias).ce()?,
+                None => scores,
+            };
             let scores = scores.broadcast_add(&mask_bias).ce()?;
             let mut probs = softmax(&scores).ce()?;
             if let Some(dp) = dropout.as_deref_mut() {
@@ -341,6 +374,28 @@ impl TrainableBert {
             x = layer.ln2.forward(&out.add(&x).ce()?).ce()?;
         }
         Ok(x)
+    }
+
+    /// MPNet's attention bias `[1, heads, L, L]` for sequences of length `l`, looked up in the
+    /// `[buckets, heads]` table (so its gradient reaches the table).
+    fn relative_bias(&self, table: &Var, l: usize) -> Result<Tensor> {
+        let (buckets, heads) = table.as_tensor().dims2().ce()?;
+        let index: Vec<u32> = (0..l)
+            .flat_map(|query| (0..l).map(move |key| relative_bucket(query, key, buckets) as u32))
+            .collect();
+        let index = Tensor::from_vec(index, l * l, &self.device).ce()?;
+        table
+            .as_tensor()
+            .index_select(&index, 0)
+            .ce()?
+            .reshape((l, l, heads))
+            .ce()?
+            .permute((2, 0, 1))
+            .ce()?
+            .contiguous()
+            .ce()?
+            .unsqueeze(0)
+            .ce()
     }
 
     /// Pools hidden states `[B, L, H]` into `[B, H]` (mean over real tokens, or `[CLS]`) and

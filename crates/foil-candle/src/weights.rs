@@ -1,5 +1,6 @@
 //! Reading a checkpoint's tensors by name: `model.safetensors`, else `pytorch_model.bin`,
-//! with the naming variants found in the wild (`bert.` prefixes of classification checkpoints,
+//! with the naming variants found in the wild (`bert.` / `mpnet.` prefixes of classification
+//! checkpoints,
 //! TensorFlow-era `LayerNorm.gamma` / `beta`).
 
 use std::collections::HashMap;
@@ -102,9 +103,13 @@ impl Weights {
     }
 }
 
-/// Strips a leading `bert.` and renames `gamma`/`beta` to `weight`/`bias`.
+/// Strips a leading `bert.` or `mpnet.` (classification checkpoints) and renames
+/// `gamma`/`beta` to `weight`/`bias`.
 fn canonical_name(name: &str) -> String {
-    let name = name.strip_prefix("bert.").unwrap_or(name);
+    let name = name
+        .strip_prefix("bert.")
+        .or_else(|| name.strip_prefix("mpnet."))
+        .unwrap_or(name);
     if let Some(prefix) = name.strip_suffix(".gamma") {
         format!("{prefix}.weight")
     } else if let Some(prefix) = name.strip_suffix(".beta") {

@@ -1,7 +1,8 @@
 //! Training-path parity: one MultipleNegativesRanking loss on a fixed batch through foil's
-//! trainable BERT gives PyTorch's loss and, for every parameter, PyTorch's gradient (golden file
-//! made by `scripts/golden/make_gradient_golden.py` with transformers' `BertModel`). A parameter
-//! without gradient fails the test.
+//! trainable model gives PyTorch's loss and, for every parameter, PyTorch's gradient (golden
+//! files made by `scripts/golden/make_gradient_golden.py` with transformers' `BertModel` for
+//! all-MiniLM-L6-v2 and `MPNetModel` for all-mpnet-base-v2). A parameter without gradient
+//! fails the test.
 
 use std::path::Path;
 
@@ -69,16 +70,32 @@ fn loss(model: &TrainableBert, q: &Batch, p: &Batch, pooling: Pooling, scale: f6
 #[test]
 fn gradients_of_every_parameter_match_pytorch() {
     let Some(dir) = common::minilm() else { return };
+    check_gradients(&dir, "minilm_gradients.json");
+}
+
+#[test]
+fn mpnet_gradients_of_every_parameter_match_pytorch() {
+    let Some(dir) = common::mpnet() else { return };
+    check_gradients(&dir, "mpnet_gradients.json");
+}
+
+/// The attention key biases, whose gradient is mathematically zero (softmax is shift-invariant).
+fn is_key_bias(name: &str) -> bool {
+    name.contains("attention.self.key.bias") || name.contains("attention.attn.k.bias")
+}
+
+fn check_gradients(dir: &Path, fixture: &str) {
     let golden: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/fixtures/encoder/minilm_gradients.json"),
+                .join("../../tests/fixtures/encoder")
+                .join(fixture),
         )
         .unwrap(),
     )
     .unwrap();
     let config = BertConfig::read(&dir.join("config.json")).unwrap();
-    let weights = Weights::load(&dir, &Device::Cpu).unwrap();
+    let weights = Weights::load(dir, &Device::Cpu).unwrap();
     let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
     let q = unpad(
         ids(&golden["query_input_ids"]),
@@ -117,12 +134,9 @@ fn gradients_of_every_parameter_match_pytorch() {
             .unwrap_or_else(|| panic!("{name} got no gradient"));
         let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
         let l2 = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        assert!(
-            l2 > 0.0 || name.contains("attention.self.key.bias"),
-            "{name}: gradient is zero"
-        );
+        assert!(l2 > 0.0 || is_key_bias(name), "{name}: gradient is zero");
         let ref_l2 = reference["l2"].as_f64().unwrap();
-        if name.contains("attention.self.key.bias") {
+        if is_key_bias(name) {
             // Mathematically zero (softmax is shift-invariant); only rounding noise remains.
             assert!(l2 < 1e-6, "{name}: {l2}");
             continue;
@@ -161,7 +175,7 @@ fn gradients_of_every_parameter_match_pytorch() {
     );
     let grads = l.backward().unwrap();
     for (name, var) in model.vars() {
-        if name.contains("attention.self.key.bias") {
+        if is_key_bias(name) {
             continue;
         }
         let g = grads.get(var.as_tensor()).unwrap();

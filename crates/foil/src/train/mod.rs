@@ -271,7 +271,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     // The saved folder keeps the base's settings; the training length only shapes batches.
     let saved = sentence.clone();
     if let Some(n) = config.max_length {
-        sentence.max_length = n.min(bert.max_position_embeddings);
+        sentence.max_length = n.min(bert.max_tokens());
     }
     let tokenizer = TextTokenizer::load(&model_dir, sentence.max_length)?;
 
