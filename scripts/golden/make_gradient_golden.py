@@ -9,7 +9,7 @@
         --out tests/fixtures/encoder/mpnet_gradients.json
 
 foil-candle's trainable model is checked against this file. The model is loaded with
-transformers (AutoModel -> BertModel or MPNetModel, float32, eager attention) and put in eval
+transformers (AutoModel -> BertModel, MPNetModel or XLMRobertaModel, float32, eager attention) and put in eval
 mode, so
 dropout is off, while gradients stay on. A fixed batch of 4 queries and their 4 matching
 passages (written below) is tokenized per side with padding to the longest sequence of that
@@ -72,7 +72,7 @@ SCALE = 20.0
 TOP_K = 16
 N_SAMPLES = 64
 SAMPLED_PARAMS = [
-    "encoder.layer.5.output.dense.weight",
+    "encoder.layer.{last}.output.dense.weight",  # layer 5, or the last of smaller models
     "embeddings.LayerNorm.weight",
     "encoder.layer.0.attention.self.key.bias",  # theoretically zero, see below
     "encoder.layer.0.attention.self.query.bias",  # an extra, non-degenerate bias
@@ -168,7 +168,7 @@ def main():
 
     tok = AutoTokenizer.from_pretrained(args.model)
     model = load(args.model, torch.float32)
-    assert type(model).__name__ in ("BertModel", "MPNetModel"), type(model)
+    assert type(model).__name__ in ("BertModel", "MPNetModel", "XLMRobertaModel"), type(model)
     assert not model.training
 
     def batch(texts):
@@ -191,7 +191,8 @@ def main():
             continue
         params[name] = grad_stats(g)
     samples = {}
-    for name in (family_name(model, n) for n in SAMPLED_PARAMS):
+    last = min(5, model.config.num_hidden_layers - 1)
+    for name in (family_name(model, n.format(last=last)) for n in SAMPLED_PARAMS):
         flat = grads[name].flatten()
         n = flat.numel()
         idx = [int(round(k * (n - 1) / (N_SAMPLES - 1))) for k in range(N_SAMPLES)]

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 /// layout ([`Family`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
-    /// `bert` or `mpnet` (Hugging Face's `model_type`; `bert` when absent).
+    /// `bert`, `mpnet`, `roberta` or `xlm-roberta` (Hugging Face's `model_type`; `bert` when
+    /// absent).
     #[serde(default = "default_model_type")]
     pub model_type: String,
     pub vocab_size: usize,
@@ -39,7 +40,7 @@ pub struct BertConfig {
     pub num_labels: Option<usize>,
     #[serde(default)]
     pub id2label: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The padding token; MPNet numbers positions from `pad_token_id + 1`.
+    /// The padding token; MPNet and RoBERTa number positions from `pad_token_id + 1`.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
     /// MPNet's number of relative-position buckets (32).
@@ -58,6 +59,9 @@ pub enum Family {
     /// types, and a learned bias per head and relative-position bucket (T5's buckets) added to
     /// every layer's attention scores.
     MPNet,
+    /// RoBERTa and XLM-RoBERTa (multilingual-e5, bge-m3): BERT's tensors and layers, positions
+    /// from `pad_token_id + 1`, one token type.
+    Roberta,
 }
 
 /// MPNet's (and T5's) largest distance with its own buckets; farther ones share the last.
@@ -67,7 +71,7 @@ impl Family {
     /// The checkpoint's name of the tensor that BERT calls `bert_name`.
     pub fn tensor_name(self, bert_name: &str) -> String {
         match self {
-            Family::Bert => bert_name.to_string(),
+            Family::Bert | Family::Roberta => bert_name.to_string(),
             Family::MPNet => [
                 (".attention.self.query.", ".attention.attn.q."),
                 (".attention.self.key.", ".attention.attn.k."),
@@ -130,12 +134,16 @@ impl BertConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let config: BertConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(path, format!("not a BERT or MPNet config.json: {e}")))?;
-        if !matches!(config.model_type.as_str(), "bert" | "mpnet") {
+            .map_err(|e| Error::format(path, format!("not a BERT-family config.json: {e}")))?;
+        if !matches!(
+            config.model_type.as_str(),
+            "bert" | "mpnet" | "roberta" | "xlm-roberta"
+        ) {
             return Err(Error::format(
                 path,
                 format!(
-                    "model_type {:?}: foil runs BERT and MPNet encoders (model_type \"bert\" or \"mpnet\")",
+                    "model_type {:?}: foil runs BERT, MPNet and (XLM-)RoBERTa encoders \
+                     (model_type bert, mpnet, roberta, xlm-roberta)",
                     config.model_type
                 ),
             ));
@@ -165,16 +173,17 @@ impl BertConfig {
     pub fn family(&self) -> Family {
         match self.model_type.as_str() {
             "mpnet" => Family::MPNet,
+            "roberta" | "xlm-roberta" => Family::Roberta,
             _ => Family::Bert,
         }
     }
 
-    /// The position-table row of a sequence's first token: 0 for BERT; for MPNet
+    /// The position-table row of a sequence's first token: 0 for BERT; for MPNet and RoBERTa
     /// `pad_token_id + 1`, as Hugging Face numbers the positions of unpadded tokens.
     pub fn position_offset(&self) -> usize {
         match self.family() {
             Family::Bert => 0,
-            Family::MPNet => self.pad_token_id.unwrap_or(1) as usize + 1,
+            Family::MPNet | Family::Roberta => self.pad_token_id.unwrap_or(1) as usize + 1,
         }
     }
 
@@ -186,7 +195,7 @@ impl BertConfig {
     /// MPNet's number of relative-position buckets; `None` for families without them.
     pub fn relative_buckets(&self) -> Option<usize> {
         match self.family() {
-            Family::Bert => None,
+            Family::Bert | Family::Roberta => None,
             Family::MPNet => Some(self.relative_attention_num_buckets.unwrap_or(32)),
         }
     }

@@ -1,6 +1,6 @@
 //! [`CrossEncoder`]: a Hugging Face `BertForSequenceClassification` folder (such as
-//! cross-encoder/ms-marco-MiniLM-L-6-v2) scoring (query, passage) pairs, run by the fused CPU
-//! path; and [`init_checkpoint`], which writes such a folder from a BERT folder with a seeded
+//! cross-encoder/ms-marco-MiniLM-L-6-v2) or `XLMRobertaForSequenceClassification` folder (the
+//! bge-reranker family) scoring (query, passage) pairs, run by the fused CPU path; and [`init_checkpoint`], which writes such a folder from a BERT folder with a seeded
 //! random head (foil's tests use it where no trained cross-encoder can be installed).
 
 use std::collections::HashMap;
@@ -76,16 +76,24 @@ impl CrossEncoder {
         }
         let weights = Weights::load(dir, &Device::Cpu)?;
         let h = config.hidden_size;
-        if !weights.contains("classifier.weight") {
+        // BERT: pooler (dense + tanh) then `classifier`; (XLM-)RoBERTa (bge-reranker): the same
+        // two layers, named `classifier.dense` and `classifier.out_proj`.
+        let (dense, out) = if weights.contains("classifier.out_proj.weight") {
+            ("classifier.dense", "classifier.out_proj")
+        } else {
+            ("pooler.dense", "classifier")
+        };
+        if !weights.contains(&format!("{out}.weight")) {
             return Err(Error::Invalid(format!(
-                "{}: no classifier head (expected a BertForSequenceClassification checkpoint)",
+                "{}: no classifier head (expected a BertForSequenceClassification or \
+                 XLMRobertaForSequenceClassification checkpoint)",
                 dir.display()
             )));
         }
-        let pooler = if weights.contains("pooler.dense.weight") {
+        let pooler = if weights.contains(&format!("{dense}.weight")) {
             Some((
-                weights.vec("pooler.dense.weight", &[h, h])?,
-                weights.vec("pooler.dense.bias", &[h])?,
+                weights.vec(&format!("{dense}.weight"), &[h, h])?,
+                weights.vec(&format!("{dense}.bias"), &[h])?,
             ))
         } else {
             None
@@ -100,8 +108,8 @@ impl CrossEncoder {
             model: FastBert::new(&config, &weights)?,
             hidden: h,
             pooler,
-            classifier_w: weights.vec("classifier.weight", &[1, h])?,
-            classifier_b: weights.vec("classifier.bias", &[1])?[0],
+            classifier_w: weights.vec(&format!("{out}.weight"), &[1, h])?,
+            classifier_b: weights.vec(&format!("{out}.bias"), &[1])?[0],
             options: options.clone(),
             weights_path: weights.path().to_path_buf(),
             weights_sha256: OnceLock::new(),

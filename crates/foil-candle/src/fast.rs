@@ -190,7 +190,11 @@ impl FastBert {
                     row[j] = word[j] + pos[j];
                 }
                 if let Some(table) = &self.token_type {
-                    let t = token_types.map_or(0, |tt| tt[s][p] as usize);
+                    // One row (RoBERTa): every token is type 0, whatever the tokenizer says.
+                    let t = match token_types {
+                        Some(tt) if table.len() > h => tt[s][p] as usize,
+                        _ => 0,
+                    };
                     let typ = &table[t * h..(t + 1) * h];
                     row.iter_mut().zip(typ).for_each(|(x, t)| *x += t);
                 }

@@ -192,7 +192,7 @@ impl TrainableBert {
             &[config.max_position_embeddings, h],
         )?;
         let token_type = match family {
-            Family::Bert => Some(var(
+            Family::Bert | Family::Roberta => Some(var(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, h],
             )?),

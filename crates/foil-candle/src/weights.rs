@@ -1,5 +1,5 @@
 //! Reading a checkpoint's tensors by name: `model.safetensors`, else `pytorch_model.bin`,
-//! with the naming variants found in the wild (`bert.` / `mpnet.` prefixes of classification
+//! with the naming variants found in the wild (`bert.` / `mpnet.` / `roberta.` prefixes of classification
 //! checkpoints,
 //! TensorFlow-era `LayerNorm.gamma` / `beta`).
 
@@ -103,12 +103,13 @@ impl Weights {
     }
 }
 
-/// Strips a leading `bert.` or `mpnet.` (classification checkpoints) and renames
+/// Strips a leading `bert.`, `mpnet.` or `roberta.` (classification checkpoints) and renames
 /// `gamma`/`beta` to `weight`/`bias`.
 fn canonical_name(name: &str) -> String {
     let name = name
         .strip_prefix("bert.")
         .or_else(|| name.strip_prefix("mpnet."))
+        .or_else(|| name.strip_prefix("roberta."))
         .unwrap_or(name);
     if let Some(prefix) = name.strip_suffix(".gamma") {
         format!("{prefix}.weight")

@@ -1,0 +1,166 @@
+//! The encoder families no real checkpoint of which can be installed here, proven on tiny
+//! randomly initialized checkpoints (`tests/fixtures/tiny/<family>/`, made with transformers
+//! and sentence-transformers by `scripts/golden/make_tiny_families.py`): token ids and
+//! embeddings equal sentence-transformers' on the fused path and on the trainable model, and a
+//! saved model keeps the checkpoint's tensor names and shapes and its embeddings; a one-logit
+//! XLM-RoBERTa reranker (bge-reranker's head) gives transformers' logits. Gradients are checked
+//! in `grad_parity.rs`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use foil_candle::config::BertConfig;
+use foil_candle::model::TrainableBert;
+use foil_candle::weights::Weights;
+use foil_candle::{BertEncoder, CrossEncoder, CrossEncoderOptions, EncoderOptions};
+use foil_core::{Embeddings, Encoder, TextKind};
+
+const FAMILIES: &[&str] = &["xlm-roberta"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny")
+}
+
+fn golden(family: &str) -> serde_json::Value {
+    let path = fixtures().join(format!("{family}.json"));
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn texts(golden: &serde_json::Value) -> Vec<&str> {
+    golden["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect()
+}
+
+fn min_cosine(got: &Embeddings, golden: &serde_json::Value) -> f64 {
+    let mut worst = f64::INFINITY;
+    for (i, want) in golden["embeddings"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let row = got.row(i);
+        let dot: f64 = row.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
+        let na: f64 = row.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
+        worst = worst.min(dot / (na * nb));
+    }
+    worst
+}
+
+#[test]
+fn tokens_and_embeddings_match_sentence_transformers() {
+    for family in FAMILIES {
+        let dir = fixtures().join(family);
+        let golden = golden(family);
+        assert_eq!(golden["model_type"], *family);
+        let texts = texts(&golden);
+        let encoder = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
+        let ids = encoder.tokenize(&texts, TextKind::Passage).unwrap();
+        for (i, want) in golden["token_ids"].as_array().unwrap().iter().enumerate() {
+            let want: Vec<u32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(ids[i], want, "{family}: token ids of {:?}", texts[i]);
+        }
+        let fused = min_cosine(&encoder.encode(&texts, TextKind::Passage).unwrap(), &golden);
+        let options = EncoderOptions {
+            device: Some("candle-cpu".into()),
+            ..EncoderOptions::default()
+        };
+        let candle = BertEncoder::load(&dir, &options).unwrap();
+        let trainable = min_cosine(&candle.encode(&texts, TextKind::Passage).unwrap(), &golden);
+        eprintln!("{family}: minimum cosine fused {fused:.9}, trainable {trainable:.9}");
+        assert!(fused >= 0.99999, "{family} fused path: {fused}");
+        assert!(
+            trainable >= 0.99999,
+            "{family} trainable model: {trainable}"
+        );
+    }
+}
+
+#[test]
+fn a_saved_model_keeps_the_checkpoints_names_shapes_and_embeddings() {
+    for family in FAMILIES {
+        let dir = fixtures().join(family);
+        let config = BertConfig::read(&dir.join("config.json")).unwrap();
+        let weights = Weights::load(&dir, &Device::Cpu).unwrap();
+        let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
+
+        let out = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && path.file_name().unwrap() != "model.safetensors" {
+                std::fs::copy(&path, out.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        for sub in ["1_Pooling", "2_Normalize"] {
+            if dir.join(sub).is_dir() {
+                std::fs::create_dir(out.path().join(sub)).unwrap();
+                for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                    let path = entry.unwrap().path();
+                    std::fs::copy(&path, out.path().join(sub).join(path.file_name().unwrap()))
+                        .unwrap();
+                }
+            }
+        }
+        model.save(&out.path().join("model.safetensors")).unwrap();
+
+        // Every tensor the checkpoint holds (but an unused pooler) comes back under its name.
+        let shapes = |w: &Weights| -> BTreeMap<String, Vec<usize>> {
+            w.names()
+                .filter(|n| !n.starts_with("pooler."))
+                .map(|n| (n.to_string(), w.shape(n).unwrap()))
+                .collect()
+        };
+        let saved = Weights::load(out.path(), &Device::Cpu).unwrap();
+        assert_eq!(shapes(&saved), shapes(&weights), "{family}");
+
+        let golden = golden(family);
+        let texts = texts(&golden);
+        let reloaded = BertEncoder::load(out.path(), &EncoderOptions::default()).unwrap();
+        let cos = min_cosine(
+            &reloaded.encode(&texts, TextKind::Passage).unwrap(),
+            &golden,
+        );
+        assert!(cos >= 0.99999, "{family} saved and reloaded: {cos}");
+    }
+}
+
+#[test]
+fn an_xlm_roberta_reranker_scores_like_transformers() {
+    let dir = fixtures().join("xlm-roberta-reranker");
+    let golden = golden("xlm-roberta-reranker");
+    let pairs: Vec<(&str, &str)> = golden["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap(), p[1].as_str().unwrap()))
+        .collect();
+    let model = CrossEncoder::load(&dir, &CrossEncoderOptions::default()).unwrap();
+    let logits = model.logits(&pairs).unwrap();
+    let mut worst = 0f64;
+    for (i, want) in golden["logits"].as_array().unwrap().iter().enumerate() {
+        let diff = (logits[i] as f64 - want.as_f64().unwrap()).abs();
+        worst = worst.max(diff);
+        assert!(
+            diff <= 1e-5,
+            "pair {i} {:?}: {} vs {want}",
+            pairs[i],
+            logits[i]
+        );
+    }
+    eprintln!(
+        "xlm-roberta reranker: {} pairs, max |Δ logit| {worst:e}",
+        pairs.len()
+    );
+}
