@@ -440,3 +440,59 @@ fn a_cross_encoder_trains_and_reranks() {
     assert_eq!(queries.len(), 25);
     assert_eq!(run.lines().count(), 25 * 5);
 }
+
+/// Each encoder family trains and is saved as a folder of its own family: the same tensor
+/// names and shapes as the base (MPNet's `attention.attn.q`, XLM-R's one token type), its
+/// `config.json`, and weights that moved. The tiny XLM-RoBERTa checkpoint is committed
+/// (`scripts/golden/make_tiny_families.py`); MPNet runs where it is installed.
+#[test]
+fn every_family_trains_and_saves_a_folder_of_its_own_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = training_table(tmp.path());
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny/xlm-roberta");
+    let mut families = vec![("xlm-roberta", tiny)];
+    if let Some(dir) = common::mpnet() {
+        families.push(("mpnet", dir));
+    }
+    for (family, base) in families {
+        let out = tmp.path().join(format!("model-{family}"));
+        foil(&train_args(
+            base.to_str().unwrap(),
+            table.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "2",
+            &[],
+        ));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["model_type"], family);
+        let shapes = |dir: &Path| -> std::collections::BTreeMap<String, Vec<usize>> {
+            let w = Weights::load(dir, &Device::Cpu).unwrap();
+            w.names()
+                // The unused pooler, and buffers old checkpoints hold (MPNet's position_ids).
+                .filter(|n| !n.starts_with("pooler.") && !n.ends_with("position_ids"))
+                .map(|n| (n.to_string(), w.shape(n).unwrap()))
+                .collect()
+        };
+        let (saved, held) = (shapes(&out), shapes(&base));
+        assert!(
+            saved == held,
+            "{family}: saved tensors differ from the base's"
+        );
+        let (before, after) = (weights(&base), weights(&out));
+        let base: std::collections::HashMap<&str, &Vec<f32>> =
+            before.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let moved = after
+            .iter()
+            .flat_map(|(n, v)| {
+                v.iter()
+                    .zip(base[n.as_str()].iter())
+                    .map(|(x, y)| (x - y).abs())
+            })
+            .fold(0.0, f32::max);
+        assert!(moved > 0.0, "{family}: training changed no weight");
+        for file in ["modules.json", "tokenizer.json", "1_Pooling/config.json"] {
+            assert!(out.join(file).is_file(), "{family}: no {file}");
+        }
+    }
+}
