@@ -4,49 +4,18 @@
 //! also survive a save and reload under MPNet's tensor names. Needs
 //! `scripts/fetch-models.sh mpnet`.
 
-use std::path::Path;
-
 use candle_core::Device;
 use foil_candle::config::{relative_bucket, BertConfig, Family};
 use foil_candle::model::TrainableBert;
 use foil_candle::weights::Weights;
 use foil_candle::{BertEncoder, EncoderOptions};
-use foil_core::{Embeddings, Encoder, TextKind};
+use foil_core::{Encoder, TextKind};
 
 mod common;
+use common::{min_cosine, texts, token_ids};
 
 fn golden() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/encoder/mpnet_embeddings.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn texts(golden: &serde_json::Value) -> Vec<&str> {
-    golden["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect()
-}
-
-/// The smallest cosine between `got` and the golden embeddings.
-fn min_cosine(got: &Embeddings, golden: &serde_json::Value) -> f64 {
-    let mut worst = f64::INFINITY;
-    for (i, want) in golden["embeddings"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f64> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let row = got.row(i);
-        let dot: f64 = row.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
-        let na: f64 = row.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
-        worst = worst.min(dot / (na * nb));
-    }
-    worst
+    common::fixture("encoder/mpnet_embeddings.json")
 }
 
 #[test]
@@ -79,13 +48,7 @@ fn mpnet_matches_sentence_transformers() {
     assert_eq!(encoder.sentence_config().max_length, 384);
 
     let ids = encoder.tokenize(&texts, TextKind::Passage).unwrap();
-    for (i, want) in golden["token_ids"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<u32> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+    for (i, want) in token_ids(&golden).into_iter().enumerate() {
         assert_eq!(ids[i], want, "token ids of text {i} {:?}", texts[i]);
     }
     assert!(ids.iter().any(|s| s.len() == 384), "a text is truncated");
@@ -116,22 +79,7 @@ fn a_saved_mpnet_keeps_its_names_and_its_embeddings() {
     assert!(names.contains(&"encoder.relative_attention_bias.weight"));
     assert!(!names.iter().any(|n| n.contains("token_type")));
 
-    let out = tempfile::tempdir().unwrap();
-    for file in [
-        "config.json",
-        "tokenizer.json",
-        "modules.json",
-        "sentence_bert_config.json",
-    ] {
-        std::fs::copy(dir.join(file), out.path().join(file)).unwrap();
-    }
-    std::fs::create_dir(out.path().join("1_Pooling")).unwrap();
-    std::fs::copy(
-        dir.join("1_Pooling/config.json"),
-        out.path().join("1_Pooling/config.json"),
-    )
-    .unwrap();
-    model.save(&out.path().join("model.safetensors")).unwrap();
+    let out = common::saved_copy(&dir, &model);
 
     let golden = golden();
     let texts = texts(&golden);

@@ -2,8 +2,6 @@
 //! `scripts/golden/make_embedding_golden.py`): token ids equal, cosine ≥ 0.9999 for every text.
 //! Needs all-MiniLM-L6-v2 from `scripts/fetch-models.sh`.
 
-use std::path::Path;
-
 mod common;
 use common::minilm;
 
@@ -11,9 +9,7 @@ use foil_candle::{BertEncoder, EncoderOptions};
 use foil_core::{Encoder, TextKind};
 
 fn golden() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/encoder/minilm_embeddings.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    common::fixture("encoder/minilm_embeddings.json")
 }
 
 #[test]
@@ -22,43 +18,23 @@ fn token_ids_and_embeddings_match_sentence_transformers() {
     let encoder = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
     assert_eq!(encoder.sentence_config().max_length, 256);
     let golden = golden();
-    let texts: Vec<&str> = golden["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect();
+    let texts = common::texts(&golden);
     assert!(texts.len() >= 100);
 
     let ids = encoder.tokenize(&texts, TextKind::Passage).unwrap();
-    for (i, want) in golden["token_ids"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<u32> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+    for (i, want) in common::token_ids(&golden).into_iter().enumerate() {
         assert_eq!(ids[i], want, "token ids of text {i} {:?}", texts[i]);
     }
 
     let got = encoder.encode(&texts, TextKind::Passage).unwrap();
     let mut worst = f64::INFINITY;
-    for (i, want) in golden["embeddings"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f64> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+    for (i, want) in common::vectors(&golden).iter().enumerate() {
         let row = got.row(i);
-        let dot: f64 = row.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
-        let na: f64 = row.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
-        let cos = dot / (na * nb);
+        let cos = common::cosine(row, want);
         assert!(cos >= 0.9999, "text {i} {:?}: cosine {cos}", texts[i]);
         let max_abs = row
             .iter()
-            .zip(&want)
+            .zip(want)
             .map(|(a, b)| (*a as f64 - b).abs())
             .fold(0.0, f64::max);
         assert!(max_abs < 1e-4, "text {i}: max abs difference {max_abs}");

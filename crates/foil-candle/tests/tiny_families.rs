@@ -7,51 +7,26 @@
 //! in `grad_parity.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::Device;
 use foil_candle::config::BertConfig;
 use foil_candle::model::TrainableBert;
 use foil_candle::weights::Weights;
 use foil_candle::{BertEncoder, CrossEncoder, CrossEncoderOptions, EncoderOptions};
-use foil_core::{Embeddings, Encoder, TextKind};
+use foil_core::{Encoder, TextKind};
+
+mod common;
+use common::{min_cosine, texts, token_ids};
 
 const FAMILIES: &[&str] = &["xlm-roberta"];
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny")
+    common::fixtures().join("tiny")
 }
 
 fn golden(family: &str) -> serde_json::Value {
-    let path = fixtures().join(format!("{family}.json"));
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn texts(golden: &serde_json::Value) -> Vec<&str> {
-    golden["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect()
-}
-
-fn min_cosine(got: &Embeddings, golden: &serde_json::Value) -> f64 {
-    let mut worst = f64::INFINITY;
-    for (i, want) in golden["embeddings"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f64> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let row = got.row(i);
-        let dot: f64 = row.iter().zip(&want).map(|(a, b)| *a as f64 * b).sum();
-        let na: f64 = row.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
-        let nb: f64 = want.iter().map(|b| b * b).sum::<f64>().sqrt();
-        worst = worst.min(dot / (na * nb));
-    }
-    worst
+    common::fixture(&format!("tiny/{family}.json"))
 }
 
 #[test]
@@ -63,13 +38,7 @@ fn tokens_and_embeddings_match_sentence_transformers() {
         let texts = texts(&golden);
         let encoder = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
         let ids = encoder.tokenize(&texts, TextKind::Passage).unwrap();
-        for (i, want) in golden["token_ids"].as_array().unwrap().iter().enumerate() {
-            let want: Vec<u32> = want
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+        for (i, want) in token_ids(&golden).into_iter().enumerate() {
             assert_eq!(ids[i], want, "{family}: token ids of {:?}", texts[i]);
         }
         let fused = min_cosine(&encoder.encode(&texts, TextKind::Passage).unwrap(), &golden);
@@ -96,24 +65,7 @@ fn a_saved_model_keeps_the_checkpoints_names_shapes_and_embeddings() {
         let weights = Weights::load(&dir, &Device::Cpu).unwrap();
         let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
 
-        let out = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() && path.file_name().unwrap() != "model.safetensors" {
-                std::fs::copy(&path, out.path().join(path.file_name().unwrap())).unwrap();
-            }
-        }
-        for sub in ["1_Pooling", "2_Normalize"] {
-            if dir.join(sub).is_dir() {
-                std::fs::create_dir(out.path().join(sub)).unwrap();
-                for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
-                    let path = entry.unwrap().path();
-                    std::fs::copy(&path, out.path().join(sub).join(path.file_name().unwrap()))
-                        .unwrap();
-                }
-            }
-        }
-        model.save(&out.path().join("model.safetensors")).unwrap();
+        let out = common::saved_copy(&dir, &model);
 
         // Every tensor the checkpoint holds (but an unused pooler) comes back under its name.
         let shapes = |w: &Weights| -> BTreeMap<String, Vec<usize>> {
