@@ -135,6 +135,16 @@ impl BertConfig {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let config: BertConfig = serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(path, format!("not a BERT-family config.json: {e}")))?;
+        if matches!(config.model_type.as_str(), "qwen2" | "qwen3") {
+            return Err(Error::format(
+                path,
+                format!(
+                    "model_type {:?} is a decoder embedder; foil's cross-encoders are \
+                     BERT-family encoders (bert, mpnet, roberta, xlm-roberta)",
+                    config.model_type
+                ),
+            ));
+        }
         if !matches!(
             config.model_type.as_str(),
             "bert" | "mpnet" | "roberta" | "xlm-roberta"
@@ -143,7 +153,8 @@ impl BertConfig {
                 path,
                 format!(
                     "model_type {:?}: foil runs BERT, MPNet and (XLM-)RoBERTa encoders \
-                     (model_type bert, mpnet, roberta, xlm-roberta)",
+                     (model_type bert, mpnet, roberta, xlm-roberta) and Qwen2/Qwen3 decoder \
+                     embedders (qwen2, qwen3)",
                     config.model_type
                 ),
             ));
@@ -213,6 +224,180 @@ impl BertConfig {
     }
 }
 
+/// A decoder embedder's architecture as `config.json` describes it: a Qwen2- or Qwen3-style
+/// causal transformer (Qwen3-Embedding, gte-Qwen2) — RMSNorm before attention and MLP, rotary
+/// positions, grouped-query attention, SwiGLU. Qwen2 puts biases on the q/k/v projections;
+/// Qwen3 has none (unless `attention_bias`) and normalizes q and k per head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoderConfig {
+    /// `qwen2` or `qwen3`.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Key/value heads, each shared by `num_attention_heads / num_key_value_heads` query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Qwen3 names it; Qwen2 uses `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Qwen3: biases on all four attention projections (default none).
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default = "default_silu")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// Long-context rotary scaling; foil runs plain rotary positions only.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    /// The padding token. As in PyTorch's `nn.Embedding(padding_idx)`, its embedding row gets
+    /// no gradient — which matters when it is also the end-of-text token that the last-token
+    /// vector is read from.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+fn default_silu() -> String {
+    "silu".into()
+}
+
+impl DecoderConfig {
+    fn check(self, path: &Path) -> Result<Self> {
+        let kv = self.kv_heads();
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
+            return Err(Error::format(
+                path,
+                "num_attention_heads is not a multiple of num_key_value_heads",
+            ));
+        }
+        if self.hidden_act != "silu" {
+            return Err(Error::format(
+                path,
+                format!(
+                    "unsupported hidden_act {:?} (decoders: silu)",
+                    self.hidden_act
+                ),
+            ));
+        }
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(Error::format(
+                path,
+                "rope_scaling is set: foil runs plain rotary positions only",
+            ));
+        }
+        if self.use_sliding_window {
+            return Err(Error::format(
+                path,
+                "use_sliding_window is true: foil runs full causal attention only",
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(Error::format(
+                path,
+                "head_dim must be even for rotary positions",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Key/value heads.
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Whether the q, k and v projections have biases (Qwen2 always; Qwen3 with
+    /// `attention_bias`).
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias == Some(true)
+    }
+
+    /// Whether the output projection has a bias (Qwen3 with `attention_bias` only).
+    pub fn o_bias(&self) -> bool {
+        self.model_type == "qwen3" && self.attention_bias == Some(true)
+    }
+
+    /// Whether q and k are RMS-normalized per head before the rotary positions (Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
+    }
+}
+
+/// The architecture of a model folder: a BERT-family encoder or a decoder embedder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Encoder(BertConfig),
+    Decoder(DecoderConfig),
+}
+
+impl ModelConfig {
+    /// Reads `config.json`, choosing the architecture by its `model_type`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        #[derive(Deserialize)]
+        struct Kind {
+            #[serde(default)]
+            model_type: Option<String>,
+        }
+        let kind: Kind = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+        match kind.model_type.as_deref() {
+            Some("qwen2" | "qwen3") => {
+                let config: DecoderConfig = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::format(path, format!("not a Qwen2/Qwen3 config.json: {e}"))
+                })?;
+                Ok(Self::Decoder(config.check(path)?))
+            }
+            _ => BertConfig::read(path).map(Self::Encoder),
+        }
+    }
+
+    /// The width of the hidden states (and of the text vectors).
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Encoder(c) => c.hidden_size,
+            Self::Decoder(c) => c.hidden_size,
+        }
+    }
+
+    /// The longest sequence the model takes.
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Self::Encoder(c) => c.max_tokens(),
+            Self::Decoder(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// Hugging Face's `model_type`.
+    pub fn model_type(&self) -> &str {
+        match self {
+            Self::Encoder(c) => &c.model_type,
+            Self::Decoder(c) => &c.model_type,
+        }
+    }
+}
+
 /// How token vectors become one text vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -221,6 +406,9 @@ pub enum Pooling {
     Mean,
     /// The `[CLS]` token's vector.
     Cls,
+    /// The last real token's vector (decoder embedders, whose last token has seen the whole
+    /// text).
+    LastToken,
 }
 
 /// The sentence-transformers side of a model folder, with defaults for a plain BERT folder.
@@ -255,6 +443,8 @@ struct PoolingFile {
     pooling_mode_max_tokens: bool,
     #[serde(default)]
     pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
@@ -270,11 +460,14 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
 impl SentenceConfig {
     /// Reads the sentence-transformers files of `dir`. Without them: mean pooling, no
     /// normalization, `max_position_embeddings` as the maximum length, no prompts.
-    pub fn read(dir: &Path, bert: &BertConfig) -> Result<Self> {
+    pub fn read(dir: &Path, model: &ModelConfig) -> Result<Self> {
         let mut config = SentenceConfig {
-            pooling: Pooling::Mean,
+            pooling: match model {
+                ModelConfig::Encoder(_) => Pooling::Mean,
+                ModelConfig::Decoder(_) => Pooling::LastToken,
+            },
             normalize: false,
-            max_length: bert.max_tokens(),
+            max_length: model.max_tokens(),
             query_prompt: String::new(),
             passage_prompt: String::new(),
         };
@@ -288,13 +481,19 @@ impl SentenceConfig {
         }
         let pooling_path = pooling_dir.join("config.json");
         if let Some(p) = read_json::<PoolingFile>(&pooling_path)? {
-            config.pooling = match (p.pooling_mode_cls_token, p.pooling_mode_mean_tokens) {
-                (true, false) => Pooling::Cls,
-                (false, true) => Pooling::Mean,
+            config.pooling = match (
+                p.pooling_mode_cls_token,
+                p.pooling_mode_mean_tokens,
+                p.pooling_mode_lasttoken,
+            ) {
+                (true, false, false) => Pooling::Cls,
+                (false, true, false) => Pooling::Mean,
+                (false, false, true) => Pooling::LastToken,
                 _ => {
                     return Err(Error::format(
                         &pooling_path,
-                        "foil supports exactly one of pooling_mode_mean_tokens and pooling_mode_cls_token",
+                        "foil supports exactly one of pooling_mode_mean_tokens, \
+                         pooling_mode_cls_token and pooling_mode_lasttoken",
                     ))
                 }
             };
@@ -311,7 +510,7 @@ impl SentenceConfig {
         }
         if let Some(s) = read_json::<SbertFile>(&dir.join("sentence_bert_config.json"))? {
             if let Some(n) = s.max_seq_length {
-                config.max_length = n.min(bert.max_tokens());
+                config.max_length = n.min(model.max_tokens());
             }
         }
         #[derive(Deserialize)]

@@ -1,5 +1,6 @@
-//! [`BertEncoder`]: a sentence-transformers bi-encoder (BERT + pooling + optional
-//! normalization and prompts) run by foil's fast inference path.
+//! [`BertEncoder`]: a sentence-transformers bi-encoder (a BERT-family encoder or a decoder
+//! embedder, + pooling + optional normalization and prompts). BERT-family encoders run on
+//! foil's fast fused CPU path; decoders, and everything on a GPU, on the candle model.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -9,9 +10,9 @@ use foil_core::fsutil::sha256_file;
 use foil_core::{Embeddings, Encoder, Error, Result, TextKind};
 use serde::Serialize;
 
-use crate::config::{BertConfig, Pooling, SentenceConfig};
+use crate::config::{ModelConfig, Pooling, SentenceConfig};
 use crate::fast::FastBert;
-use crate::model::{Batch, CandleResult, TrainableBert};
+use crate::model::{pool as pool_tensor, Batch, CandleResult, TrainableModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 
@@ -35,8 +36,9 @@ pub struct EncoderOptions {
 enum Backend {
     /// The fused CPU kernels of [`FastBert`].
     Fast(Box<FastBert>),
-    /// The candle model, on any candle device (CUDA, or the CPU for cross-checks).
-    Candle(Box<TrainableBert>),
+    /// The candle model, on any candle device (CUDA, or the CPU for decoders and
+    /// cross-checks).
+    Candle(Box<TrainableModel>),
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`; `None` means the fused CPU path.
@@ -69,11 +71,11 @@ pub fn parse_device(name: &str) -> Result<Option<Device>> {
     }
 }
 
-/// A BERT bi-encoder loaded from a Hugging Face / sentence-transformers folder.
+/// A bi-encoder loaded from a Hugging Face / sentence-transformers folder.
 pub struct BertEncoder {
     name: String,
     dir: PathBuf,
-    config: BertConfig,
+    config: ModelConfig,
     sentence: SentenceConfig,
     tokenizer: TextTokenizer,
     backend: Backend,
@@ -85,7 +87,7 @@ pub struct BertEncoder {
 impl BertEncoder {
     /// Loads the model in `dir`.
     pub fn load(dir: &Path, options: &EncoderOptions) -> Result<Self> {
-        let config = BertConfig::read(&dir.join("config.json"))?;
+        let config = ModelConfig::read(&dir.join("config.json"))?;
         let mut sentence = SentenceConfig::read(dir, &config)?;
         if let Some(n) = options.max_length {
             if n < 2 || n > config.max_tokens() {
@@ -111,11 +113,15 @@ impl BertEncoder {
         let tokenizer = TextTokenizer::load(dir, sentence.max_length)?;
         let device = parse_device(options.device.as_deref().unwrap_or("cpu"))?;
         let weights = Weights::load(dir, device.as_ref().unwrap_or(&Device::Cpu))?;
-        let backend = match device {
-            None => Backend::Fast(Box::new(FastBert::new(&config, &weights)?)),
-            Some(device) => {
-                Backend::Candle(Box::new(TrainableBert::new(&config, &weights, &device)?))
+        let backend = match (&config, device) {
+            (ModelConfig::Encoder(bert), None) => {
+                Backend::Fast(Box::new(FastBert::new(bert, &weights)?))
             }
+            (_, device) => Backend::Candle(Box::new(TrainableModel::new(
+                &config,
+                &weights,
+                &device.unwrap_or(Device::Cpu),
+            )?)),
         };
         let name = dir
             .file_name()
@@ -140,7 +146,7 @@ impl BertEncoder {
     }
 
     /// The architecture.
-    pub fn config(&self) -> &BertConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -166,7 +172,7 @@ impl BertEncoder {
 
     /// Encodes already tokenized texts; returns one pooled vector per sequence, in order.
     pub fn encode_ids(&self, ids: &[Vec<u32>]) -> Result<Embeddings> {
-        let h = self.config.hidden_size;
+        let h = self.config.hidden_size();
         // Longest first, so each batch holds sequences of similar length.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(ids[i].len()), i));
@@ -185,7 +191,7 @@ impl BertEncoder {
                     let seqs: Vec<Vec<u32>> = batch.iter().map(|&i| ids[i].clone()).collect();
                     let input = Batch::new(&seqs, None, model.device())?;
                     let hidden = model.forward(&input, None)?;
-                    let pooled = model.pool(&hidden, &input.mask, self.sentence.pooling, false)?;
+                    let pooled = pool_tensor(&hidden, &input.mask, self.sentence.pooling, false)?;
                     let pooled: Vec<f32> = pooled
                         .to_device(&Device::Cpu)
                         .ce()?
@@ -210,6 +216,7 @@ impl BertEncoder {
 fn pool(rows: &[f32], h: usize, pooling: Pooling, dst: &mut [f32]) {
     match pooling {
         Pooling::Cls => dst.copy_from_slice(&rows[..h]),
+        Pooling::LastToken => dst.copy_from_slice(&rows[rows.len() - h..]),
         Pooling::Mean => {
             let n = rows.len() / h;
             dst.iter_mut().for_each(|x| *x = 0.0);
@@ -234,7 +241,7 @@ impl Encoder for BertEncoder {
     }
 
     fn dim(&self) -> usize {
-        self.config.hidden_size
+        self.config.hidden_size()
     }
 
     fn fingerprint(&self) -> String {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod cross_encoder;
+pub mod decoder;
 pub mod encoder;
 pub mod fast;
 pub mod kernels;

@@ -14,7 +14,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
 
-use crate::config::{relative_bucket, BertConfig, Family, Pooling};
+use crate::config::{relative_bucket, BertConfig, Family, ModelConfig, Pooling};
+use crate::decoder::TrainableDecoder;
 use crate::weights::Weights;
 
 fn ce(e: candle_core::Error) -> Error {
@@ -59,20 +60,23 @@ impl Dropout {
     }
 }
 
-struct Linear {
-    w: Var,
-    b: Var,
+/// `x Wᵀ (+ b)` over the last dimension.
+pub(crate) struct Linear {
+    pub(crate) w: Var,
+    pub(crate) b: Option<Var>,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
         let (rows, inner) = (
             dims[..dims.len() - 1].iter().product::<usize>(),
             dims[dims.len() - 1],
         );
-        let y = x.reshape((rows, inner))?.matmul(&self.w.as_tensor().t()?)?;
-        let y = y.broadcast_add(self.b.as_tensor())?;
+        let mut y = x.reshape((rows, inner))?.matmul(&self.w.as_tensor().t()?)?;
+        if let Some(b) = &self.b {
+            y = y.broadcast_add(b.as_tensor())?;
+        }
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.w.dims()[0];
@@ -112,7 +116,7 @@ struct Layer {
 }
 
 /// Softmax over the last dimension; the max is detached (softmax is shift-invariant).
-fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
@@ -210,7 +214,7 @@ impl TrainableBert {
             let mut lin = |s: &str, out: usize, inp: usize| -> Result<Linear> {
                 Ok(Linear {
                     w: var(&p(&format!("{s}.weight")), &[out, inp])?,
-                    b: var(&p(&format!("{s}.bias")), &[out])?,
+                    b: Some(var(&p(&format!("{s}.bias")), &[out])?),
                 })
             };
             let query = lin("attention.self.query", h, h)?;
@@ -251,7 +255,7 @@ impl TrainableBert {
             let n = config.labels();
             Some(Linear {
                 w: var("classifier.weight", &[n, h])?,
-                b: var("classifier.bias", &[n])?,
+                b: Some(var("classifier.bias", &[n])?),
             })
         } else {
             None
@@ -398,40 +402,6 @@ impl TrainableBert {
             .ce()
     }
 
-    /// Pools hidden states `[B, L, H]` into `[B, H]` (mean over real tokens, or `[CLS]`) and
-    /// L2-normalizes them when `normalize`.
-    pub fn pool(
-        &self,
-        hidden: &Tensor,
-        mask: &Tensor,
-        pooling: Pooling,
-        normalize: bool,
-    ) -> Result<Tensor> {
-        let pooled = match pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?,
-            Pooling::Mean => {
-                let m = mask.unsqueeze(2).ce()?;
-                let sum = hidden.broadcast_mul(&m).ce()?.sum(1).ce()?;
-                let count = m.sum(1).ce()?.clamp(1e-9, f64::MAX).ce()?;
-                sum.broadcast_div(&count).ce()?
-            }
-        };
-        if normalize {
-            let norm = pooled
-                .sqr()
-                .ce()?
-                .sum_keepdim(1)
-                .ce()?
-                .sqrt()
-                .ce()?
-                .clamp(1e-12, f64::MAX)
-                .ce()?;
-            pooled.broadcast_div(&norm).ce()
-        } else {
-            Ok(pooled)
-        }
-    }
-
     /// The classifier's logits `[B, labels]` from the `[CLS]` vector (cross-encoders). Hugging
     /// Face's `BertForSequenceClassification` puts the pooler (dense + tanh) in between when the
     /// checkpoint has one.
@@ -453,9 +423,128 @@ impl TrainableBert {
         head.forward(&cls).ce()
     }
 
+    /// Saves the variables as `model.safetensors` under Hugging Face's names.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        save_vars(&self.vars, path)
+    }
+}
+
+/// Pools hidden states `[B, L, H]` of a right-padded batch into `[B, H]` (mean over real
+/// tokens, `[CLS]`, or the last real token) and L2-normalizes them when `normalize`.
+pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
+    let pooled = match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?,
+        Pooling::Mean => {
+            let m = mask.unsqueeze(2).ce()?;
+            let sum = hidden.broadcast_mul(&m).ce()?.sum(1).ce()?;
+            let count = m.sum(1).ce()?.clamp(1e-9, f64::MAX).ce()?;
+            sum.broadcast_div(&count).ce()?
+        }
+        Pooling::LastToken => {
+            let (b, l, h) = hidden.dims3().ce()?;
+            let lengths: Vec<f32> = mask
+                .sum(1)
+                .ce()?
+                .to_device(&Device::Cpu)
+                .ce()?
+                .to_vec1()
+                .ce()?;
+            let rows: Vec<u32> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (i * l + (n as usize).max(1) - 1) as u32)
+                .collect();
+            let rows = Tensor::from_vec(rows, b, hidden.device()).ce()?;
+            hidden
+                .reshape((b * l, h))
+                .ce()?
+                .index_select(&rows, 0)
+                .ce()?
+        }
+    };
+    if normalize {
+        let norm = pooled
+            .sqr()
+            .ce()?
+            .sum_keepdim(1)
+            .ce()?
+            .sqrt()
+            .ce()?
+            .clamp(1e-12, f64::MAX)
+            .ce()?;
+        pooled.broadcast_div(&norm).ce()
+    } else {
+        Ok(pooled)
+    }
+}
+
+/// A trainable transformer of any family foil runs: a BERT-family encoder or a decoder
+/// embedder. Training and the candle inference path use this; only encoders have a
+/// cross-encoder head.
+pub enum TrainableModel {
+    Encoder(TrainableBert),
+    Decoder(TrainableDecoder),
+}
+
+impl TrainableModel {
+    /// Builds the model of `config` from loaded weights.
+    pub fn new(config: &ModelConfig, w: &Weights, device: &Device) -> Result<Self> {
+        Ok(match config {
+            ModelConfig::Encoder(c) => Self::Encoder(TrainableBert::new(c, w, device)?),
+            ModelConfig::Decoder(c) => Self::Decoder(TrainableDecoder::new(c, w, device)?),
+        })
+    }
+
+    /// Loads `dir/config.json` and the folder's weights onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config = ModelConfig::read(&dir.join("config.json"))?;
+        let weights = Weights::load(dir, device)?;
+        Self::new(&config, &weights, device)
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> &Device {
+        match self {
+            Self::Encoder(m) => m.device(),
+            Self::Decoder(m) => m.device(),
+        }
+    }
+
+    /// Every trainable variable with its Hugging Face name, in a fixed order.
+    pub fn vars(&self) -> &[(String, Var)] {
+        match self {
+            Self::Encoder(m) => m.vars(),
+            Self::Decoder(m) => m.vars(),
+        }
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Encoder(m) => m.config().hidden_size,
+            Self::Decoder(m) => m.config().hidden_size,
+        }
+    }
+
+    /// Last hidden states `[B, L, H]` of a right-padded batch; dropout when `dropout` is given.
+    pub fn forward(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        match self {
+            Self::Encoder(m) => m.forward(batch, dropout),
+            Self::Decoder(m) => m.forward(batch, dropout),
+        }
+    }
+
+    /// The encoder, for what only encoders do (cross-encoder heads).
+    pub fn encoder(&self) -> Option<&TrainableBert> {
+        match self {
+            Self::Encoder(m) => Some(m),
+            Self::Decoder(_) => None,
+        }
+    }
+
     /// The variables as named tensors, for saving.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.vars
+        self.vars()
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect()
@@ -463,17 +552,21 @@ impl TrainableBert {
 
     /// Saves the variables as `model.safetensors` under Hugging Face's names.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tensors: HashMap<String, Tensor> = self
-            .tensors()
-            .into_iter()
-            .map(|(n, t)| {
-                t.to_device(&Device::Cpu)
-                    .and_then(|t| t.to_dtype(DType::F32))
-                    .map(|t| (n, t))
-            })
-            .collect::<candle_core::Result<_>>()
-            .ce()?;
-        candle_core::safetensors::save(&tensors, path)
-            .map_err(|e| Error::format(path, e.to_string()))
+        save_vars(self.vars(), path)
     }
+}
+
+/// Writes named variables as a float32 safetensors file on the CPU.
+fn save_vars(vars: &[(String, Var)], path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(n, v)| {
+            v.as_tensor()
+                .to_device(&Device::Cpu)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map(|t| (n.clone(), t))
+        })
+        .collect::<candle_core::Result<_>>()
+        .ce()?;
+    candle_core::safetensors::save(&tensors, path).map_err(|e| Error::format(path, e.to_string()))
 }

@@ -2,15 +2,15 @@
 //! trainable model gives PyTorch's loss and, for every parameter, PyTorch's gradient (golden
 //! files made by `scripts/golden/make_gradient_golden.py` with transformers' `BertModel` for
 //! all-MiniLM-L6-v2, `MPNetModel` for all-mpnet-base-v2 and `XLMRobertaModel` for the tiny
-//! checkpoint of `scripts/golden/make_tiny_families.py`). A parameter without gradient fails
-//! the test.
+//! checkpoint of `scripts/golden/make_tiny_families.py`; `Qwen2Model` / `Qwen3Model` with
+//! last-token pooling for the tiny decoders of `scripts/golden/make_tiny_decoders.py`). A
+//! parameter without gradient fails the test.
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use foil_candle::config::{BertConfig, Pooling};
-use foil_candle::model::{Batch, TrainableBert};
-use foil_candle::weights::Weights;
+use foil_candle::config::Pooling;
+use foil_candle::model::{pool, Batch, TrainableModel};
 
 mod common;
 
@@ -37,11 +37,11 @@ fn unpad(seqs: Vec<Vec<u32>>, mask: &serde_json::Value) -> Vec<Vec<u32>> {
 }
 
 /// Mean or CLS pooling, normalization, scaled similarities and cross-entropy with the diagonal.
-fn loss(model: &TrainableBert, q: &Batch, p: &Batch, pooling: Pooling, scale: f64) -> Tensor {
+fn loss(model: &TrainableModel, q: &Batch, p: &Batch, pooling: Pooling, scale: f64) -> Tensor {
     let hq = model.forward(q, None).unwrap();
     let hp = model.forward(p, None).unwrap();
-    let eq = model.pool(&hq, &q.mask, pooling, true).unwrap();
-    let ep = model.pool(&hp, &p.mask, pooling, true).unwrap();
+    let eq = pool(&hq, &q.mask, pooling, true).unwrap();
+    let ep = pool(&hp, &p.mask, pooling, true).unwrap();
     let scores = (eq.matmul(&ep.t().unwrap()).unwrap() * scale).unwrap();
     let n = scores.dims2().unwrap().0;
     let labels = Tensor::arange(0u32, n as u32, &Device::Cpu).unwrap();
@@ -86,6 +86,86 @@ fn tiny_xlm_roberta_gradients_match_pytorch() {
     check_gradients(&dir, "../tiny/xlm-roberta_gradients.json");
 }
 
+#[test]
+fn tiny_qwen2_gradients_match_pytorch() {
+    check_decoder_gradients("qwen2");
+}
+
+#[test]
+fn tiny_qwen3_gradients_match_pytorch() {
+    check_decoder_gradients("qwen3");
+}
+
+/// Decoders: last-token pooling, scale 20; every parameter's gradient norm and 64 sampled
+/// entries against PyTorch's.
+fn check_decoder_gradients(family: &str) {
+    let dir = common::fixtures().join("tiny").join(family);
+    let golden = common::fixture(&format!("tiny/{family}_gradients.json"));
+    let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
+    let batch = |side: &str| {
+        let seqs = unpad(
+            ids(&golden[format!("{side}_input_ids")]),
+            &golden[format!("{side}_attention_mask")],
+        );
+        Batch::new(&seqs, None, &Device::Cpu).unwrap()
+    };
+    let (qb, pb) = (batch("query"), batch("passage"));
+    let l = loss(&model, &qb, &pb, Pooling::LastToken, 20.0);
+    let value = l.to_scalar::<f32>().unwrap() as f64;
+    let want = golden["loss"].as_f64().unwrap();
+    assert!(
+        (value - want).abs() <= 1e-5 * want.abs(),
+        "{family}: loss {value} vs PyTorch {want}"
+    );
+    let grads = l.backward().unwrap();
+    let params = golden["params"].as_object().unwrap();
+    assert_eq!(
+        params.len(),
+        model.vars().len(),
+        "{family}: parameter count"
+    );
+    let mut worst = 0f64;
+    for (name, var) in model.vars() {
+        let reference = params
+            .get(name)
+            .unwrap_or_else(|| panic!("{family}: golden has no gradient for {name}"));
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{family}: {name} got no gradient"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let l2 = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let ref_l2 = reference["l2"].as_f64().unwrap();
+        assert!(
+            ref_l2 > 0.0,
+            "{family}: {name} has a zero gradient in PyTorch"
+        );
+        let rel = (l2 - ref_l2).abs() / ref_l2;
+        worst = worst.max(rel);
+        assert!(
+            rel < 1e-4,
+            "{family} {name}: gradient norm {l2} vs PyTorch {ref_l2} (relative {rel:e})"
+        );
+        let indices = reference["indices"].as_array().unwrap();
+        for (index, value) in indices.iter().zip(reference["values"].as_array().unwrap()) {
+            let index = index.as_u64().unwrap() as usize;
+            let diff = (g[index] as f64 - value.as_f64().unwrap()).abs() / ref_l2;
+            worst = worst.max(diff);
+            assert!(
+                diff < 1e-4,
+                "{family} {name}[{index}]: {} vs PyTorch {value}",
+                g[index]
+            );
+        }
+    }
+    eprintln!(
+        "{family}: loss {value} vs {want}; {} parameters, worst relative difference {worst:e}",
+        model.vars().len()
+    );
+}
+
 /// The attention key biases, whose gradient is mathematically zero (softmax is shift-invariant).
 fn is_key_bias(name: &str) -> bool {
     name.contains("attention.self.key.bias") || name.contains("attention.attn.k.bias")
@@ -101,9 +181,7 @@ fn check_gradients(dir: &Path, fixture: &str) {
         .unwrap(),
     )
     .unwrap();
-    let config = BertConfig::read(&dir.join("config.json")).unwrap();
-    let weights = Weights::load(dir, &Device::Cpu).unwrap();
-    let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
+    let model = TrainableModel::load(dir, &Device::Cpu).unwrap();
     let q = unpad(
         ids(&golden["query_input_ids"]),
         &golden["query_attention_mask"],

@@ -5,9 +5,8 @@
 //! `scripts/fetch-models.sh mpnet`.
 
 use candle_core::Device;
-use foil_candle::config::{relative_bucket, BertConfig, Family};
-use foil_candle::model::TrainableBert;
-use foil_candle::weights::Weights;
+use foil_candle::config::{relative_bucket, Family, ModelConfig};
+use foil_candle::model::TrainableModel;
 use foil_candle::{BertEncoder, EncoderOptions};
 use foil_core::{Encoder, TextKind};
 
@@ -44,7 +43,7 @@ fn mpnet_matches_sentence_transformers() {
     let golden = golden();
     let texts = texts(&golden);
     let encoder = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
-    assert_eq!(encoder.config().family(), Family::MPNet);
+    assert!(matches!(encoder.config(), ModelConfig::Encoder(c) if c.family() == Family::MPNet));
     assert_eq!(encoder.sentence_config().max_length, 384);
 
     let ids = encoder.tokenize(&texts, TextKind::Passage).unwrap();
@@ -71,9 +70,7 @@ fn mpnet_matches_sentence_transformers() {
 #[test]
 fn a_saved_mpnet_keeps_its_names_and_its_embeddings() {
     let Some(dir) = common::mpnet() else { return };
-    let config = BertConfig::read(&dir.join("config.json")).unwrap();
-    let weights = Weights::load(&dir, &Device::Cpu).unwrap();
-    let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
+    let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
     let names: Vec<&str> = model.vars().iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"encoder.layer.0.attention.attn.q.weight"));
     assert!(names.contains(&"encoder.relative_attention_bias.weight"));

@@ -1,6 +1,7 @@
-//! The encoder families no real checkpoint of which can be installed here, proven on tiny
+//! The model families no real checkpoint of which can be installed here, proven on tiny
 //! randomly initialized checkpoints (`tests/fixtures/tiny/<family>/`, made with transformers
-//! and sentence-transformers by `scripts/golden/make_tiny_families.py`): token ids and
+//! and sentence-transformers by `scripts/golden/make_tiny_families.py` and, for the Qwen2 /
+//! Qwen3 decoder embedders, `make_tiny_decoders.py`): token ids and
 //! embeddings equal sentence-transformers' on the fused path and on the trainable model, and a
 //! saved model keeps the checkpoint's tensor names and shapes and its embeddings; a one-logit
 //! XLM-RoBERTa reranker (bge-reranker's head) gives transformers' logits. Gradients are checked
@@ -10,8 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use candle_core::Device;
-use foil_candle::config::BertConfig;
-use foil_candle::model::TrainableBert;
+use foil_candle::model::TrainableModel;
 use foil_candle::weights::Weights;
 use foil_candle::{BertEncoder, CrossEncoder, CrossEncoderOptions, EncoderOptions};
 use foil_core::{Encoder, TextKind};
@@ -19,7 +19,7 @@ use foil_core::{Encoder, TextKind};
 mod common;
 use common::{min_cosine, texts, token_ids};
 
-const FAMILIES: &[&str] = &["xlm-roberta"];
+const FAMILIES: &[&str] = &["xlm-roberta", "qwen2", "qwen3"];
 
 fn fixtures() -> PathBuf {
     common::fixtures().join("tiny")
@@ -57,13 +57,36 @@ fn tokens_and_embeddings_match_sentence_transformers() {
     }
 }
 
+/// Decoder embedders put an instruction before queries (sentence-transformers' "query" prompt)
+/// and nothing before passages.
+#[test]
+fn decoder_queries_get_the_instruction_prefix() {
+    for family in ["qwen2", "qwen3"] {
+        let dir = fixtures().join(family);
+        let golden = golden(family);
+        let encoder = BertEncoder::load(&dir, &EncoderOptions::default()).unwrap();
+        assert_eq!(
+            encoder.sentence_config().query_prompt,
+            golden["query_prompt"].as_str().unwrap()
+        );
+        let texts = texts(&golden);
+        let queries = encoder.encode(&texts, TextKind::Query).unwrap();
+        let want = serde_json::json!({ "embeddings": golden["query_embeddings"] });
+        let cos = min_cosine(&queries, &want);
+        eprintln!("{family}: queries with the instruction, minimum cosine {cos:.9}");
+        assert!(cos >= 0.99999, "{family} queries: {cos}");
+        // Without the prefix the vectors differ: the prompt is really applied.
+        let plain = min_cosine(&queries, &golden);
+        assert!(plain < 0.99, "{family}: queries equal passages ({plain})");
+    }
+}
+
 #[test]
 fn a_saved_model_keeps_the_checkpoints_names_shapes_and_embeddings() {
     for family in FAMILIES {
         let dir = fixtures().join(family);
-        let config = BertConfig::read(&dir.join("config.json")).unwrap();
         let weights = Weights::load(&dir, &Device::Cpu).unwrap();
-        let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
+        let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
 
         let out = common::saved_copy(&dir, &model);
 

@@ -449,8 +449,11 @@ fn a_cross_encoder_trains_and_reranks() {
 fn every_family_trains_and_saves_a_folder_of_its_own_family() {
     let tmp = tempfile::tempdir().unwrap();
     let table = training_table(tmp.path());
-    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny/xlm-roberta");
-    let mut families = vec![("xlm-roberta", tiny)];
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny");
+    let mut families: Vec<(&str, std::path::PathBuf)> = ["xlm-roberta", "qwen2", "qwen3"]
+        .into_iter()
+        .map(|family| (family, tiny.join(family)))
+        .collect();
     if let Some(dir) = common::mpnet() {
         families.push(("mpnet", dir));
     }
@@ -480,13 +483,13 @@ fn every_family_trains_and_saves_a_folder_of_its_own_family() {
             "{family}: saved tensors differ from the base's"
         );
         let (before, after) = (weights(&base), weights(&out));
-        let base: std::collections::HashMap<&str, &Vec<f32>> =
+        let held_weights: std::collections::HashMap<&str, &Vec<f32>> =
             before.iter().map(|(n, v)| (n.as_str(), v)).collect();
         let moved = after
             .iter()
             .flat_map(|(n, v)| {
                 v.iter()
-                    .zip(base[n.as_str()].iter())
+                    .zip(held_weights[n.as_str()].iter())
                     .map(|(x, y)| (x - y).abs())
             })
             .fold(0.0, f32::max);
@@ -494,5 +497,28 @@ fn every_family_trains_and_saves_a_folder_of_its_own_family() {
         for file in ["modules.json", "tokenizer.json", "1_Pooling/config.json"] {
             assert!(out.join(file).is_file(), "{family}: no {file}");
         }
+        // The saved folder pools and prompts as the base does (decoders: the last token, the
+        // query instruction).
+        let json = |path: std::path::PathBuf| -> serde_json::Value {
+            std::fs::read(path)
+                .map(|b| serde_json::from_slice(&b).unwrap())
+                .unwrap_or_default()
+        };
+        let pooling = |dir: &Path| -> Vec<String> {
+            let v = json(dir.join("1_Pooling/config.json"));
+            let mut on: Vec<String> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, v)| k.starts_with("pooling_mode_") && v == &&serde_json::json!(true))
+                .map(|(k, _)| k.clone())
+                .collect();
+            on.sort();
+            on
+        };
+        assert_eq!(pooling(&out), pooling(&base), "{family}: pooling");
+        let prompts =
+            |dir: &Path| json(dir.join("config_sentence_transformers.json"))["prompts"].clone();
+        assert_eq!(prompts(&out), prompts(&base), "{family}: prompts");
     }
 }

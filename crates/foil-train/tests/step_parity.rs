@@ -1,13 +1,12 @@
-//! One full training step of all-MiniLM-L6-v2 — foil-candle's `TrainableBert` (dropout off),
+//! One full training step of all-MiniLM-L6-v2 — foil-candle's trainable model (dropout off),
 //! mean pooling + normalize, MultipleNegativesRanking at scale 20, clip_grad_norm 1.0, AdamW
 //! lr 2e-5 with weight decay 0.01 off biases and LayerNorms — gives the weights PyTorch's
 //! sentence-transformers step gives (golden `tests/fixtures/train/minilm_step.json` from
 //! `scripts/golden/make_step_golden.py`). Skipped when the model is not installed (outside CI).
 
 use candle_core::{Device, Var};
-use foil_candle::config::{BertConfig, Pooling};
-use foil_candle::model::{Batch, TrainableBert};
-use foil_candle::weights::Weights;
+use foil_candle::config::Pooling;
+use foil_candle::model::{pool, Batch, TrainableModel};
 use foil_core::rng::SplitMix64;
 use foil_train::losses::InfoNce;
 use foil_train::{clip_grad_norm, AdamW, AdamWConfig, Loss, LossInput};
@@ -30,9 +29,7 @@ fn unpadded(ids: &serde_json::Value, mask: &serde_json::Value) -> Vec<Vec<u32>> 
 fn one_training_step_matches_sentence_transformers() {
     let Some(dir) = common::minilm() else { return };
     let golden = common::golden("minilm_step.json");
-    let config = BertConfig::read(&dir.join("config.json")).unwrap();
-    let weights = Weights::load(&dir, &Device::Cpu).unwrap();
-    let model = TrainableBert::new(&config, &weights, &Device::Cpu).unwrap();
+    let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
     let q = Batch::new(
         &unpadded(&golden["query_input_ids"], &golden["query_attention_mask"]),
         None,
@@ -63,22 +60,20 @@ fn one_training_step_matches_sentence_transformers() {
         .map(|n| common::host(var(n).as_tensor()))
         .collect();
 
-    let eq = model
-        .pool(
-            &model.forward(&q, None).unwrap(),
-            &q.mask,
-            Pooling::Mean,
-            true,
-        )
-        .unwrap();
-    let ep = model
-        .pool(
-            &model.forward(&p, None).unwrap(),
-            &p.mask,
-            Pooling::Mean,
-            true,
-        )
-        .unwrap();
+    let eq = pool(
+        &model.forward(&q, None).unwrap(),
+        &q.mask,
+        Pooling::Mean,
+        true,
+    )
+    .unwrap();
+    let ep = pool(
+        &model.forward(&p, None).unwrap(),
+        &p.mask,
+        Pooling::Mean,
+        true,
+    )
+    .unwrap();
     let loss = Loss::InfoNce(InfoNce {
         scale: 20.0,
         ..InfoNce::default()

@@ -11,6 +11,9 @@ use foil_candle::EncoderOptions;
 pub enum PoolingArg {
     Mean,
     Cls,
+    /// The last real token (decoder embedders such as Qwen3-Embedding).
+    #[value(name = "lasttoken")]
+    LastToken,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,7 @@ impl EncoderArgs {
                     pooling: self.pooling.map(|p| match p {
                         PoolingArg::Mean => Pooling::Mean,
                         PoolingArg::Cls => Pooling::Cls,
+                        PoolingArg::LastToken => Pooling::LastToken,
                     }),
                     normalize: None,
                     query_prompt: self.query_prompt.clone(),

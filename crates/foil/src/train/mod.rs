@@ -7,7 +7,7 @@
 //! no-duplicates sampler, seeded by (seed, epoch), so no text is twice in a batch.
 //!
 //! One step: tokenize the batch's queries, positives and negatives; embed them with
-//! [`TrainableBert`] (pooling and normalization from the model folder); compute the loss;
+//! [`TrainableModel`] (pooling and normalization from the model folder); compute the loss;
 //! backpropagate; clip the global gradient norm; update with AdamW under a linear
 //! warmup/decay schedule. With `mini_batch` smaller than the batch, the step runs as GradCache
 //! (Gao et al., 2021): embeddings of the whole batch are computed in chunks without keeping
@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
-use foil_candle::config::{BertConfig, SentenceConfig};
-use foil_candle::model::{Batch, CandleResult, Dropout, TrainableBert};
+use foil_candle::config::{ModelConfig, Pooling, SentenceConfig};
+use foil_candle::model::{pool, Batch, CandleResult, Dropout, TrainableModel};
 use foil_candle::tokenizer::TextTokenizer;
 use foil_candle::weights::Weights;
 use foil_core::fsutil::write_atomic;
@@ -266,12 +266,12 @@ pub fn run(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary
 fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> {
     let started = Instant::now();
     let model_dir = crate::encoders::resolve_model(&config.model)?;
-    let bert = BertConfig::read(&model_dir.join("config.json"))?;
-    let mut sentence = SentenceConfig::read(&model_dir, &bert)?;
+    let architecture = ModelConfig::read(&model_dir.join("config.json"))?;
+    let mut sentence = SentenceConfig::read(&model_dir, &architecture)?;
     // The saved folder keeps the base's settings; the training length only shapes batches.
     let saved = sentence.clone();
     if let Some(n) = config.max_length {
-        sentence.max_length = n.min(bert.max_tokens());
+        sentence.max_length = n.min(architecture.max_tokens());
     }
     let tokenizer = TextTokenizer::load(&model_dir, sentence.max_length)?;
 
@@ -364,17 +364,21 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     };
     let weights = Weights::load(weights_dir, &device)?;
     let cross = config.model_type == ModelType::CrossEncoder;
-    if cross && (!weights.contains("classifier.weight") || bert.labels() != 1) {
+    let one_logit = match &architecture {
+        ModelConfig::Encoder(bert) => weights.contains("classifier.weight") && bert.labels() == 1,
+        ModelConfig::Decoder(_) => false,
+    };
+    if cross && !one_logit {
         return Err(Error::Invalid(format!(
             "{}: not a one-logit BertForSequenceClassification folder (make one with \
              `foil init-cross-encoder`)",
             model_dir.display()
         )));
     }
-    let model = TrainableBert::new(&bert, &weights, &device)?;
+    let model = TrainableModel::new(&architecture, &weights, &device)?;
     // A cross-encoder's pooler (dense + tanh before the classifier) is trained too.
     let pooler = if cross && weights.contains("pooler.dense.weight") {
-        let h = bert.hidden_size;
+        let h = architecture.hidden_size();
         let w = Var::from_tensor(weights.get("pooler.dense.weight", &[h, h])?).ce()?;
         let b = Var::from_tensor(weights.get("pooler.dense.bias", &[h])?).ce()?;
         Some((w, b))
@@ -541,7 +545,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
 
 /// What one step needs besides the batch.
 struct Trainer<'a> {
-    model: &'a TrainableBert,
+    model: &'a TrainableModel,
     /// A cross-encoder's trainable pooler.
     pooler: Option<&'a (Var, Var)>,
     tokenizer: &'a TextTokenizer,
@@ -558,7 +562,7 @@ impl Trainer<'_> {
         let hidden = self
             .model
             .forward(&batch, self.dropout.then_some(&mut dropout))?;
-        self.model.pool(
+        pool(
             &hidden,
             &batch.mask,
             self.sentence.pooling,
@@ -584,8 +588,10 @@ impl Trainer<'_> {
             .model
             .forward(&tensors, self.dropout.then_some(&mut dropout))?;
         let pooler = self.pooler.map(|(w, b)| (w.as_tensor(), b.as_tensor()));
-        let logits = self
-            .model
+        let encoder = self.model.encoder().ok_or_else(|| {
+            Error::Invalid("cross-encoders are BERT-family encoders, not decoders".into())
+        })?;
+        let logits = encoder
             .classify(&hidden, pooler)?
             .reshape((b, 1 + k))
             .ce()?;
@@ -854,7 +860,7 @@ fn save_cross_encoder(vars: &[(String, Var)], base: &Path, out: &Path) -> Result
 /// config and tokenizer files, and modules.json / 1_Pooling / sentence_bert_config.json
 /// describing the pooling and normalization used in training.
 fn save_model_folder(
-    model: &TrainableBert,
+    model: &TrainableModel,
     base: &Path,
     sentence: &SentenceConfig,
     out: &Path,
@@ -881,7 +887,7 @@ fn save_model_folder(
             write_atomic(&out.join(name), &bytes)?;
         }
     }
-    let cls = sentence.pooling == foil_candle::config::Pooling::Cls;
+    let mode = |p: Pooling| sentence.pooling == p;
     let mut modules = vec![
         json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
         json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
@@ -896,13 +902,13 @@ fn save_model_folder(
     write_atomic(
         &out.join("1_Pooling/config.json"),
         &pretty(&json!({
-            "word_embedding_dimension": model.config().hidden_size,
-            "pooling_mode_cls_token": cls,
-            "pooling_mode_mean_tokens": !cls,
+            "word_embedding_dimension": model.hidden_size(),
+            "pooling_mode_cls_token": mode(Pooling::Cls),
+            "pooling_mode_mean_tokens": mode(Pooling::Mean),
             "pooling_mode_max_tokens": false,
             "pooling_mode_mean_sqrt_len_tokens": false,
             "pooling_mode_weightedmean_tokens": false,
-            "pooling_mode_lasttoken": false,
+            "pooling_mode_lasttoken": mode(Pooling::LastToken),
             "include_prompt": true
         })),
     )?;

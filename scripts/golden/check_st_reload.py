@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Checks that sentence-transformers loads a folder foil saved and embeds like foil does.
+
+    foil train ROWS --model BASE --output MODEL
+    foil encode --model MODEL --input CORPUS --output VECTORS
+    python3 scripts/golden/check_st_reload.py MODEL VECTORS CORPUS
+
+Encodes the texts of VECTORS/ids.jsonl (title + " " + text, as foil encode does) with
+SentenceTransformer(MODEL) and prints the smallest cosine between its vectors and foil's
+(VECTORS/vectors.f32); exits 1 below --min (default 0.99999).
+"""
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("vectors")
+    ap.add_argument("corpus")
+    ap.add_argument("--min", type=float, default=0.99999)
+    args = ap.parse_args()
+    with open(os.path.join(args.vectors, "ids.jsonl"), encoding="utf-8") as f:
+        ids = [json.loads(line) for line in f]
+    with open(args.corpus, encoding="utf-8") as f:
+        corpus = {d["_id"]: d for d in map(json.loads, f)}
+    texts = [(corpus[i].get("title") or "") + " " + (corpus[i].get("text") or "") for i in ids]
+    foil = np.fromfile(os.path.join(args.vectors, "vectors.f32"), dtype="<f4")
+    foil = foil.reshape(len(ids), -1).astype(np.float64)
+    st = SentenceTransformer(args.model, device="cpu").encode(texts, batch_size=16)
+    st = st.astype(np.float64)
+    cos = (foil * st).sum(1) / np.linalg.norm(foil, axis=1) / np.linalg.norm(st, axis=1)
+    print(f"{args.model}: {len(ids)} texts, minimum cosine foil vs sentence-transformers "
+          f"{cos.min():.9f}")
+    sys.exit(0 if cos.min() >= args.min else 1)
+
+
+if __name__ == "__main__":
+    main()
