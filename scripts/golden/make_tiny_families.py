@@ -20,11 +20,17 @@ on SciFact text with the `tokenizers` library (Unigram with a Metaspace pre-toke
     gradients                  make_gradient_golden.py's main check on the same folder
                                (written separately to <out>/<family>_gradients.json)
 
-Families: xlm-roberta (positions from pad_token_id + 1, one token type), and
+Families: xlm-roberta (positions from pad_token_id + 1, one token type); modernbert
+(ModernBERT: rotary positions, no biases, GeGLU, every second layer global attention and the
+others a sliding window of 16 tokens so that the window matters for the longer texts; a
+byte-level BPE tokenizer with [CLS] A [SEP]; its gradients from make_tiny_decoders.py's
+sampled-gradient check with mean pooling); and
 xlm-roberta-reranker, a one-logit XLMRobertaForSequenceClassification (bge-reranker's head:
 classifier.dense + tanh + classifier.out_proj) with its raw logits for (query, passage) pairs
 in <out>/xlm-roberta-reranker.json. Run with
-HF_HUB_OFFLINE=1; uses 2 CPU threads; deterministic for the same versions.
+HF_HUB_OFFLINE=1; uses 2 CPU threads. The model weights are seeded, but the Unigram trainer
+may pick a slightly different vocabulary on each run, so regenerate one family at a time
+(--only).
 """
 import argparse
 import json
@@ -42,9 +48,12 @@ torch.set_num_threads(2)
 
 from sentence_transformers import SentenceTransformer, models  # noqa: E402
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors  # noqa: E402
-from tokenizers.models import Unigram  # noqa: E402
-from tokenizers.trainers import UnigramTrainer  # noqa: E402
+from tokenizers.models import BPE, Unigram  # noqa: E402
+from tokenizers.trainers import BpeTrainer, UnigramTrainer  # noqa: E402
 from transformers import (  # noqa: E402
+    ModernBertConfig,
+    ModernBertModel,
+    PreTrainedTokenizerFast,
     XLMRobertaConfig,
     XLMRobertaForSequenceClassification,
     XLMRobertaModel,
@@ -140,6 +149,45 @@ def xlm_roberta_reranker(folder, data, pairs_out):
         f.write("\n")
 
 
+def bert_style_bpe_tokenizer(data):
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(vocab_size=VOCAB, special_tokens=special,
+                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(scifact_texts(data), trainer=trainer)
+    assert [tok.token_to_id(t) for t in special] == [0, 1, 2, 3, 4]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=MAX_SEQ_LENGTH,
+        model_input_names=["input_ids", "attention_mask"])
+
+
+def modernbert(folder, data):
+    tokenizer = bert_style_bpe_tokenizer(data)
+    config = ModernBertConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=512, global_attn_every_n_layers=2,
+        local_attention=16, global_rope_theta=160000.0, local_rope_theta=10000.0,
+        pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3,
+        initializer_range=0.1, hidden_activation="gelu")
+    torch.manual_seed(SEED + 4)
+    model = ModernBertModel(config)
+    with torch.no_grad():  # random norm gains, so that a swapped or missing norm shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    word = models.Transformer(folder, max_seq_length=MAX_SEQ_LENGTH)
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[word, pooling, models.Normalize()]).save(folder)
+
+
 def golden(folder, out):
     model = SentenceTransformer(folder, device="cpu")
     features = model.tokenize(TEXTS)
@@ -160,9 +208,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/scifact")
     ap.add_argument("--out", default="tests/fixtures/tiny")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="regenerate only these (xlm-roberta, modernbert, xlm-roberta-reranker): "
+                         "the Unigram trainer does not give the same vocabulary on every run, "
+                         "so regenerating one family should leave the others alone")
     args = ap.parse_args()
+    wanted = lambda name: args.only is None or name in args.only  # noqa: E731
     here = os.path.dirname(os.path.abspath(__file__))
-    for family, make in [("xlm-roberta", xlm_roberta)]:
+    from make_tiny_decoders import gradients_golden
+    for family, make in [("xlm-roberta", xlm_roberta), ("modernbert", modernbert)]:
+        if not wanted(family):
+            continue
         folder = os.path.join(args.out, family)
         os.makedirs(folder, exist_ok=True)
         make(folder, args.data)
@@ -171,11 +227,15 @@ def main():
             if os.path.exists(path):
                 os.remove(path)
         lengths = golden(folder, os.path.join(args.out, f"{family}.json"))
-        subprocess.run([sys.executable, os.path.join(here, "make_gradient_golden.py"),
-                        "--model", folder,
-                        "--out", os.path.join(args.out, f"{family}_gradients.json")],
-                       check=True)
+        gradients = os.path.join(args.out, f"{family}_gradients.json")
+        if family == "xlm-roberta":
+            subprocess.run([sys.executable, os.path.join(here, "make_gradient_golden.py"),
+                            "--model", folder, "--out", gradients], check=True)
+        else:
+            gradients_golden(folder, gradients, pooling="mean")
         print(f"{family}: {folder}, token counts {lengths}")
+    if not wanted("xlm-roberta-reranker"):
+        return
     folder = os.path.join(args.out, "xlm-roberta-reranker")
     os.makedirs(folder, exist_ok=True)
     xlm_roberta_reranker(folder, args.data, os.path.join(args.out, "xlm-roberta-reranker.json"))

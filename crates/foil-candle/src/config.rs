@@ -135,12 +135,12 @@ impl BertConfig {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let config: BertConfig = serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(path, format!("not a BERT-family config.json: {e}")))?;
-        if matches!(config.model_type.as_str(), "qwen2" | "qwen3") {
+        if matches!(config.model_type.as_str(), "qwen2" | "qwen3" | "modernbert") {
             return Err(Error::format(
                 path,
                 format!(
-                    "model_type {:?} is a decoder embedder; foil's cross-encoders are \
-                     BERT-family encoders (bert, mpnet, roberta, xlm-roberta)",
+                    "model_type {:?}: foil's cross-encoders are BERT-family encoders \
+                     (bert, mpnet, roberta, xlm-roberta)",
                     config.model_type
                 ),
             ));
@@ -153,8 +153,8 @@ impl BertConfig {
                 path,
                 format!(
                     "model_type {:?}: foil runs BERT, MPNet and (XLM-)RoBERTa encoders \
-                     (model_type bert, mpnet, roberta, xlm-roberta) and Qwen2/Qwen3 decoder \
-                     embedders (qwen2, qwen3)",
+                     (model_type bert, mpnet, roberta, xlm-roberta), ModernBERT (modernbert) \
+                     and Qwen2/Qwen3 decoder embedders (qwen2, qwen3)",
                     config.model_type
                 ),
             ));
@@ -344,10 +344,114 @@ impl DecoderConfig {
     }
 }
 
-/// The architecture of a model folder: a BERT-family encoder or a decoder embedder.
+/// ModernBERT's architecture as `config.json` describes it: pre-norm layers with LayerNorms
+/// (no biases by default), one fused QKV projection, rotary positions, GeGLU, and attention that
+/// is global in every `global_attn_every_n_layers`-th layer (from layer 0) and a sliding window
+/// of `local_attention` tokens (half on each side) in the others, each with its own rotary base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModernBertConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_modernbert_eps")]
+    pub norm_eps: f64,
+    #[serde(default)]
+    pub norm_bias: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default = "default_every_n")]
+    pub global_attn_every_n_layers: usize,
+    #[serde(default = "default_local_attention")]
+    pub local_attention: usize,
+    #[serde(default = "default_global_theta")]
+    pub global_rope_theta: f64,
+    /// Falls back to the global base when absent, as transformers does.
+    #[serde(default)]
+    pub local_rope_theta: Option<f64>,
+    #[serde(default = "default_act")]
+    pub hidden_activation: String,
+    #[serde(default)]
+    pub embedding_dropout: f64,
+    #[serde(default)]
+    pub attention_dropout: f64,
+    #[serde(default)]
+    pub mlp_dropout: f64,
+}
+
+fn default_modernbert_eps() -> f64 {
+    1e-5
+}
+fn default_every_n() -> usize {
+    3
+}
+fn default_local_attention() -> usize {
+    128
+}
+fn default_global_theta() -> f64 {
+    160000.0
+}
+
+impl ModernBertConfig {
+    fn check(self, path: &Path) -> Result<Self> {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+            || !self.head_dim().is_multiple_of(2)
+        {
+            return Err(Error::format(
+                path,
+                "hidden_size / num_attention_heads must be a whole, even head size",
+            ));
+        }
+        if !matches!(
+            self.hidden_activation.as_str(),
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh"
+        ) {
+            return Err(Error::format(
+                path,
+                format!("unsupported hidden_activation {:?}", self.hidden_activation),
+            ));
+        }
+        if self.global_attn_every_n_layers == 0 {
+            return Err(Error::format(
+                path,
+                "global_attn_every_n_layers must be at least 1",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Whether layer `layer` attends globally (else within the sliding window).
+    pub fn is_global(&self, layer: usize) -> bool {
+        layer.is_multiple_of(self.global_attn_every_n_layers)
+    }
+
+    /// The rotary base of layer `layer`.
+    pub fn rope_theta(&self, layer: usize) -> f64 {
+        if self.is_global(layer) {
+            self.global_rope_theta
+        } else {
+            self.local_rope_theta.unwrap_or(self.global_rope_theta)
+        }
+    }
+}
+
+/// The architecture of a model folder: a BERT-family encoder, ModernBERT, or a decoder
+/// embedder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
     Encoder(BertConfig),
+    ModernBert(ModernBertConfig),
     Decoder(DecoderConfig),
 }
 
@@ -369,6 +473,12 @@ impl ModelConfig {
                 })?;
                 Ok(Self::Decoder(config.check(path)?))
             }
+            Some("modernbert") => {
+                let config: ModernBertConfig = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::format(path, format!("not a ModernBERT config.json: {e}"))
+                })?;
+                Ok(Self::ModernBert(config.check(path)?))
+            }
             _ => BertConfig::read(path).map(Self::Encoder),
         }
     }
@@ -377,6 +487,7 @@ impl ModelConfig {
     pub fn hidden_size(&self) -> usize {
         match self {
             Self::Encoder(c) => c.hidden_size,
+            Self::ModernBert(c) => c.hidden_size,
             Self::Decoder(c) => c.hidden_size,
         }
     }
@@ -385,6 +496,7 @@ impl ModelConfig {
     pub fn max_tokens(&self) -> usize {
         match self {
             Self::Encoder(c) => c.max_tokens(),
+            Self::ModernBert(c) => c.max_position_embeddings,
             Self::Decoder(c) => c.max_position_embeddings,
         }
     }
@@ -393,6 +505,7 @@ impl ModelConfig {
     pub fn model_type(&self) -> &str {
         match self {
             Self::Encoder(c) => &c.model_type,
+            Self::ModernBert(c) => &c.model_type,
             Self::Decoder(c) => &c.model_type,
         }
     }
@@ -463,7 +576,7 @@ impl SentenceConfig {
     pub fn read(dir: &Path, model: &ModelConfig) -> Result<Self> {
         let mut config = SentenceConfig {
             pooling: match model {
-                ModelConfig::Encoder(_) => Pooling::Mean,
+                ModelConfig::Encoder(_) | ModelConfig::ModernBert(_) => Pooling::Mean,
                 ModelConfig::Decoder(_) => Pooling::LastToken,
             },
             normalize: false,

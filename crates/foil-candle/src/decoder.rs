@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor, Var, D};
 use foil_core::Result;
 
 use crate::config::DecoderConfig;
-use crate::model::{softmax, Batch, CandleResult, Dropout, Linear};
+use crate::model::{attend, rotary_tables, rotate, Batch, CandleResult, Dropout, Linear};
 use crate::weights::Weights;
 
 /// `x / √(mean(x²) + eps) · w` over the last dimension, written out so that it has a backward
@@ -185,8 +185,7 @@ impl TrainableDecoder {
         }
         let mut x = x.reshape((b, l, h)).ce()?;
         let mask = self.attention_bias(&batch.mask, b, l)?;
-        let (cos, sin) = self.rotary(l)?;
-        let scale = 1.0 / (d as f64).sqrt();
+        let (cos, sin) = rotary_tables(l, d, c.rope_theta, &self.device)?;
         for layer in &self.layers {
             // [B, L, n·d] → [B, n, L, d], per-head norm first where the model has one.
             let split = |t: Tensor, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
@@ -204,20 +203,8 @@ impl TrainableDecoder {
             let q = rotate(&q, &cos, &sin).ce()?;
             let k = share(&rotate(&k, &cos, &sin).ce()?, heads / kv).ce()?;
             let v = share(&v, heads / kv).ce()?;
-            let scores = (q.matmul(&k.t().ce()?.contiguous().ce()?).ce()? * scale).ce()?;
-            let mut probs = softmax(&scores.broadcast_add(&mask).ce()?).ce()?;
-            if let Some(dp) = dropout.as_deref_mut() {
-                probs = dp.apply(&probs, c.attention_dropout)?;
-            }
-            let ctx = probs
-                .matmul(&v)
-                .ce()?
-                .transpose(1, 2)
-                .ce()?
-                .contiguous()
-                .ce()?
-                .reshape((b, l, heads * d))
-                .ce()?;
+            let dropout = dropout.as_deref_mut().map(|dp| (dp, c.attention_dropout));
+            let ctx = attend(&q, &k, &v, &mask, dropout)?;
             x = x.add(&layer.o.forward(&ctx).ce()?).ce()?;
             let y = layer.post_norm.forward(&x).ce()?;
             let glu = layer
@@ -258,41 +245,6 @@ impl TrainableDecoder {
         }
         Tensor::from_vec(bias, (b, 1, l, l), &self.device).ce()
     }
-
-    /// Rotary tables `[L, d]` for positions 0..L, as transformers computes them in float32:
-    /// frequencies θ^(−2i/d) for the first half of each head, repeated for the second.
-    fn rotary(&self, l: usize) -> Result<(Tensor, Tensor)> {
-        let d = self.config.head_dim();
-        let theta = self.config.rope_theta as f32;
-        let inv: Vec<f32> = (0..d / 2)
-            .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32))
-            .collect();
-        let mut cos = Vec::with_capacity(l * d);
-        let mut sin = Vec::with_capacity(l * d);
-        for pos in 0..l {
-            for _half in 0..2 {
-                for f in &inv {
-                    let angle = pos as f32 * f;
-                    cos.push(angle.cos());
-                    sin.push(angle.sin());
-                }
-            }
-        }
-        Ok((
-            Tensor::from_vec(cos, (l, d), &self.device).ce()?,
-            Tensor::from_vec(sin, (l, d), &self.device).ce()?,
-        ))
-    }
-}
-
-/// Rotary positions on `[B, n, L, d]`: x·cos + rotate_half(x)·sin, where rotate_half swaps
-/// the halves of each head and negates the new first half.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let first = x.narrow(D::Minus1, 0, half)?;
-    let second = x.narrow(D::Minus1, half, half)?;
-    let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
-    x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
 }
 
 /// Key/value heads `[B, kv, L, d]` repeated for the `group` query heads that share each:

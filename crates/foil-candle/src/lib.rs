@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod fast;
 pub mod kernels;
 pub mod model;
+pub mod modernbert;
 pub mod tokenizer;
 pub mod weights;
 pub use cross_encoder::{CrossEncoder, CrossEncoderOptions};

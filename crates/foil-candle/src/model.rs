@@ -16,6 +16,7 @@ use foil_core::{Error, Result};
 
 use crate::config::{relative_bucket, BertConfig, Family, ModelConfig, Pooling};
 use crate::decoder::TrainableDecoder;
+use crate::modernbert::TrainableModernBert;
 use crate::weights::Weights;
 
 fn ce(e: candle_core::Error) -> Error {
@@ -84,23 +85,26 @@ impl Linear {
     }
 }
 
-struct LayerNorm {
-    w: Var,
-    b: Var,
-    eps: f64,
+pub(crate) struct LayerNorm {
+    pub(crate) w: Var,
+    /// `None` for LayerNorms without bias (ModernBERT).
+    pub(crate) b: Option<Var>,
+    pub(crate) eps: f64,
 }
 
 impl LayerNorm {
-    /// (x − mean) / √(var + eps) · w + b over the last dimension, written out so that it has a
-    /// backward pass.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// (x − mean) / √(var + eps) · w (+ b) over the last dimension, written out so that it has
+    /// a backward pass.
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed
-            .broadcast_mul(self.w.as_tensor())?
-            .broadcast_add(self.b.as_tensor())
+        let scaled = normed.broadcast_mul(self.w.as_tensor())?;
+        match &self.b {
+            Some(b) => scaled.broadcast_add(b.as_tensor()),
+            None => Ok(scaled),
+        }
     }
 }
 
@@ -120,6 +124,73 @@ pub(crate) fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Scaled dot-product attention of heads `[B, n, L, d]` with an additive bias broadcast to
+/// `[B, n, L, L]` and optional dropout on the probabilities; returns the context `[B, L, n·d]`.
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    dropout: Option<(&mut Dropout, f64)>,
+) -> Result<Tensor> {
+    let (b, n, l, d) = q.dims4().ce()?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = (q.matmul(&k.t().ce()?.contiguous().ce()?).ce()? * scale).ce()?;
+    let mut probs = softmax(&scores.broadcast_add(bias).ce()?).ce()?;
+    if let Some((dp, p)) = dropout {
+        probs = dp.apply(&probs, p)?;
+    }
+    probs
+        .matmul(v)
+        .ce()?
+        .transpose(1, 2)
+        .ce()?
+        .contiguous()
+        .ce()?
+        .reshape((b, l, n * d))
+        .ce()
+}
+
+/// Rotary position tables `[L, d]` (cos, sin) for positions 0..L, as transformers computes
+/// them in float32: frequencies θ^(−2i/d) for the first half of each head, repeated for the
+/// second.
+pub(crate) fn rotary_tables(
+    l: usize,
+    d: usize,
+    theta: f64,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let theta = theta as f32;
+    let inv: Vec<f32> = (0..d / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(l * d);
+    let mut sin = Vec::with_capacity(l * d);
+    for pos in 0..l {
+        for _half in 0..2 {
+            for f in &inv {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (l, d), device).ce()?,
+        Tensor::from_vec(sin, (l, d), device).ce()?,
+    ))
+}
+
+/// Rotary positions on heads `[B, n, L, d]`: x·cos + rotate_half(x)·sin, where rotate_half
+/// swaps the halves of each head and negates the new first half.
+pub(crate) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let first = x.narrow(D::Minus1, 0, half)?;
+    let second = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
+    x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
 }
 
 /// A trainable BERT encoder (optionally with a sequence-classification head).
@@ -205,7 +276,7 @@ impl TrainableBert {
         let eps = config.layer_norm_eps;
         let emb_ln = LayerNorm {
             w: var("embeddings.LayerNorm.weight", &[h])?,
-            b: var("embeddings.LayerNorm.bias", &[h])?,
+            b: Some(var("embeddings.LayerNorm.bias", &[h])?),
             eps,
         };
         let mut layers = Vec::new();
@@ -225,12 +296,12 @@ impl TrainableBert {
             let down = lin("output.dense", h, i)?;
             let ln1 = LayerNorm {
                 w: var(&p("attention.output.LayerNorm.weight"), &[h])?,
-                b: var(&p("attention.output.LayerNorm.bias"), &[h])?,
+                b: Some(var(&p("attention.output.LayerNorm.bias"), &[h])?),
                 eps,
             };
             let ln2 = LayerNorm {
                 w: var(&p("output.LayerNorm.weight"), &[h])?,
-                b: var(&p("output.LayerNorm.bias"), &[h])?,
+                b: Some(var(&p("output.LayerNorm.bias"), &[h])?),
                 eps,
             };
             layers.push(Layer {
@@ -478,11 +549,12 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -
     }
 }
 
-/// A trainable transformer of any family foil runs: a BERT-family encoder or a decoder
-/// embedder. Training and the candle inference path use this; only encoders have a
-/// cross-encoder head.
+/// A trainable transformer of any family foil runs: a BERT-family encoder, ModernBERT or a
+/// decoder embedder. Training and the candle inference path use this; only BERT-family
+/// encoders have a cross-encoder head.
 pub enum TrainableModel {
     Encoder(TrainableBert),
+    ModernBert(TrainableModernBert),
     Decoder(TrainableDecoder),
 }
 
@@ -491,6 +563,7 @@ impl TrainableModel {
     pub fn new(config: &ModelConfig, w: &Weights, device: &Device) -> Result<Self> {
         Ok(match config {
             ModelConfig::Encoder(c) => Self::Encoder(TrainableBert::new(c, w, device)?),
+            ModelConfig::ModernBert(c) => Self::ModernBert(TrainableModernBert::new(c, w, device)?),
             ModelConfig::Decoder(c) => Self::Decoder(TrainableDecoder::new(c, w, device)?),
         })
     }
@@ -506,6 +579,7 @@ impl TrainableModel {
     pub fn device(&self) -> &Device {
         match self {
             Self::Encoder(m) => m.device(),
+            Self::ModernBert(m) => m.device(),
             Self::Decoder(m) => m.device(),
         }
     }
@@ -514,6 +588,7 @@ impl TrainableModel {
     pub fn vars(&self) -> &[(String, Var)] {
         match self {
             Self::Encoder(m) => m.vars(),
+            Self::ModernBert(m) => m.vars(),
             Self::Decoder(m) => m.vars(),
         }
     }
@@ -522,6 +597,7 @@ impl TrainableModel {
     pub fn hidden_size(&self) -> usize {
         match self {
             Self::Encoder(m) => m.config().hidden_size,
+            Self::ModernBert(m) => m.config().hidden_size,
             Self::Decoder(m) => m.config().hidden_size,
         }
     }
@@ -530,6 +606,7 @@ impl TrainableModel {
     pub fn forward(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<Tensor> {
         match self {
             Self::Encoder(m) => m.forward(batch, dropout),
+            Self::ModernBert(m) => m.forward(batch, dropout),
             Self::Decoder(m) => m.forward(batch, dropout),
         }
     }
@@ -538,7 +615,7 @@ impl TrainableModel {
     pub fn encoder(&self) -> Option<&TrainableBert> {
         match self {
             Self::Encoder(m) => Some(m),
-            Self::Decoder(_) => None,
+            Self::ModernBert(_) | Self::Decoder(_) => None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Reading a checkpoint's tensors by name: `model.safetensors`, else `pytorch_model.bin`,
-//! with the naming variants found in the wild (`bert.` / `mpnet.` / `roberta.` prefixes of classification
+//! with the naming variants found in the wild (`bert.` / `mpnet.` / `roberta.` / `model.` prefixes of task-head
 //! checkpoints,
 //! TensorFlow-era `LayerNorm.gamma` / `beta`).
 
@@ -110,6 +110,8 @@ fn canonical_name(name: &str) -> String {
         .strip_prefix("bert.")
         .or_else(|| name.strip_prefix("mpnet."))
         .or_else(|| name.strip_prefix("roberta."))
+        // ModernBertForMaskedLM, Qwen*ForCausalLM: the encoder under `model.`.
+        .or_else(|| name.strip_prefix("model."))
         .unwrap_or(name);
     if let Some(prefix) = name.strip_suffix(".gamma") {
         format!("{prefix}.weight")

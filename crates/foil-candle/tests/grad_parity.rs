@@ -87,18 +87,24 @@ fn tiny_xlm_roberta_gradients_match_pytorch() {
 }
 
 #[test]
+fn tiny_modernbert_gradients_match_pytorch() {
+    check_sampled_gradients("modernbert", Pooling::Mean);
+}
+
+#[test]
 fn tiny_qwen2_gradients_match_pytorch() {
-    check_decoder_gradients("qwen2");
+    check_sampled_gradients("qwen2", Pooling::LastToken);
 }
 
 #[test]
 fn tiny_qwen3_gradients_match_pytorch() {
-    check_decoder_gradients("qwen3");
+    check_sampled_gradients("qwen3", Pooling::LastToken);
 }
 
-/// Decoders: last-token pooling, scale 20; every parameter's gradient norm and 64 sampled
-/// entries against PyTorch's.
-fn check_decoder_gradients(family: &str) {
+/// The goldens of `make_tiny_decoders.py`'s sampled-gradient check (decoders with last-token
+/// pooling, ModernBERT with mean pooling), scale 20: the loss, and every parameter's gradient
+/// norm and 64 sampled entries against PyTorch's.
+fn check_sampled_gradients(family: &str, pooling: Pooling) {
     let dir = common::fixtures().join("tiny").join(family);
     let golden = common::fixture(&format!("tiny/{family}_gradients.json"));
     let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
@@ -110,7 +116,7 @@ fn check_decoder_gradients(family: &str) {
         Batch::new(&seqs, None, &Device::Cpu).unwrap()
     };
     let (qb, pb) = (batch("query"), batch("passage"));
-    let l = loss(&model, &qb, &pb, Pooling::LastToken, 20.0);
+    let l = loss(&model, &qb, &pb, pooling, 20.0);
     let value = l.to_scalar::<f32>().unwrap() as f64;
     let want = golden["loss"].as_f64().unwrap();
     assert!(

@@ -19,7 +19,7 @@ use foil_core::{Encoder, TextKind};
 mod common;
 use common::{min_cosine, texts, token_ids};
 
-const FAMILIES: &[&str] = &["xlm-roberta", "qwen2", "qwen3"];
+const FAMILIES: &[&str] = &["xlm-roberta", "modernbert", "qwen2", "qwen3"];
 
 fn fixtures() -> PathBuf {
     common::fixtures().join("tiny")

@@ -450,10 +450,11 @@ fn every_family_trains_and_saves_a_folder_of_its_own_family() {
     let tmp = tempfile::tempdir().unwrap();
     let table = training_table(tmp.path());
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny");
-    let mut families: Vec<(&str, std::path::PathBuf)> = ["xlm-roberta", "qwen2", "qwen3"]
-        .into_iter()
-        .map(|family| (family, tiny.join(family)))
-        .collect();
+    let mut families: Vec<(&str, std::path::PathBuf)> =
+        ["xlm-roberta", "modernbert", "qwen2", "qwen3"]
+            .into_iter()
+            .map(|family| (family, tiny.join(family)))
+            .collect();
     if let Some(dir) = common::mpnet() {
         families.push(("mpnet", dir));
     }

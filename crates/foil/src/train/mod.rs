@@ -366,7 +366,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     let cross = config.model_type == ModelType::CrossEncoder;
     let one_logit = match &architecture {
         ModelConfig::Encoder(bert) => weights.contains("classifier.weight") && bert.labels() == 1,
-        ModelConfig::Decoder(_) => false,
+        ModelConfig::ModernBert(_) | ModelConfig::Decoder(_) => false,
     };
     if cross && !one_logit {
         return Err(Error::Invalid(format!(
@@ -589,7 +589,7 @@ impl Trainer<'_> {
             .forward(&tensors, self.dropout.then_some(&mut dropout))?;
         let pooler = self.pooler.map(|(w, b)| (w.as_tensor(), b.as_tensor()));
         let encoder = self.model.encoder().ok_or_else(|| {
-            Error::Invalid("cross-encoders are BERT-family encoders, not decoders".into())
+            Error::Invalid("foil's cross-encoders are BERT-family encoders".into())
         })?;
         let logits = encoder
             .classify(&hidden, pooler)?
