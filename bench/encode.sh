@@ -23,6 +23,7 @@
 # Usage (from anywhere):  bench/encode.sh
 # Env:
 #   N=2000        passages (the first N of the corpus)
+#   MAXLEN=256    sentence-transformers' max_seq_length (make it the folder's, which foil uses)
 #   BATCH=32      batch size of both tools
 #   THREADS=2     threads per tool
 #   RUNS=3        timed runs per tool (median is reported)
@@ -49,7 +50,7 @@ BATCH="${BATCH:-32}"
 THREADS="${THREADS:-2}"
 RUNS="${RUNS:-3}"
 WARMUP="${WARMUP:-1}"
-MAXLEN=256
+MAXLEN="${MAXLEN:-256}"   # sentence-transformers max_seq_length; foil reads the folder's
 ONLY="${ONLY:-}"
 PYTHON="${PYTHON:-python3}"
 MODEL="${MODEL:-${FOIL_MODELS:-$HOME/.cache/foil/models}/all-MiniLM-L6-v2}"

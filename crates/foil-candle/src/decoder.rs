@@ -49,6 +49,9 @@ struct Layer {
 
 /// A trainable decoder embedder.
 pub struct TrainableDecoder {
+    /// Inference only: each layer's output is detached, so that the autograd graph of the
+    /// layers before is freed (memory of one layer, not of all).
+    inference: bool,
     config: DecoderConfig,
     device: Device,
     vars: Vec<(String, Var)>,
@@ -131,6 +134,7 @@ impl TrainableDecoder {
         };
         Ok(Self {
             config: config.clone(),
+            inference: false,
             device: device.clone(),
             vars,
             embed,
@@ -147,6 +151,12 @@ impl TrainableDecoder {
     /// The device the variables live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Frees each layer's autograd graph as soon as the next layer has its input: for encoding,
+    /// where no gradient is taken.
+    pub fn set_inference(&mut self, on: bool) {
+        self.inference = on;
     }
 
     /// Every trainable variable with its Hugging Face name, in a fixed order.
@@ -216,6 +226,9 @@ impl TrainableDecoder {
                 .mul(&layer.up.forward(&y).ce()?)
                 .ce()?;
             x = x.add(&layer.down.forward(&glu).ce()?).ce()?;
+            if self.inference {
+                x = x.detach();
+            }
         }
         self.norm.forward(&x).ce()
     }

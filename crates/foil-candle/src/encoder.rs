@@ -117,11 +117,10 @@ impl BertEncoder {
             (ModelConfig::Encoder(bert), None) => {
                 Backend::Fast(Box::new(FastBert::new(bert, &weights)?))
             }
-            (_, device) => Backend::Candle(Box::new(TrainableModel::new(
-                &config,
-                &weights,
-                &device.unwrap_or(Device::Cpu),
-            )?)),
+            (_, device) => Backend::Candle(Box::new(
+                TrainableModel::new(&config, &weights, &device.unwrap_or(Device::Cpu))?
+                    .for_inference(),
+            )),
         };
         let name = dir
             .file_name()

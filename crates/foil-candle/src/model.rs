@@ -195,6 +195,9 @@ pub(crate) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Res
 
 /// A trainable BERT encoder (optionally with a sequence-classification head).
 pub struct TrainableBert {
+    /// Inference only: each layer's output is detached, so that the autograd graph of the
+    /// layers before is freed (memory of one layer, not of all).
+    inference: bool,
     config: BertConfig,
     device: Device,
     vars: Vec<(String, Var)>,
@@ -333,6 +336,7 @@ impl TrainableBert {
         };
         Ok(Self {
             config: config.clone(),
+            inference: false,
             device: device.clone(),
             vars,
             word,
@@ -353,6 +357,12 @@ impl TrainableBert {
     /// The device the variables live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Frees each layer's autograd graph as soon as the next layer has its input: for encoding,
+    /// where no gradient is taken.
+    pub fn set_inference(&mut self, on: bool) {
+        self.inference = on;
     }
 
     /// Every trainable variable with its Hugging Face name, in a fixed order.
@@ -447,6 +457,9 @@ impl TrainableBert {
                 out = dp.apply(&out, c.hidden_dropout_prob)?;
             }
             x = layer.ln2.forward(&out.add(&x).ce()?).ce()?;
+            if self.inference {
+                x = x.detach();
+            }
         }
         Ok(x)
     }
@@ -573,6 +586,17 @@ impl TrainableModel {
         let config = ModelConfig::read(&dir.join("config.json"))?;
         let weights = Weights::load(dir, device)?;
         Self::new(&config, &weights, device)
+    }
+
+    /// For encoding only: frees each layer's autograd graph once the next layer has its input
+    /// (peak memory of one layer's activations instead of all of them).
+    pub fn for_inference(mut self) -> Self {
+        match &mut self {
+            Self::Encoder(m) => m.set_inference(true),
+            Self::ModernBert(m) => m.set_inference(true),
+            Self::Decoder(m) => m.set_inference(true),
+        }
+        self
     }
 
     /// The device the variables live on.

@@ -33,6 +33,9 @@ struct Layer {
 
 /// A trainable ModernBERT encoder.
 pub struct TrainableModernBert {
+    /// Inference only: each layer's output is detached, so that the autograd graph of the
+    /// layers before is freed (memory of one layer, not of all).
+    inference: bool,
     config: ModernBertConfig,
     device: Device,
     vars: Vec<(String, Var)>,
@@ -109,6 +112,7 @@ impl TrainableModernBert {
         let final_norm = norm(&mut var, config, "final_norm")?;
         Ok(Self {
             config: config.clone(),
+            inference: false,
             device: device.clone(),
             vars,
             embed,
@@ -126,6 +130,12 @@ impl TrainableModernBert {
     /// The device the variables live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Frees each layer's autograd graph as soon as the next layer has its input: for encoding,
+    /// where no gradient is taken.
+    pub fn set_inference(&mut self, on: bool) {
+        self.inference = on;
     }
 
     /// Every trainable variable with its Hugging Face name, in a fixed order.
@@ -196,6 +206,9 @@ impl TrainableModernBert {
                 glu = dp.apply(&glu, c.mlp_dropout)?;
             }
             x = x.add(&layer.wo.forward(&glu).ce()?).ce()?;
+            if self.inference {
+                x = x.detach();
+            }
         }
         self.final_norm.forward(&x).ce()
     }
