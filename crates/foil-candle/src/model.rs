@@ -209,8 +209,12 @@ pub struct TrainableBert {
     relative_bias: Option<Var>,
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
-    /// `classifier.weight` / `classifier.bias` of a cross-encoder.
+    /// `classifier.weight` / `classifier.bias` of a cross-encoder (BERT), or
+    /// `classifier.out_proj.*` of an (XLM-)RoBERTa one (bge-reranker).
     classifier: Option<Linear>,
+    /// (XLM-)RoBERTa's `classifier.dense` (+ tanh) before `out_proj`: BERT's pooler by another
+    /// name, part of the head.
+    head_dense: Option<Linear>,
 }
 
 /// A batch of padded token sequences on a device.
@@ -325,14 +329,20 @@ impl TrainableBert {
             )?),
             None => None,
         };
-        let classifier = if w.contains("classifier.weight") {
-            let n = config.labels();
-            Some(Linear {
-                w: var("classifier.weight", &[n, h])?,
-                b: Some(var("classifier.bias", &[n])?),
+        let n = config.labels();
+        let mut linear = |name: &str, out: usize| -> Result<Linear> {
+            Ok(Linear {
+                w: var(&format!("{name}.weight"), &[out, h])?,
+                b: Some(var(&format!("{name}.bias"), &[out])?),
             })
+        };
+        let (classifier, head_dense) = if w.contains("classifier.weight") {
+            (Some(linear("classifier", n)?), None)
+        } else if w.contains("classifier.out_proj.weight") {
+            let dense = linear("classifier.dense", h)?;
+            (Some(linear("classifier.out_proj", n)?), Some(dense))
         } else {
-            None
+            (None, None)
         };
         Ok(Self {
             config: config.clone(),
@@ -346,6 +356,7 @@ impl TrainableBert {
             emb_ln,
             layers,
             classifier,
+            head_dense,
         })
     }
 
@@ -487,14 +498,18 @@ impl TrainableBert {
     }
 
     /// The classifier's logits `[B, labels]` from the `[CLS]` vector (cross-encoders). Hugging
-    /// Face's `BertForSequenceClassification` puts the pooler (dense + tanh) in between when the
-    /// checkpoint has one.
+    /// Face's `BertForSequenceClassification` puts the pooler (dense + tanh, passed in as
+    /// `pooler`) in between when the checkpoint has one; (XLM-)RoBERTa's head holds its own
+    /// dense + tanh.
     pub fn classify(&self, hidden: &Tensor, pooler: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
         let head = self
             .classifier
             .as_ref()
             .ok_or_else(|| Error::Invalid("this checkpoint has no classifier head".into()))?;
         let mut cls = hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?;
+        if let Some(dense) = &self.head_dense {
+            cls = dense.forward(&cls).ce()?.tanh().ce()?;
+        }
         if let Some((w, b)) = pooler {
             cls = cls
                 .matmul(&w.t().ce()?)

@@ -441,6 +441,86 @@ fn a_cross_encoder_trains_and_reranks() {
     assert_eq!(run.lines().count(), 25 * 5);
 }
 
+/// An XLM-RoBERTa reranker (bge-reranker's head: classifier.dense + tanh + out_proj) trains as
+/// a cross-encoder and is saved as an XLMRobertaForSequenceClassification folder: the base's
+/// tensor names (`roberta.`-prefixed encoder, the head), moved weights, and different scores.
+#[test]
+fn an_xlm_roberta_reranker_trains_and_keeps_its_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = training_table(tmp.path());
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny/xlm-roberta-reranker");
+    let out = tmp.path().join("reranker");
+    foil(&[
+        "train",
+        table.to_str().unwrap(),
+        "--model-type",
+        "cross-encoder",
+        "--model",
+        base.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--max-length",
+        "48",
+        "--lr",
+        "1e-3",
+        "--no-progress",
+    ]);
+    let names = |dir: &Path| -> Vec<String> {
+        let mut n: Vec<String> = weights(dir).into_iter().map(|(n, _)| n).collect();
+        n.sort();
+        n
+    };
+    let raw_names = |dir: &Path| -> Vec<String> {
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let mut n: Vec<String> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+            .unwrap()
+            .into_keys()
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        raw_names(&out),
+        raw_names(&base),
+        "saved under the base's names"
+    );
+    assert!(raw_names(&out)
+        .iter()
+        .any(|n| n == "classifier.out_proj.weight"));
+    assert_eq!(names(&out), names(&base));
+    let moved = weights(&base)
+        .iter()
+        .zip(weights(&out))
+        .flat_map(|((_, b), (_, a))| {
+            b.iter()
+                .zip(a)
+                .map(|(x, y)| (x - y).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f32::max);
+    assert!(moved > 1e-6, "nothing moved");
+    let pairs = [(
+        "vitamin D and fractures",
+        "Low vitamin D levels were linked to more fractures.",
+    )];
+    let score = |dir: &Path| {
+        foil_candle::CrossEncoder::load(dir, &foil_candle::CrossEncoderOptions::default())
+            .unwrap()
+            .logits(&pairs)
+            .unwrap()[0]
+    };
+    assert_ne!(
+        score(&base),
+        score(&out),
+        "the trained reranker scores as the base does"
+    );
+}
+
 /// Each encoder family trains and is saved as a folder of its own family: the same tensor
 /// names and shapes as the base (MPNet's `attention.attn.q`, XLM-R's one token type), its
 /// `config.json`, and weights that moved. The tiny XLM-RoBERTa checkpoint is committed

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
-use foil_candle::config::{ModelConfig, Pooling, SentenceConfig};
+use foil_candle::config::{Family, ModelConfig, Pooling, SentenceConfig};
 use foil_candle::model::{pool, Batch, CandleResult, Dropout, TrainableModel};
 use foil_candle::tokenizer::TextTokenizer;
 use foil_candle::weights::Weights;
@@ -365,13 +365,17 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     let weights = Weights::load(weights_dir, &device)?;
     let cross = config.model_type == ModelType::CrossEncoder;
     let one_logit = match &architecture {
-        ModelConfig::Encoder(bert) => weights.contains("classifier.weight") && bert.labels() == 1,
+        ModelConfig::Encoder(bert) => {
+            (weights.contains("classifier.weight")
+                || weights.contains("classifier.out_proj.weight"))
+                && bert.labels() == 1
+        }
         ModelConfig::ModernBert(_) | ModelConfig::Decoder(_) => false,
     };
     if cross && !one_logit {
         return Err(Error::Invalid(format!(
-            "{}: not a one-logit BertForSequenceClassification folder (make one with \
-             `foil init-cross-encoder`)",
+            "{}: not a one-logit BertForSequenceClassification or \
+             XLMRobertaForSequenceClassification folder (make one with `foil init-cross-encoder`)",
             model_dir.display()
         )));
     }
@@ -439,9 +443,13 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         None => None,
     };
     // The weights as a model folder, for the evaluations and at the end.
+    let family = match &architecture {
+        ModelConfig::Encoder(bert) => bert.family(),
+        ModelConfig::ModernBert(_) | ModelConfig::Decoder(_) => Family::Bert,
+    };
     let save = |dir: &Path| {
         if cross {
-            save_cross_encoder(&vars, &model_dir, dir)
+            save_cross_encoder(&vars, family, &model_dir, dir)
         } else {
             save_model_folder(&model, &model_dir, &saved, dir)
         }
@@ -842,10 +850,21 @@ fn save_vars(vars: &[(String, Var)], path: &Path, prefix: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Writes a trained cross-encoder as a Hugging Face `BertForSequenceClassification` folder
-/// (`bert.`-prefixed encoder names, `classifier.*`), with the base's config and tokenizer.
-fn save_cross_encoder(vars: &[(String, Var)], base: &Path, out: &Path) -> Result<()> {
-    save_vars(vars, &out.join("model.safetensors"), "bert.")?;
+/// Writes a trained cross-encoder as a Hugging Face `…ForSequenceClassification` folder (the
+/// encoder's names under the family's prefix — `bert.`, `roberta.`, `mpnet.` — and
+/// `classifier.*`), with the base's config and tokenizer.
+fn save_cross_encoder(
+    vars: &[(String, Var)],
+    family: Family,
+    base: &Path,
+    out: &Path,
+) -> Result<()> {
+    let prefix = match family {
+        Family::Bert => "bert.",
+        Family::Roberta => "roberta.",
+        Family::MPNet => "mpnet.",
+    };
+    save_vars(vars, &out.join("model.safetensors"), prefix)?;
     for name in COPIED {
         let from = base.join(name);
         if from.is_file() {
