@@ -188,7 +188,7 @@ start_vllm() { # MODEL_DIR
   pid=$(OMP_NUM_THREADS=2 VLLM_CPU_KVCACHE_SPACE=1 HF_HUB_OFFLINE=1 start "$WORK/vllm.log" \
     "$VLLM_VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$1" \
     --served-model-name smollm2 --host 127.0.0.1 --port 8000 --max-model-len 2048 \
-    --dtype bfloat16)
+    --dtype bfloat16 --no-enable-prefix-caching)
   PIDS+=("$pid")
   wait_for http://127.0.0.1:8000/v1/models 600 "$pid" || { log "vLLM did not start:"; tail -20 "$WORK/vllm.log" >&2; return 1; }
 }
@@ -217,6 +217,7 @@ chat() {
   local cached
   cached=$(wc -l < "$WORK/resumed/cache.jsonl" 2>/dev/null || echo 0)
   stop_all
+  cp "$WORK/resumed/cache.jsonl" "$WORK/cut-cache.jsonl" 2>/dev/null || : > "$WORK/cut-cache.jsonl"
   wait "$foil_pid" || rc=$?
   check "$([[ $rc == 3 ]] && echo 1 || echo 0)" \
     "vLLM: server killed after $cached cached answers: exit $rc (3 expected); $(tail -1 "$WORK/cut.log")"
@@ -225,6 +226,15 @@ chat() {
   rc=0
   "$FOIL" "${gen[@]}" --output "$WORK/resumed" 2> "$WORK/resume.log" || rc=$?
   check "$([[ $rc == 0 ]] && echo 1 || echo 0)" "vLLM: rerun after restart exit $rc; $(tail -1 "$WORK/resume.log")"
+  # The rerun kept every answer the cut run had cached and added each missing one once.
+  local kept
+  kept=$(python3 - "$WORK/cut-cache.jsonl" "$WORK/resumed/cache.jsonl" "$WORK/full/cache.jsonl" <<'PY'
+import sys
+cut, resumed, full = (open(p).read().splitlines() for p in sys.argv[1:])
+print(int(resumed[:len(cut)] == cut and len(resumed) == len(full) == len(set(resumed))))
+PY
+)
+  check "$kept" "vLLM: the rerun kept the $cached cached answers and added each missing one once"
   local same=1
   for f in queries.jsonl qrels/test.tsv rejected.jsonl; do
     cmp -s "$WORK/full/$f" "$WORK/resumed/$f" || same=0
