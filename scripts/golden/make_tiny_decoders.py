@@ -61,6 +61,7 @@ from transformers import (  # noqa: E402
     Qwen3Model,
 )
 
+from make_gradient_golden import PASSAGES, QUERIES  # noqa: E402
 from make_tiny_families import SEED, TEXTS, scifact_texts  # noqa: E402
 
 VOCAB = 1000
@@ -70,25 +71,6 @@ EOS = "<|endoftext|>"
 GRAD_MAX_LENGTH = 64
 SCALE = 20.0
 N_SAMPLES = 64
-QUERIES = [
-    "vitamin D and fractures",
-    "Does vitamin D supplementation reduce the risk of hip fractures in elderly women?",
-    "vitamin D deficiency and muscle weakness in older adults",
-    "calcium intake and bone density after menopause in women",
-]
-PASSAGES = [
-    "Low vitamin D levels were linked to more fractures.",
-    "In a trial of women over seventy, a yearly high dose of vitamin D did not lower the number "
-    "of hip fractures and slightly increased falls.",
-    "Older adults deficient in vitamin D had weaker muscles, a lower grip strength and rose from "
-    "a chair more slowly.",
-    "Women who took calcium tablets for five years after menopause lost less bone mineral "
-    "density at the spine and hip than those given placebo, although the difference was small "
-    "and some reported constipation; the effect on fractures was uncertain, and a later analysis "
-    "raised concerns about heart attacks in women who took the highest doses without vitamin D.",
-]
-
-
 def bpe_tokenizer(data):
     special = [EOS, "<|im_start|>", "<|im_end|>"]
     tok = Tokenizer(BPE())

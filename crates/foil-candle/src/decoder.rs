@@ -14,7 +14,9 @@ use candle_core::{Device, Tensor, Var, D};
 use foil_core::Result;
 
 use crate::config::DecoderConfig;
-use crate::model::{attend, rotary_tables, rotate, Batch, CandleResult, Dropout, Linear};
+use crate::model::{
+    attend, attention_bias, rotary_tables, rotate, Batch, CandleResult, Dropout, Linear,
+};
 use crate::weights::Weights;
 
 /// `x / √(mean(x²) + eps) · w` over the last dimension, written out so that it has a backward
@@ -194,7 +196,9 @@ impl TrainableDecoder {
                 .ce()?;
         }
         let mut x = x.reshape((b, l, h)).ce()?;
-        let mask = self.attention_bias(&batch.mask, b, l)?;
+        // Causal: a token sees the real tokens at or before it. Half of f32's range, so that
+        // two maskings never sum to infinity.
+        let mask = attention_bias(&batch.mask, -f32::MAX / 2.0, |query, key| key <= query)?;
         let (cos, sin) = rotary_tables(l, d, c.rope_theta, &self.device)?;
         for layer in &self.layers {
             // [B, L, n·d] → [B, n, L, d], per-head norm first where the model has one.
@@ -231,32 +235,6 @@ impl TrainableDecoder {
             }
         }
         self.norm.forward(&x).ce()
-    }
-
-    /// The additive attention bias `[B, 1, L, L]`: 0 where the key is a real token at or
-    /// before the query, a large negative number elsewhere (half of f32's range, so that two
-    /// maskings never sum to infinity).
-    fn attention_bias(&self, mask: &Tensor, b: usize, l: usize) -> Result<Tensor> {
-        let lengths: Vec<f32> = mask
-            .sum(1)
-            .ce()?
-            .to_device(&Device::Cpu)
-            .ce()?
-            .to_vec1()
-            .ce()?;
-        let blocked = -f32::MAX / 2.0;
-        let mut bias = vec![0f32; b * l * l];
-        for (s, &n) in lengths.iter().enumerate() {
-            let n = n as usize;
-            for query in 0..l {
-                for key in 0..l {
-                    if key > query || key >= n {
-                        bias[(s * l + query) * l + key] = blocked;
-                    }
-                }
-            }
-        }
-        Tensor::from_vec(bias, (b, 1, l, l), &self.device).ce()
     }
 }
 

@@ -528,6 +528,39 @@ impl TrainableBert {
     }
 }
 
+/// The number of real tokens of each sequence of a right-padded batch's `[B, L]` mask.
+pub(crate) fn lengths(mask: &Tensor) -> Result<Vec<usize>> {
+    let sums: Vec<f32> = mask
+        .sum(1)
+        .ce()?
+        .to_device(&Device::Cpu)
+        .ce()?
+        .to_vec1()
+        .ce()?;
+    Ok(sums.into_iter().map(|n| n as usize).collect())
+}
+
+/// An additive attention bias `[B, 1, L, L]` for a right-padded batch: 0 where `sees(query,
+/// key)` and the key is a real token, `blocked` elsewhere.
+pub(crate) fn attention_bias(
+    mask: &Tensor,
+    blocked: f32,
+    sees: impl Fn(usize, usize) -> bool,
+) -> Result<Tensor> {
+    let (b, l) = mask.dims2().ce()?;
+    let mut bias = vec![0f32; b * l * l];
+    for (s, n) in lengths(mask)?.into_iter().enumerate() {
+        for query in 0..l {
+            for key in 0..l {
+                if key >= n || !sees(query, key) {
+                    bias[(s * l + query) * l + key] = blocked;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(bias, (b, 1, l, l), mask.device()).ce()
+}
+
 /// Pools hidden states `[B, L, H]` of a right-padded batch into `[B, H]` (mean over real
 /// tokens, `[CLS]`, or the last real token) and L2-normalizes them when `normalize`.
 pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
@@ -541,17 +574,10 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -
         }
         Pooling::LastToken => {
             let (b, l, h) = hidden.dims3().ce()?;
-            let lengths: Vec<f32> = mask
-                .sum(1)
-                .ce()?
-                .to_device(&Device::Cpu)
-                .ce()?
-                .to_vec1()
-                .ce()?;
-            let rows: Vec<u32> = lengths
+            let rows: Vec<u32> = lengths(mask)?
                 .iter()
                 .enumerate()
-                .map(|(i, &n)| (i * l + (n as usize).max(1) - 1) as u32)
+                .map(|(i, &n)| (i * l + n.max(1) - 1) as u32)
                 .collect();
             let rows = Tensor::from_vec(rows, b, hidden.device()).ce()?;
             hidden

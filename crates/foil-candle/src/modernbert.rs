@@ -16,7 +16,7 @@ use foil_core::Result;
 
 use crate::config::ModernBertConfig;
 use crate::model::{
-    attend, rotary_tables, rotate, Batch, CandleResult, Dropout, LayerNorm, Linear,
+    attend, attention_bias, rotary_tables, rotate, Batch, CandleResult, Dropout, LayerNorm, Linear,
 };
 use crate::weights::Weights;
 
@@ -155,8 +155,10 @@ impl TrainableModernBert {
         if let Some(dp) = dropout.as_deref_mut() {
             x = dp.apply(&x, c.embedding_dropout)?;
         }
-        let global_mask = self.attention_bias(&batch.mask, b, l, None)?;
-        let local_mask = self.attention_bias(&batch.mask, b, l, Some(c.local_attention / 2))?;
+        // The most negative float, as transformers' masks; local layers see ±window tokens.
+        let window = c.local_attention / 2;
+        let global_mask = attention_bias(&batch.mask, f32::MIN, |_, _| true)?;
+        let local_mask = attention_bias(&batch.mask, f32::MIN, |q, k| q.abs_diff(k) <= window)?;
         let global_rope = rotary_tables(l, d, c.rope_theta(0), &self.device)?;
         let local_rope = rotary_tables(l, d, c.rope_theta(1), &self.device)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -211,37 +213,5 @@ impl TrainableModernBert {
             }
         }
         self.final_norm.forward(&x).ce()
-    }
-
-    /// The additive attention bias `[B, 1, L, L]`: 0 where the key is a real token (within
-    /// `window` positions of the query, when given), the most negative float elsewhere, as
-    /// transformers' masks are.
-    fn attention_bias(
-        &self,
-        mask: &Tensor,
-        b: usize,
-        l: usize,
-        window: Option<usize>,
-    ) -> Result<Tensor> {
-        let lengths: Vec<f32> = mask
-            .sum(1)
-            .ce()?
-            .to_device(&Device::Cpu)
-            .ce()?
-            .to_vec1()
-            .ce()?;
-        let mut bias = vec![0f32; b * l * l];
-        for (s, &n) in lengths.iter().enumerate() {
-            let n = n as usize;
-            for query in 0..l {
-                for key in 0..l {
-                    let outside = window.is_some_and(|w| query.abs_diff(key) > w);
-                    if key >= n || outside {
-                        bias[(s * l + query) * l + key] = f32::MIN;
-                    }
-                }
-            }
-        }
-        Tensor::from_vec(bias, (b, 1, l, l), &self.device).ce()
     }
 }
