@@ -6,9 +6,12 @@
 //! prompts are fed over several steps). A sequence that finishes frees its slot for the next
 //! waiting request at the next step; the others keep decoding. Since each row's arithmetic is
 //! independent of the others and each request samples with its own RNG seeded from
-//! `params.seed`, a request's output does not depend on what shares its batch.
+//! `params.seed`, a request's output does not depend on what shares its batch. Two prompt
+//! prefixes are fed once: the one all prompts share (a template's instructions and examples),
+//! and a whole prompt that several requests repeat (several samples of one chat, such as
+//! queries per passage), whose positions are copied to each sample's slot once fed.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use foil_core::generator::{
@@ -228,12 +231,61 @@ struct Live<'a> {
     logprob_sum: f64,
     /// The most likely first tokens, when the request asks for them.
     top_logprobs: Vec<TokenLogprob>,
+    /// Requests with the same prompt and the slots held for them, forked from this sequence
+    /// once its prompt is fed.
+    followers: Vec<(usize, usize)>,
 }
 
-impl Live<'_> {
+impl<'a> Live<'a> {
+    fn new(request_ref: &'a GenerationRequest, request: usize, slot: usize, ids: Vec<u32>) -> Self {
+        let p = &request_ref.params;
+        Live {
+            request,
+            slot,
+            prompt_len: ids.len(),
+            tokens: ids,
+            fed: 0,
+            bytes: Vec::new(),
+            sampler: Sampler::new(p.temperature, p.top_p, p.seed),
+            request_ref,
+            logprob_sum: 0.0,
+            top_logprobs: Vec::new(),
+            followers: Vec::new(),
+        }
+    }
+
     fn completion(&self) -> usize {
         self.tokens.len() - self.prompt_len
     }
+}
+
+/// Requests that share one prompt: it is fed once (for `request`) and each follower, with a
+/// slot of its own, samples from it.
+struct PromptGroup {
+    request: usize,
+    ids: Vec<u32>,
+    followers: Vec<usize>,
+}
+
+/// Groups requests with identical prompts (several samples of one chat), at most `slots` to a
+/// group, in the order of each group's first request.
+fn group_same_prompts(prepared: Vec<(usize, Vec<u32>)>, slots: usize) -> VecDeque<PromptGroup> {
+    let mut groups: Vec<PromptGroup> = Vec::new();
+    let mut open: HashMap<Vec<u32>, usize> = HashMap::new();
+    for (request, ids) in prepared {
+        match open.get(&ids) {
+            Some(&g) if groups[g].followers.len() + 1 < slots => groups[g].followers.push(request),
+            _ => {
+                open.insert(ids.clone(), groups.len());
+                groups.push(PromptGroup {
+                    request,
+                    ids,
+                    followers: Vec::new(),
+                });
+            }
+        }
+    }
+    groups.into()
 }
 
 impl Generator for GgufGenerator {
@@ -248,27 +300,27 @@ impl Generator for GgufGenerator {
     fn generate(&self, requests: &[GenerationRequest]) -> Vec<Result<Generation, GenerateError>> {
         let mut results: Vec<Option<Result<Generation, GenerateError>>> =
             (0..requests.len()).map(|_| None).collect();
-        let mut queue = VecDeque::new();
+        let mut prepared = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             match self.prepare(r) {
                 Ok(ids) if r.params.max_tokens == 0 => {
                     results[i] = Some(Ok(Generation::text("", FinishReason::Length, ids.len(), 0)))
                 }
-                Ok(ids) => queue.push_back((i, ids)),
+                Ok(ids) => prepared.push((i, ids)),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let slots = self.options.max_batch.min(queue.len()).max(1);
+        let slots = self.options.max_batch.min(prepared.len()).max(1);
+        let mut queue = group_same_prompts(prepared, slots);
         let mut cache = KvCache::new(&self.model, slots);
         // The prompts' common prefix (a template's instructions and few-shot examples) is
         // computed once and copied into each slot. Rows are independent in the forward pass,
         // so the cached positions are the same numbers a full prefill would compute.
-        let (prefix, prefix_len) = match self
-            .shared_prefix(queue.iter().map(|(_, ids)| ids.as_slice()))
+        let (prefix, prefix_len) = match self.shared_prefix(queue.iter().map(|g| g.ids.as_slice()))
         {
             Some(len) => {
                 let mut prefix = KvCache::new(&self.model, 1);
-                let ids = &queue[0].1[..len];
+                let ids = &queue[0].ids[..len];
                 let mut fed = 0;
                 let mut failed = None;
                 while fed < len && failed.is_none() {
@@ -298,11 +350,20 @@ impl Generator for GgufGenerator {
         let mut live: Vec<Live> = Vec::new();
 
         loop {
-            while let (Some(slot), false) = (free.last().copied(), queue.is_empty()) {
-                let Some((i, ids)) = queue.pop_front() else {
+            // Admit the next prompt when there is a slot for it and for each of its samples.
+            while queue
+                .front()
+                .is_some_and(|g| free.len() > g.followers.len())
+            {
+                let Some(group) = queue.pop_front() else {
                     break;
                 };
-                free.pop();
+                let slot = free.pop().expect("checked: a free slot");
+                let followers: Vec<(usize, usize)> = group
+                    .followers
+                    .iter()
+                    .map(|&r| (r, free.pop().expect("checked: a slot per sample")))
+                    .collect();
                 let fed = match &prefix {
                     Some(prefix) => {
                         cache.copy_prefix(slot, prefix, 0, prefix_len);
@@ -313,19 +374,10 @@ impl Generator for GgufGenerator {
                         0
                     }
                 };
-                let p = &requests[i].params;
-                live.push(Live {
-                    request: i,
-                    slot,
-                    prompt_len: ids.len(),
-                    tokens: ids,
-                    fed,
-                    bytes: Vec::new(),
-                    sampler: Sampler::new(p.temperature, p.top_p, p.seed),
-                    request_ref: &requests[i],
-                    logprob_sum: 0.0,
-                    top_logprobs: Vec::new(),
-                });
+                let mut s = Live::new(&requests[group.request], group.request, slot, group.ids);
+                s.fed = fed;
+                s.followers = followers;
+                live.push(s);
             }
             if live.is_empty() {
                 break;
@@ -362,11 +414,17 @@ impl Generator for GgufGenerator {
             let logits = match self.model.forward(&tokens, &segments, &mut cache) {
                 Ok(l) => l,
                 Err(e) => {
-                    for s in live.drain(..) {
-                        results[s.request] =
-                            Some(Err(GenerateError::new("model_error", e.to_string())));
-                    }
-                    for (i, _) in queue.drain(..) {
+                    let waiting = live
+                        .drain(..)
+                        .flat_map(|s| {
+                            std::iter::once(s.request).chain(s.followers.into_iter().map(|f| f.0))
+                        })
+                        .chain(
+                            queue
+                                .drain(..)
+                                .flat_map(|g| std::iter::once(g.request).chain(g.followers)),
+                        );
+                    for i in waiting {
                         results[i] = Some(Err(GenerateError::new("model_error", e.to_string())));
                     }
                     break;
@@ -375,6 +433,7 @@ impl Generator for GgufGenerator {
 
             let mut logits = logits.into_iter();
             let mut done = Vec::new();
+            let mut forked = Vec::new();
             for ((li, n), seg) in fed_live.into_iter().zip(&segments) {
                 let s = &mut live[li];
                 s.fed += n;
@@ -382,18 +441,25 @@ impl Generator for GgufGenerator {
                     continue;
                 }
                 let Some(l) = logits.next() else { break };
-                let t = s.sampler.sample(&l);
                 let log_norm = log_sum_exp(&l);
-                let want_top = s.request_ref.params.top_logprobs;
-                if s.completion() == 0 && want_top > 0 {
-                    s.top_logprobs = self.top_tokens(&l, log_norm, want_top);
+                // The prompt's other samples start here: its positions are copied into their
+                // slots and each draws its first token from these logits with its own seed.
+                for (request, slot) in std::mem::take(&mut s.followers) {
+                    cache.copy_slot(slot, s.slot, s.fed);
+                    let mut f = Live::new(&requests[request], request, slot, s.tokens.clone());
+                    f.fed = s.fed;
+                    let finish = self.take(&mut f, &l, log_norm);
+                    forked.push((f, finish));
                 }
-                if !self.end_of_turn.contains(&t) {
-                    s.logprob_sum += l[t as usize] as f64 - log_norm;
-                }
-                if let Some(finish) = self.step(s, t) {
+                if let Some(finish) = self.take(s, &l, log_norm) {
                     done.push((li, finish));
                 }
+            }
+            for (f, finish) in forked {
+                if let Some(finish) = finish {
+                    done.push((live.len(), finish));
+                }
+                live.push(f);
             }
             for (li, (text, finish)) in done.into_iter().rev() {
                 let s = live.swap_remove(li);
@@ -474,6 +540,20 @@ impl GgufGenerator {
     }
 
     /// Takes sampled token `t` for `s`; returns the text and finish reason when `s` is done.
+    /// Samples `s`'s next token from `logits` (whose log-normalizer is `log_norm`), records
+    /// its log-probability and appends it; returns how the sequence ended, if it did.
+    fn take(&self, s: &mut Live, logits: &[f32], log_norm: f64) -> Option<(String, FinishReason)> {
+        let t = s.sampler.sample(logits);
+        let want_top = s.request_ref.params.top_logprobs;
+        if s.completion() == 0 && want_top > 0 {
+            s.top_logprobs = self.top_tokens(logits, log_norm, want_top);
+        }
+        if !self.end_of_turn.contains(&t) {
+            s.logprob_sum += logits[t as usize] as f64 - log_norm;
+        }
+        self.step(s, t)
+    }
+
     fn step(&self, s: &mut Live, t: u32) -> Option<(String, FinishReason)> {
         let params = &s.request_ref.params;
         if self.end_of_turn.contains(&t) {

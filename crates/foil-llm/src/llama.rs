@@ -467,6 +467,28 @@ impl KvCache {
         }
     }
 
+    /// Makes `seq` hold the first `len` positions of this cache's slot `from` (a prompt fed
+    /// once for several samples).
+    pub fn copy_slot(&mut self, seq: usize, from: usize, len: usize) {
+        if seq == from {
+            return;
+        }
+        let n = len * self.kv_dim;
+        let (source, target) = if from < seq {
+            let (a, b) = self.slots.split_at_mut(seq);
+            (&a[from], &mut b[0])
+        } else {
+            let (a, b) = self.slots.split_at_mut(from);
+            (&b[0], &mut a[seq])
+        };
+        for ((k, v), (fk, fv)) in target.iter_mut().zip(source) {
+            k.clear();
+            v.clear();
+            k.extend_from_slice(&fk[..n]);
+            v.extend_from_slice(&fv[..n]);
+        }
+    }
+
     /// Makes `seq` hold the first `len` positions of `from`'s slot `from_seq` (a shared
     /// prompt prefix computed once).
     pub fn copy_prefix(&mut self, seq: usize, from: &KvCache, from_seq: usize, len: usize) {

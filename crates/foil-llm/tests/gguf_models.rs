@@ -401,3 +401,26 @@ fn a_shared_prompt_prefix_gives_the_same_answers() {
     let same = g.generate(&[requests[0].clone(), requests[0].clone()]);
     assert_eq!(same[0], same[1]);
 }
+
+#[test]
+fn samples_of_one_prompt_share_its_prefill_and_equal_separate_runs() {
+    // Seven samples of one chat (more than the generator's four slots, so the prompt is fed
+    // for two groups) beside another chat; one sample stops after a single token.
+    let g = generator(SMOLLM2);
+    let chat = "Write a search query for: Tea has caffeine, which keeps people awake.";
+    let mut requests: Vec<GenerationRequest> =
+        (0..7).map(|seed| request(chat, 0.9, 10, seed)).collect();
+    requests[3].params.max_tokens = 1;
+    requests.insert(2, request("Name a colour.", 0.9, 6, 99));
+    let together = g.generate(&requests);
+    let mut texts = std::collections::HashSet::new();
+    for (i, r) in requests.iter().enumerate() {
+        let alone = g.generate(std::slice::from_ref(r));
+        assert_eq!(alone[0], together[i], "request {i}");
+        texts.insert(together[i].as_ref().unwrap().text.clone());
+    }
+    assert!(
+        texts.len() > 3,
+        "seeds should give different samples: {texts:?}"
+    );
+}
