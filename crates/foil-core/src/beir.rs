@@ -482,6 +482,89 @@ impl BeirPaths {
     }
 }
 
+/// One split of a BEIR dataset in memory: the corpus, the queries, and the split's qrels
+/// checked against both (a judgment naming an unknown query or document is invalid input: an
+/// error naming the qrels line, or a counted skip under `--skip-invalid`).
+#[derive(Debug)]
+pub struct Split {
+    pub docs: Vec<Document>,
+    pub queries: Vec<Query>,
+    pub qrels: Qrels,
+    /// The files read: corpus, queries, qrels.
+    pub files: Vec<PathBuf>,
+}
+
+impl Split {
+    /// Reads split `split` of the BEIR folder `paths` (its corpus, queries and
+    /// `qrels/<split>.tsv`).
+    pub fn load(
+        paths: &BeirPaths,
+        split: &str,
+        policy: InputPolicy,
+        skips: &mut SkipReport,
+    ) -> Result<Self> {
+        Self::load_with_corpus(paths, &paths.corpus, split, policy, skips)
+    }
+
+    /// [`Split::load`] with the corpus read from `corpus` instead of the folder's.
+    pub fn load_with_corpus(
+        paths: &BeirPaths,
+        corpus: &Path,
+        split: &str,
+        policy: InputPolicy,
+        skips: &mut SkipReport,
+    ) -> Result<Self> {
+        let mut reader = CorpusReader::open(corpus, policy)?;
+        let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
+        skips.merge(reader.into_skips());
+        let queries: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
+        let qrels_path = paths.qrels(split);
+        let qrels = {
+            let doc_ids: std::collections::HashSet<&str> =
+                docs.iter().map(|d| d.id.as_str()).collect();
+            let query_ids: std::collections::HashSet<&str> =
+                queries.iter().map(|q| q.id.as_str()).collect();
+            Qrels::read_checked(
+                &qrels_path,
+                policy,
+                skips,
+                |q| query_ids.contains(q),
+                |d| doc_ids.contains(d),
+            )?
+        };
+        Ok(Split {
+            docs,
+            queries,
+            qrels,
+            files: vec![corpus.to_path_buf(), paths.queries.clone(), qrels_path],
+        })
+    }
+
+    /// Each judged query with its relevant documents (grade ≥ 1) as indices into `docs`, in
+    /// query id order; a query judged only non-relevant has no pair and is left out.
+    pub fn positives(&self) -> Vec<(&Query, Vec<usize>)> {
+        let doc_index: HashMap<&str, usize> = self
+            .docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.as_str(), i))
+            .collect();
+        let query_index: HashMap<&str, &Query> =
+            self.queries.iter().map(|q| (q.id.as_str(), q)).collect();
+        self.qrels
+            .iter()
+            .filter_map(|(qid, judged)| {
+                let positives: Vec<usize> = judged
+                    .iter()
+                    .filter(|(_, &grade)| grade >= 1)
+                    .map(|(d, _)| doc_index[d.as_str()])
+                    .collect();
+                (!positives.is_empty()).then(|| (query_index[qid.as_str()], positives))
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,5 +612,49 @@ mod tests {
         let trec = write(&dir, "b.txt", b"q1 0 d1 1\nq1 0 d2 3\n");
         let qrels = Qrels::read(&trec, InputPolicy::default(), &mut SkipReport::default()).unwrap();
         assert_eq!(qrels.get("q1").unwrap()["d2"], 3);
+    }
+
+    #[test]
+    fn a_split_checks_its_qrels_and_lists_positives_in_query_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir,
+            "corpus.jsonl",
+            b"{\"_id\": \"d1\", \"text\": \"one\"}\n{\"_id\": \"d2\", \"text\": \"two\"}\n",
+        );
+        write(
+            &dir,
+            "queries.jsonl",
+            b"{\"_id\": \"q2\", \"text\": \"b\"}\n{\"_id\": \"q1\", \"text\": \"a\"}\n{\"_id\": \"q3\", \"text\": \"c\"}\n",
+        );
+        std::fs::create_dir(dir.path().join("qrels")).unwrap();
+        write(
+            &dir,
+            "qrels/test.tsv",
+            b"q2\td2\t1\nq1\td1\t2\nq1\td2\t1\nq3\td1\t0\n",
+        );
+        write(
+            &dir,
+            "qrels/bad.tsv",
+            b"q1\td1\t1\nq1\tnope\t1\nq9\td1\t1\n",
+        );
+        let paths = BeirPaths::new(dir.path());
+        let mut skips = SkipReport::default();
+        let split = Split::load(&paths, "test", InputPolicy::default(), &mut skips).unwrap();
+        let positives: Vec<(&str, Vec<usize>)> = split
+            .positives()
+            .into_iter()
+            .map(|(q, p)| (q.id.as_str(), p))
+            .collect();
+        // q3 is judged only non-relevant: no pair.
+        assert_eq!(positives, [("q1", vec![0, 1]), ("q2", vec![1])]);
+        assert_eq!(split.files[2], dir.path().join("qrels/test.tsv"));
+
+        let err = Split::load(&paths, "bad", InputPolicy::default(), &mut skips).unwrap_err();
+        assert!(err.to_string().contains("bad.tsv:2"), "{err}");
+        let skip = InputPolicy { skip_invalid: true };
+        let mut skips = SkipReport::default();
+        let split = Split::load(&paths, "bad", skip, &mut skips).unwrap();
+        assert_eq!((split.qrels.num_judgments(), skips.total()), (1, 2));
     }
 }
