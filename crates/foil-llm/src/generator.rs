@@ -539,7 +539,6 @@ impl GgufGenerator {
             .collect()
     }
 
-    /// Takes sampled token `t` for `s`; returns the text and finish reason when `s` is done.
     /// Samples `s`'s next token from `logits` (whose log-normalizer is `log_norm`), records
     /// its log-probability and appends it; returns how the sequence ended, if it did.
     fn take(&self, s: &mut Live, logits: &[f32], log_norm: f64) -> Option<(String, FinishReason)> {
@@ -554,6 +553,7 @@ impl GgufGenerator {
         self.step(s, t)
     }
 
+    /// Takes sampled token `t` for `s`; returns the text and finish reason when `s` is done.
     fn step(&self, s: &mut Live, t: u32) -> Option<(String, FinishReason)> {
         let params = &s.request_ref.params;
         if self.end_of_turn.contains(&t) {

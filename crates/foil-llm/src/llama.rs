@@ -481,24 +481,24 @@ impl KvCache {
             let (a, b) = self.slots.split_at_mut(from);
             (&b[0], &mut a[seq])
         };
-        for ((k, v), (fk, fv)) in target.iter_mut().zip(source) {
-            k.clear();
-            v.clear();
-            k.extend_from_slice(&fk[..n]);
-            v.extend_from_slice(&fv[..n]);
-        }
+        copy_positions(target, source, n);
     }
 
     /// Makes `seq` hold the first `len` positions of `from`'s slot `from_seq` (a shared
     /// prompt prefix computed once).
     pub fn copy_prefix(&mut self, seq: usize, from: &KvCache, from_seq: usize, len: usize) {
         let n = len * self.kv_dim;
-        for ((k, v), (fk, fv)) in self.slots[seq].iter_mut().zip(&from.slots[from_seq]) {
-            k.clear();
-            v.clear();
-            k.extend_from_slice(&fk[..n]);
-            v.extend_from_slice(&fv[..n]);
-        }
+        copy_positions(&mut self.slots[seq], &from.slots[from_seq], n);
+    }
+}
+
+/// Replaces each layer's keys and values in `target` with the first `n` values of `source`'s.
+fn copy_positions(target: &mut [(Vec<f32>, Vec<f32>)], source: &[(Vec<f32>, Vec<f32>)], n: usize) {
+    for ((k, v), (fk, fv)) in target.iter_mut().zip(source) {
+        k.clear();
+        v.clear();
+        k.extend_from_slice(&fk[..n]);
+        v.extend_from_slice(&fv[..n]);
     }
 }
 
