@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use foil_core::{Hit, Result, Retriever};
+use foil_core::{Hit, Progress, Result, Retriever};
 use rayon::prelude::*;
 
 use crate::index::{Bm25Index, Bm25Params};
@@ -189,7 +189,15 @@ impl Retriever for Bm25Searcher {
         self.index.doc_id(doc)
     }
 
-    fn search_batch(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<Hit>>> {
-        Ok(self.search_many(queries, k, &|_| {}))
+    fn search_batch(
+        &self,
+        queries: &[&str],
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Vec<Hit>>> {
+        progress.begin("search", Some(queries.len() as u64));
+        let hits = self.search_many(queries, k, &|n| progress.update(n as u64));
+        progress.end();
+        Ok(hits)
     }
 }

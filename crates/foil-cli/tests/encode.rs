@@ -193,6 +193,77 @@ fn dense_search_on_the_demo_beats_chance_and_reruns_identically() {
     assert!(ndcg > 0.6, "MiniLM on the demo test split: nDCG@10 {ndcg}");
 }
 
+/// A TREC run as query → [(doc, score)] in file order.
+fn read_run(path: &Path) -> std::collections::BTreeMap<String, Vec<(String, f64)>> {
+    let mut run: std::collections::BTreeMap<String, Vec<(String, f64)>> = Default::default();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        run.entry(f[0].to_string())
+            .or_default()
+            .push((f[2].to_string(), f[4].parse().unwrap()));
+    }
+    run
+}
+
+/// `--retriever hybrid` is reciprocal rank fusion (k = 60) of the BM25 and the dense run: each
+/// document's score is the sum of 1 / (60 + rank) over the lists it is in, and the run keeps
+/// the best `--top-k`.
+#[test]
+fn hybrid_search_fuses_the_bm25_and_dense_runs_by_reciprocal_rank() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo(tmp.path());
+    let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let search = |retriever: &str| {
+        let out = tmp.path().join(format!("{retriever}.trec"));
+        foil(&[
+            "search",
+            "--data",
+            d,
+            "--retriever",
+            retriever,
+            "--model",
+            m,
+            "--top-k",
+            "10",
+            "--no-cache",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        read_run(&out)
+    };
+    let (bm25, dense, hybrid) = (search("bm25"), search("dense"), search("hybrid"));
+    assert_eq!(hybrid.len(), dense.len());
+    for (query, fused_run) in &hybrid {
+        let mut expected: std::collections::HashMap<&str, f64> = Default::default();
+        for list in [&bm25[query], &dense[query]] {
+            for (rank, (doc, _)) in list.iter().enumerate() {
+                *expected.entry(doc.as_str()).or_default() += 1.0 / (60.0 + rank as f64 + 1.0);
+            }
+        }
+        assert_eq!(fused_run.len(), 10.min(expected.len()), "query {query}");
+        for pair in fused_run.windows(2) {
+            assert!(pair[0].1 >= pair[1].1, "query {query}: not best first");
+        }
+        for (doc, score) in fused_run {
+            assert!(
+                (score - expected[doc.as_str()]).abs() < 1e-6,
+                "query {query} doc {doc}"
+            );
+        }
+        // Nothing left out scores above the last document kept.
+        let last = fused_run.last().unwrap().1;
+        let kept: std::collections::HashSet<&str> =
+            fused_run.iter().map(|(doc, _)| doc.as_str()).collect();
+        for (doc, score) in &expected {
+            assert!(
+                kept.contains(doc) || *score <= last + 1e-9,
+                "query {query}: {doc} left out"
+            );
+        }
+    }
+}
+
 /// `foil mine` with precomputed corpus and query vectors gives exactly the output of mining
 /// with the model, and refuses vectors made for the other kind of text.
 #[test]

@@ -31,6 +31,6 @@ pub use generator::{
 };
 pub use progress::{NoProgress, Progress};
 pub use reranker::Reranker;
-pub use retriever::{Hit, Retriever};
+pub use retriever::{reciprocal_rank_fusion, Fused, Hit, Retriever};
 pub use skip::{InputPolicy, SkipReason, SkipReport};
 pub use trec::Run;

@@ -30,6 +30,7 @@ pub mod inspect;
 pub mod judge;
 pub mod mine;
 pub mod rerank;
+pub mod retrievers;
 pub mod search;
 pub mod table;
 pub mod threads;

@@ -12,14 +12,14 @@ use foil_core::lock::{Lock, Mode};
 use foil_core::manifest::Manifest;
 use foil_core::trec::{Run, ScoredDoc};
 use foil_core::{
-    Embeddings, Encoder, Error, Hit, InputPolicy, Progress, Qrels, Query, Result, Retriever,
-    SkipReport, TextKind,
+    Error, Fused, InputPolicy, Progress, Qrels, Query, Result, Retriever, SkipReport, TextKind,
 };
-use foil_dense::{exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
+use foil_dense::StoredEmbeddings;
 use serde::Serialize;
 
 use crate::encode::encode_all;
 use crate::encoders::EncoderSpec;
+use crate::retrievers::DenseRetriever;
 use crate::threads::with_threads;
 
 /// Which retriever ranks the corpus.
@@ -28,6 +28,8 @@ use crate::threads::with_threads;
 pub enum RetrieverKind {
     Bm25,
     Dense,
+    /// BM25 and dense, fused by reciprocal rank.
+    Hybrid,
 }
 
 /// How dense retrieval scores a (query, passage) pair.
@@ -108,32 +110,13 @@ pub fn run(config: &SearchConfig, progress: &dyn Progress) -> Result<SearchSumma
         .collect();
 
     let started = Instant::now();
-    let corpus = match config.retriever {
-        RetrieverKind::Bm25 => {
-            let corpus_sha = sha256_file(&paths.corpus)?;
-            let (index, loaded) = with_threads(config.threads, || {
-                load_or_build(
-                    config,
-                    &paths.corpus,
-                    &corpus_sha,
-                    policy,
-                    &mut skips,
-                    progress,
-                )
-            })??;
-            Corpus::Bm25 {
-                searcher: Box::new(Bm25Searcher::new(index, config.bm25)),
-                loaded,
-            }
-        }
-        RetrieverKind::Dense => with_threads(config.threads, || {
-            dense_corpus(config, &paths.corpus, policy, &mut skips, progress)
-        })??,
-    };
+    let (retriever, index_loaded) = with_threads(config.threads, || {
+        build_retriever(config, &paths.corpus, policy, &mut skips, progress)
+    })??;
     let index_seconds = started.elapsed().as_secs_f64();
 
-    let doc_ids: HashSet<&str> = (0..corpus.num_docs() as u32)
-        .map(|d| corpus.doc_id(d))
+    let doc_ids: HashSet<&str> = (0..retriever.num_docs() as u32)
+        .map(|d| retriever.doc_id(d))
         .collect();
     let qrels = Qrels::read_checked(
         &qrels_path,
@@ -147,10 +130,11 @@ pub fn run(config: &SearchConfig, progress: &dyn Progress) -> Result<SearchSumma
     let texts: Vec<&str> = query_ids.iter().map(|q| query_text[q]).collect();
 
     let started = Instant::now();
-    let hits = with_threads(config.threads, || corpus.search(config, &texts, progress))??;
+    let hits = with_threads(config.threads, || {
+        retriever.search_batch(&texts, config.top_k, progress)
+    })??;
     let search_seconds = started.elapsed().as_secs_f64();
-    let index_loaded = corpus.loaded();
-    let searcher = &corpus;
+    let searcher = &retriever;
 
     let mut run = Run::default();
     for (query, hits) in query_ids.iter().zip(hits) {
@@ -250,94 +234,63 @@ fn load_or_build(
     Ok((index, false))
 }
 
-/// The corpus side of a search: a BM25 index, or passage vectors with the encoder for queries.
-enum Corpus {
-    Bm25 {
-        searcher: Box<Bm25Searcher>,
-        loaded: bool,
-    },
-    Dense {
-        ids: Vec<String>,
-        vectors: Embeddings,
-        encoder: Box<dyn Encoder>,
-        loaded: bool,
-    },
-}
-
-impl Corpus {
-    fn num_docs(&self) -> usize {
-        match self {
-            Corpus::Bm25 { searcher, .. } => searcher.num_docs(),
-            Corpus::Dense { ids, .. } => ids.len(),
-        }
-    }
-
-    fn doc_id(&self, doc: u32) -> &str {
-        match self {
-            Corpus::Bm25 { searcher, .. } => searcher.doc_id(doc),
-            Corpus::Dense { ids, .. } => &ids[doc as usize],
-        }
-    }
-
-    /// Whether the index or the passage vectors were loaded rather than computed.
-    fn loaded(&self) -> bool {
-        match self {
-            Corpus::Bm25 { loaded, .. } | Corpus::Dense { loaded, .. } => *loaded,
-        }
-    }
-
-    fn search(
-        &self,
-        config: &SearchConfig,
-        queries: &[&str],
-        progress: &dyn Progress,
-    ) -> Result<Vec<Vec<Hit>>> {
-        match self {
-            Corpus::Bm25 { searcher, .. } => {
-                progress.begin("search", Some(queries.len() as u64));
-                let hits =
-                    searcher.search_many(queries, config.top_k, &|n| progress.update(n as u64));
-                progress.end();
-                Ok(hits)
-            }
-            Corpus::Dense {
-                vectors, encoder, ..
-            } => {
-                let mut q = encode_all(
-                    encoder.as_ref(),
-                    queries,
-                    TextKind::Query,
-                    config.cache.as_deref(),
-                    progress,
-                )?;
-                if config.similarity == Similarity::Cosine {
-                    normalize_rows(&mut q);
-                }
-                Ok(exact_top_k(
-                    &q,
-                    vectors,
-                    config.top_k,
-                    &TopKOptions::default(),
-                ))
-            }
-        }
-    }
-}
-
-/// Loads precomputed passage vectors, or encodes the corpus (through the cache).
-fn dense_corpus(
+/// Builds the configured retriever; says whether its index or passage vectors were loaded
+/// rather than computed (for a fusion: all of them).
+fn build_retriever(
     config: &SearchConfig,
     corpus: &Path,
     policy: InputPolicy,
     skips: &mut SkipReport,
     progress: &dyn Progress,
-) -> Result<Corpus> {
+) -> Result<(Box<dyn Retriever>, bool)> {
+    match config.retriever {
+        RetrieverKind::Bm25 => {
+            let (searcher, loaded) = bm25_retriever(config, corpus, policy, skips, progress)?;
+            Ok((Box::new(searcher), loaded))
+        }
+        RetrieverKind::Dense => {
+            let (dense, loaded) = dense_retriever(config, corpus, policy, skips, progress)?;
+            Ok((Box::new(dense), loaded))
+        }
+        RetrieverKind::Hybrid => {
+            let (bm25, bm25_loaded) = bm25_retriever(config, corpus, policy, skips, progress)?;
+            // The corpus's invalid records were counted once, by the BM25 index.
+            let mut again = SkipReport::default();
+            let (dense, dense_loaded) =
+                dense_retriever(config, corpus, policy, &mut again, progress)?;
+            let fused = Fused::new(vec![Box::new(bm25), Box::new(dense)])?;
+            Ok((Box::new(fused), bm25_loaded && dense_loaded))
+        }
+    }
+}
+
+/// Loads or builds the BM25 index of the corpus.
+fn bm25_retriever(
+    config: &SearchConfig,
+    corpus: &Path,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+    progress: &dyn Progress,
+) -> Result<(Bm25Searcher, bool)> {
+    let corpus_sha = sha256_file(corpus)?;
+    let (index, loaded) = load_or_build(config, corpus, &corpus_sha, policy, skips, progress)?;
+    Ok((Bm25Searcher::new(index, config.bm25), loaded))
+}
+
+/// Loads precomputed passage vectors, or encodes the corpus (through the cache).
+fn dense_retriever(
+    config: &SearchConfig,
+    corpus: &Path,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+    progress: &dyn Progress,
+) -> Result<(DenseRetriever, bool)> {
     let spec = config
         .encoder
         .as_ref()
         .ok_or_else(|| Error::Invalid("dense retrieval needs a model (--model)".into()))?;
     let encoder = spec.load()?;
-    let (ids, mut vectors, loaded) = match &config.corpus_embeddings {
+    let (ids, vectors, loaded) = match &config.corpus_embeddings {
         Some(dir) => {
             let stored = StoredEmbeddings::read(dir)?;
             let expected = format!("{}|kind=Passage", encoder.fingerprint());
@@ -371,13 +324,7 @@ fn dense_corpus(
             (ids, vectors, false)
         }
     };
-    if config.similarity == Similarity::Cosine {
-        normalize_rows(&mut vectors);
-    }
-    Ok(Corpus::Dense {
-        ids,
-        vectors,
-        encoder,
-        loaded,
-    })
+    let cosine = config.similarity == Similarity::Cosine;
+    let dense = DenseRetriever::new(ids, vectors, encoder, cosine, config.cache.clone());
+    Ok((dense, loaded))
 }

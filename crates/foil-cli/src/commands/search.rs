@@ -18,6 +18,8 @@ pub enum RetrieverArg {
     Bm25,
     /// A bi-encoder (--model) and exact inner-product search.
     Dense,
+    /// BM25 and the bi-encoder (--model), fused by reciprocal rank (k = 60).
+    Hybrid,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,6 +88,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         retriever: match args.retriever {
             RetrieverArg::Bm25 => RetrieverKind::Bm25,
             RetrieverArg::Dense => RetrieverKind::Dense,
+            RetrieverArg::Hybrid => RetrieverKind::Hybrid,
         },
         top_k: args.top_k,
         output: args.output,
