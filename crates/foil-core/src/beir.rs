@@ -514,9 +514,7 @@ impl Split {
         policy: InputPolicy,
         skips: &mut SkipReport,
     ) -> Result<Self> {
-        let mut reader = CorpusReader::open(corpus, policy)?;
-        let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
-        skips.merge(reader.into_skips());
+        let docs: Vec<Document> = read_jsonl(corpus, policy, skips)?;
         let queries: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
         let qrels_path = paths.qrels(split);
         let qrels = {

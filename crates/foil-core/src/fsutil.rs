@@ -8,6 +8,16 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
+/// The folder where `scripts/fetch-models.sh` installs models and where a model given by name
+/// is looked up: `$FOIL_MODELS`, else `~/.cache/foil/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FOIL_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    Path::new(&home).join(".cache/foil/models")
+}
+
 /// A file written under a temporary name in the same folder and renamed into place by
 /// [`AtomicFile::commit`], so that a reader never sees half a file and a killed run leaves the
 /// previous version intact. Dropping it without committing removes the temporary file.

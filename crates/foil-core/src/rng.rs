@@ -1,6 +1,13 @@
 //! A small seeded random number generator (SplitMix64) for every random choice foil makes:
 //! the same seed gives the same sequence on every platform and in every version.
 
+/// The seed of stream `stream` of a run seeded with `seed` (an epoch's shuffle, a request's
+/// sampling): distinct streams of one seed get unrelated seeds, and the same pair always the
+/// same one.
+pub fn derive(seed: u64, stream: u64) -> u64 {
+    seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// SplitMix64 (Steele, Lea and Flood, 2014): 64 bits of state, passes BigCrush, and is trivial to
 /// reproduce in other languages.
 #[derive(Debug, Clone)]

@@ -174,9 +174,26 @@ pub fn quote(value: &str) -> String {
     serde_json::to_string(&cut).unwrap_or_else(|_| format!("{cut:?}"))
 }
 
+/// `text` on one line (runs of whitespace become one space), cut to `max_chars` characters
+/// with "…": for quoting what a server or a file said in an error message.
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_excerpt_is_one_line_and_cut_at_a_character() {
+        assert_eq!(excerpt("a\n  b\tc", 10), "a b c");
+        assert_eq!(excerpt("ééééé", 3), "ééé…");
+        assert_eq!(excerpt("abc", 3), "abc");
+    }
 
     #[test]
     fn strict_policy_returns_the_error_with_location() {

@@ -22,12 +22,3 @@ pub use chat::ChatTemplate;
 pub use generator::{GgufGenerator, GgufOptions};
 pub use llama::quantized_kernels;
 pub use tokenizer::GgufTokenizer;
-
-/// Where foil keeps downloaded models: `$FOIL_MODELS`, else `~/.cache/foil/models`.
-pub fn models_dir() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("FOIL_MODELS") {
-        return dir.into();
-    }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    std::path::Path::new(&home).join(".cache/foil/models")
-}

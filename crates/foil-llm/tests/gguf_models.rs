@@ -73,7 +73,7 @@ const QWEN: (&str, &str) = (
 );
 
 fn model(which: (&str, &str)) -> PathBuf {
-    let path = foil_llm::models_dir().join(which.1);
+    let path = foil_core::fsutil::models_dir().join(which.1);
     assert!(
         path.is_file(),
         "{} is missing: run `scripts/fetch-models.sh {}` (models go to $FOIL_MODELS, default ~/.cache/foil/models)",

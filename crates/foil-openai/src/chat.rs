@@ -293,12 +293,9 @@ pub fn classify(error: &Error) -> GenerateError {
     GenerateError::new(reason, message)
 }
 
-/// At most 200 characters of `text`.
+/// At most 200 characters of `text`, on one line.
 fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
+    foil_core::skip::excerpt(text, 200)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use foil_core::rng::SplitMix64;
+use foil_core::rng::{self, SplitMix64};
 use foil_core::{Error, Result};
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -295,7 +295,7 @@ impl HttpClient {
         let payload = serde_json::to_vec(body)
             .map_err(|e| Error::Invalid(format!("{what}: cannot serialize the request: {e}")))?;
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = SplitMix64::new(self.config.seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = SplitMix64::new(rng::derive(self.config.seed, call));
         let max_attempts = self.config.max_retries + 1;
         let mut attempt = 1u32;
         let mut invalid = 0u32;
@@ -624,13 +624,7 @@ fn server_message(body: &[u8]) -> String {
 
 /// `text` on one line, cut to a few hundred characters.
 fn excerpt(text: &str) -> String {
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= MAX_SERVER_MESSAGE_CHARS {
-        one_line
-    } else {
-        let cut: String = one_line.chars().take(MAX_SERVER_MESSAGE_CHARS).collect();
-        format!("{cut}…")
-    }
+    foil_core::skip::excerpt(text, MAX_SERVER_MESSAGE_CHARS)
 }
 
 /// `text` in double quotes, escaped as JSON.

@@ -32,8 +32,8 @@ pub fn write_dataset(dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use foil_core::beir::read_jsonl;
-    use foil_core::{Document, InputPolicy, Qrels, Query, SkipReport};
+    use foil_core::beir::{BeirPaths, Split};
+    use foil_core::{InputPolicy, SkipReport};
 
     #[test]
     fn the_embedded_dataset_is_valid_and_complete() {
@@ -41,25 +41,12 @@ mod tests {
         write_dataset(dir.path()).unwrap();
         let policy = InputPolicy::default();
         let mut skips = SkipReport::default();
-        let docs: Vec<Document> =
-            read_jsonl(&dir.path().join("corpus.jsonl"), policy, &mut skips).unwrap();
-        let queries: Vec<Query> =
-            read_jsonl(&dir.path().join("queries.jsonl"), policy, &mut skips).unwrap();
-        assert_eq!((docs.len(), queries.len()), (120, 60));
-        let doc_ids: std::collections::HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-        let query_ids: std::collections::HashSet<&str> =
-            queries.iter().map(|q| q.id.as_str()).collect();
+        let paths = BeirPaths::new(dir.path());
         let mut judged = 0;
         for split in ["test", "train"] {
-            let qrels = Qrels::read_checked(
-                &dir.path().join(format!("qrels/{split}.tsv")),
-                policy,
-                &mut skips,
-                |q| query_ids.contains(q),
-                |d| doc_ids.contains(d),
-            )
-            .unwrap();
-            judged += qrels.num_queries();
+            let data = Split::load(&paths, split, policy, &mut skips).unwrap();
+            assert_eq!((data.docs.len(), data.queries.len()), (120, 60));
+            judged += data.qrels.num_queries();
         }
         assert_eq!(judged, 60);
         assert_eq!(skips.total(), 0);

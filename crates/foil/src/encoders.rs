@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use foil_candle::{BertEncoder, EncoderOptions};
+use foil_core::fsutil::models_dir;
 use foil_core::{Encoder, Error, Result};
 use foil_openai::{EmbeddingsConfig, OpenAiEncoder};
 use serde::Serialize;
@@ -29,17 +30,6 @@ pub enum EncoderSpec {
         query_prompt: String,
         passage_prompt: String,
     },
-}
-
-/// The folder where `scripts/fetch-models.sh` installs models: `$FOIL_MODELS`, else
-/// `~/.cache/foil/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FOIL_MODELS") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("HOME")
-        .map(|h| Path::new(&h).join(".cache/foil/models"))
-        .unwrap_or_else(|| PathBuf::from(".cache/foil/models"))
 }
 
 /// A model given by path, or by the name of a folder under [`models_dir`].

@@ -74,14 +74,14 @@ pub const LOCAL_MODELS: [(&str, &str); 2] = [
 ];
 
 /// A GGUF file given by path, or by a short name of [`LOCAL_MODELS`] under
-/// [`crate::encoders::models_dir`].
+/// [`foil_core::fsutil::models_dir`].
 pub fn resolve_gguf(model: &std::path::Path) -> Result<PathBuf> {
     if model.is_file() {
         return Ok(model.to_path_buf());
     }
     let name = model.to_string_lossy();
     if let Some((_, file)) = LOCAL_MODELS.iter().find(|(n, _)| *n == name) {
-        let path = crate::encoders::models_dir().join(file);
+        let path = foil_core::fsutil::models_dir().join(file);
         if path.is_file() {
             return Ok(path);
         }

@@ -24,12 +24,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
+use foil_core::beir::{BeirPaths, Split};
 use foil_core::fsutil::AtomicFile;
 use foil_core::manifest::Manifest;
-use foil_core::{
-    Document, Error, Generator, InputPolicy, Progress, Qrels, Query, Result, SkipReport,
-};
+use foil_core::{Document, Error, Generator, InputPolicy, Progress, Result, SkipReport};
 use serde::Serialize;
 use serde_json::json;
 
@@ -173,40 +171,10 @@ fn execute(
     let mut skips = SkipReport::default();
     let paths = BeirPaths::new(&config.data);
     let corpus_path = config.corpus.clone().unwrap_or(paths.corpus.clone());
-    let queries: Vec<Query> = read_jsonl(&paths.queries, policy, &mut skips)?;
-    let mut reader = CorpusReader::open(&corpus_path, policy)?;
-    let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
-    skips.merge(reader.into_skips());
-    let doc_index: HashMap<&str, usize> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.id.as_str(), i))
-        .collect();
-    let query_index: HashMap<&str, usize> = queries
-        .iter()
-        .enumerate()
-        .map(|(i, q)| (q.id.as_str(), i))
-        .collect();
-    let qrels_path = paths.qrels(&config.split);
-    let qrels = Qrels::read_checked(
-        &qrels_path,
-        policy,
-        &mut skips,
-        |q| query_index.contains_key(q),
-        |d| doc_index.contains_key(d),
-    )?;
+    let data = Split::load_with_corpus(&paths, &corpus_path, &config.split, policy, &mut skips)?;
+    let docs = &data.docs;
     // (query, positives) in query id order.
-    let mut work: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (qid, judged) in qrels.iter() {
-        let positives: Vec<usize> = judged
-            .iter()
-            .filter(|(_, &g)| g >= 1)
-            .map(|(d, _)| doc_index[d.as_str()])
-            .collect();
-        if !positives.is_empty() {
-            work.push((query_index[qid.as_str()], positives));
-        }
-    }
+    let mut work = data.positives();
     if let Some(limit) = config.limit {
         work.truncate(limit);
     }
@@ -216,7 +184,7 @@ fn execute(
     // The items, in output order.
     let mut items: Vec<Item> = Vec::new();
     for (w, (q, positives)) in work.iter().enumerate() {
-        let qid = &queries[*q].id;
+        let qid = &q.id;
         match config.mode {
             NegativeMode::QueryOnly => {
                 for n in 0..config.per_query {
@@ -252,8 +220,8 @@ fn execute(
     let fingerprint = generator.fingerprint();
     let mut rejects = Rejects::default();
     let mut describe_stats = StepStats::default();
-    let qtext = |item: &Item| queries[work[item.query].0].text.as_str();
-    let qid = |item: &Item| queries[work[item.query].0].id.as_str();
+    let qtext = |item: &Item| work[item.query].0.text.as_str();
+    let qid = |item: &Item| work[item.query].0.id.as_str();
 
     // Step 1 (query-only): descriptions.
     let mut descriptions: Vec<Option<String>> = vec![None; items.len()];
@@ -427,7 +395,7 @@ fn execute(
     let mut kept_pairs = 0;
     let mut skipped_pairs: BTreeMap<String, u64> = BTreeMap::new();
     for (w, (q, positives)) in work.iter().enumerate() {
-        let query = &queries[*q];
+        let query = *q;
         // Groups sharing negatives: the query (query-only) or each pair (query-positive).
         let groups: Vec<Vec<usize>> = match config.mode {
             NegativeMode::QueryOnly => vec![positives.clone()],
@@ -519,9 +487,9 @@ fn execute(
     manifest.config["template_version"] = json!(template.version);
     manifest.config["template_source"] = json!(template.source);
     manifest.config["cache_path"] = json!(cache_path.display().to_string());
-    manifest.add_input(&corpus_path)?;
-    manifest.add_input(&paths.queries)?;
-    manifest.add_input(&qrels_path)?;
+    for file in &data.files {
+        manifest.add_input(file)?;
+    }
     if let Some(t) = config.template.as_deref() {
         if std::path::Path::new(t).is_file() {
             manifest.add_input(std::path::Path::new(t))?;

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use foil_candle::{CrossEncoder, CrossEncoderOptions};
-use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
+use foil_core::beir::{read_jsonl, BeirPaths};
 use foil_core::fsutil::{sha256_file, write_atomic};
 use foil_core::manifest::Manifest;
 use foil_core::{
@@ -305,9 +305,7 @@ fn resolve_texts(
 ) -> Result<Vec<PathBuf>> {
     let paths = BeirPaths::new(data);
     let queries: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
-    let mut reader = CorpusReader::open(&paths.corpus, policy)?;
-    let mut docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
-    skips.merge(reader.into_skips());
+    let mut docs: Vec<Document> = read_jsonl(&paths.corpus, policy, skips)?;
     let mut read = vec![paths.queries.clone(), paths.corpus.clone()];
     let generated = config
         .input
@@ -315,9 +313,7 @@ fn resolve_texts(
         .map(|dir| dir.join(GENERATED_CORPUS))
         .filter(|p| p.is_file() && *p != paths.corpus);
     if let Some(path) = generated {
-        let mut reader = CorpusReader::open(&path, policy)?;
-        docs.extend(reader.by_ref().collect::<Result<Vec<_>>>()?);
-        skips.merge(reader.into_skips());
+        docs.extend(read_jsonl::<Document>(&path, policy, skips)?);
         read.push(path);
     }
     let query_text: HashMap<&str, &str> = queries

@@ -18,12 +18,13 @@ use std::time::Instant;
 
 use foil_bm25::{Analyzer, Bm25Index, Bm25Params, Bm25Searcher};
 use foil_candle::{CrossEncoder, CrossEncoderOptions};
-use foil_core::beir::{read_jsonl, BeirPaths, CorpusReader};
+use foil_core::beir::{read_jsonl, BeirPaths, Split};
 use foil_core::fsutil::AtomicFile;
 use foil_core::manifest::Manifest;
+use foil_core::retriever::{reciprocal_rank_fusion, RRF_K};
 use foil_core::{
-    Document, Embeddings, Encoder, Error, Hit, InputPolicy, Progress, Qrels, Query, Reranker,
-    Result, SkipReason, SkipReport, TextKind,
+    Document, Embeddings, Encoder, Error, Hit, InputPolicy, Progress, Reranker, Result, SkipReason,
+    SkipReport, TextKind,
 };
 use foil_dense::{dot, exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
 use serde::Serialize;
@@ -111,7 +112,6 @@ pub struct MineSummary {
 
 /// Retrieval extra depth beyond `range_max + positives`, for candidates whose text clashes.
 const EXTRA: usize = 16;
-const RRF_K: f32 = 60.0;
 
 /// A query to mine for, with the corpus indices of its positives.
 #[derive(Debug, Clone)]
@@ -133,108 +133,105 @@ struct Inputs {
 
 /// Reads the corpus and the pairs.
 fn read_inputs(config: &MineConfig, policy: InputPolicy, skips: &mut SkipReport) -> Result<Inputs> {
-    let mut reader = CorpusReader::open(&config.corpus, policy)?;
-    let mut docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
-    skips.merge(reader.into_skips());
-    let mut files = vec![config.corpus.clone()];
-    let mut skipped_pairs = BTreeMap::new();
-    let mut queries = Vec::new();
-    let mut pairs = 0;
     match &config.pairs {
-        PairsSource::Beir { dir, split } => {
-            let paths = BeirPaths::new(dir);
-            let all: Vec<Query> = read_jsonl(&paths.queries, policy, skips)?;
-            let doc_index: HashMap<&str, u32> = docs
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (d.id.as_str(), i as u32))
-                .collect();
-            let query_text: HashMap<&str, &str> = all
-                .iter()
-                .map(|q| (q.id.as_str(), q.text.as_str()))
-                .collect();
-            let qrels_path = paths.qrels(split);
-            let qrels = Qrels::read_checked(
-                &qrels_path,
+        PairsSource::Beir { dir, split } => read_beir(config, dir, split, policy, skips),
+        PairsSource::Table(path) => read_table(config, path, policy, skips),
+    }
+}
+
+/// The queries of a BEIR split with their positives (grade ≥ 1), in query id order.
+fn read_beir(
+    config: &MineConfig,
+    dir: &Path,
+    split: &str,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+) -> Result<Inputs> {
+    let data = Split::load_with_corpus(&BeirPaths::new(dir), &config.corpus, split, policy, skips)?;
+    let mut pairs = 0;
+    let queries = data
+        .positives()
+        .into_iter()
+        .map(|(query, positives)| {
+            pairs += positives.len();
+            MineQuery {
+                id: query.id.clone(),
+                text: query.text.clone(),
+                positives: positives.into_iter().map(|d| d as u32).collect(),
+            }
+        })
+        .collect();
+    Ok(Inputs {
+        docs: data.docs,
+        queries,
+        pairs,
+        skipped_pairs: BTreeMap::new(),
+        files: data.files,
+    })
+}
+
+/// The (anchor, positive) rows of a training table; a positive not in the corpus becomes a
+/// document of its own.
+fn read_table(
+    config: &MineConfig,
+    path: &Path,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+) -> Result<Inputs> {
+    let mut docs: Vec<Document> = read_jsonl(&config.corpus, policy, skips)?;
+    let mut skipped_pairs = BTreeMap::new();
+    let mut queries: Vec<MineQuery> = Vec::new();
+    let mut pairs = 0;
+    let mut by_text: HashMap<String, u32> = HashMap::new();
+    for (i, d) in docs.iter().enumerate() {
+        by_text.entry(d.full_text()).or_insert(i as u32);
+    }
+    let mut query_index: HashMap<String, usize> = HashMap::new();
+    for (line, row) in crate::table::read_rows(path)? {
+        let field = |name: &str| row.get(name).and_then(|v| v.as_str());
+        let (Some(anchor), Some(positive)) = (field("anchor"), field("positive")) else {
+            skips.reject(
                 policy,
-                skips,
-                |q| query_text.contains_key(q),
-                |d| doc_index.contains_key(d),
+                path,
+                line,
+                SkipReason::MissingText,
+                "needs text columns \"anchor\" and \"positive\"".into(),
             )?;
-            // The queries with their positives (grade ≥ 1), in query id order.
-            for (qid, judged) in qrels.iter() {
-                let positives: Vec<u32> = judged
-                    .iter()
-                    .filter(|(_, &g)| g >= 1)
-                    .map(|(d, _)| doc_index[d.as_str()])
-                    .collect();
-                if positives.is_empty() {
-                    continue; // only non-relevant judgments: no pair
-                }
-                pairs += positives.len();
-                queries.push(MineQuery {
-                    id: qid.clone(),
-                    text: query_text[qid.as_str()].to_string(),
-                    positives,
-                });
-            }
-            files.push(paths.queries);
-            files.push(qrels_path);
+            continue;
+        };
+        if anchor.trim().is_empty() || positive.trim().is_empty() {
+            skips.reject(
+                policy,
+                path,
+                line,
+                SkipReason::EmptyText,
+                "empty anchor or positive".into(),
+            )?;
+            continue;
         }
-        PairsSource::Table(path) => {
-            let mut by_text: HashMap<String, u32> = HashMap::new();
-            for (i, d) in docs.iter().enumerate() {
-                by_text.entry(d.full_text()).or_insert(i as u32);
-            }
-            let mut query_index: HashMap<String, usize> = HashMap::new();
-            for (line, row) in crate::table::read_rows(path)? {
-                let field = |name: &str| row.get(name).and_then(|v| v.as_str());
-                let (Some(anchor), Some(positive)) = (field("anchor"), field("positive")) else {
-                    skips.reject(
-                        policy,
-                        path,
-                        line,
-                        SkipReason::MissingText,
-                        "needs text columns \"anchor\" and \"positive\"".into(),
-                    )?;
-                    continue;
-                };
-                if anchor.trim().is_empty() || positive.trim().is_empty() {
-                    skips.reject(
-                        policy,
-                        path,
-                        line,
-                        SkipReason::EmptyText,
-                        "empty anchor or positive".into(),
-                    )?;
-                    continue;
-                }
-                pairs += 1;
-                let doc = *by_text.entry(positive.to_string()).or_insert_with(|| {
-                    docs.push(Document {
-                        id: format!("positive-{}", docs.len()),
-                        title: String::new(),
-                        text: positive.to_string(),
-                    });
-                    docs.len() as u32 - 1
-                });
-                let q = *query_index.entry(anchor.to_string()).or_insert_with(|| {
-                    queries.push(MineQuery {
-                        id: format!("anchor-{}", queries.len() + 1),
-                        text: anchor.to_string(),
-                        positives: Vec::new(),
-                    });
-                    queries.len() - 1
-                });
-                if queries[q].positives.contains(&doc) {
-                    *skipped_pairs
-                        .entry("duplicate_pair".to_string())
-                        .or_default() += 1;
-                } else {
-                    queries[q].positives.push(doc);
-                }
-            }
-            files.push(path.clone());
+        pairs += 1;
+        let doc = *by_text.entry(positive.to_string()).or_insert_with(|| {
+            docs.push(Document {
+                id: format!("positive-{}", docs.len()),
+                title: String::new(),
+                text: positive.to_string(),
+            });
+            docs.len() as u32 - 1
+        });
+        let q = *query_index.entry(anchor.to_string()).or_insert_with(|| {
+            queries.push(MineQuery {
+                id: format!("anchor-{}", queries.len() + 1),
+                text: anchor.to_string(),
+                positives: Vec::new(),
+            });
+            queries.len() - 1
+        });
+        if queries[q].positives.contains(&doc) {
+            *skipped_pairs
+                .entry("duplicate_pair".to_string())
+                .or_default() += 1;
+        } else {
+            queries[q].positives.push(doc);
         }
     }
     Ok(Inputs {
@@ -242,7 +239,7 @@ fn read_inputs(config: &MineConfig, policy: InputPolicy, skips: &mut SkipReport)
         queries,
         pairs,
         skipped_pairs,
-        files,
+        files: vec![config.corpus.clone(), path.to_path_buf()],
     })
 }
 
@@ -653,33 +650,19 @@ fn retrieve(
         MineRetriever::Hybrid => {
             let (b, _) = bm25()?;
             let (d, _) = dense()?;
-            let fuse = |lists: [&Vec<Hit>; 2]| -> HashMap<u32, f32> {
-                let mut scores: HashMap<u32, f32> = HashMap::new();
-                for list in lists {
-                    for (r, h) in list.iter().enumerate() {
-                        *scores.entry(h.doc).or_default() += 1.0 / (RRF_K + r as f32 + 1.0);
-                    }
-                }
-                scores
-            };
             let mut hits = Vec::with_capacity(b.len());
             let mut pos = Vec::with_capacity(b.len());
             for (i, ps) in work.iter().map(|q| &q.positives).enumerate() {
-                let scores = fuse([&b[i], &d[i]]);
-                let mut fused: Vec<Hit> = scores
-                    .iter()
-                    .map(|(&doc, &score)| Hit { doc, score })
-                    .collect();
-                fused.sort_by(|x, y| y.score.total_cmp(&x.score).then(x.doc.cmp(&y.doc)));
-                fused.truncate(depth);
-                hits.push(fused);
+                let mut fused = reciprocal_rank_fusion(&[&b[i], &d[i]]);
                 // A positive outside both lists gets the score it would have just past them.
                 let floor = 2.0 / (RRF_K + depth as f32 + 1.0);
                 pos.push(
                     ps.iter()
-                        .map(|p| scores.get(p).copied().unwrap_or(floor))
+                        .map(|&p| fused.iter().find(|h| h.doc == p).map_or(floor, |h| h.score))
                         .collect(),
                 );
+                fused.truncate(depth);
+                hits.push(fused);
             }
             Ok((hits, pos))
         }

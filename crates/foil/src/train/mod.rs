@@ -330,7 +330,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         .collect();
     let mut batches: Vec<Vec<usize>> = Vec::new();
     for epoch in 0..config.epochs.max(1) {
-        let seed = config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let seed = foil_core::rng::derive(config.seed, epoch as u64);
         batches.extend(
             no_duplicates_batches(&texts, config.batch_size, seed, false)
                 .into_iter()
