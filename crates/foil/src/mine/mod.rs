@@ -243,7 +243,8 @@ fn read_table(
     })
 }
 
-/// Runs the mine stage.
+/// Runs the mine stage: read inputs → retrieve and rescore candidates → choose negatives →
+/// let the judge relabel them → write the outputs → write the manifest.
 pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> {
     let started = Instant::now();
     // A second process writing the same folder is refused at once.
@@ -254,106 +255,23 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
     let mut skips = SkipReport::default();
     let Inputs {
         docs,
-        queries: work,
+        queries: mut work,
         pairs,
         mut skipped_pairs,
         files,
     } = read_inputs(config, policy, &mut skips)?;
     let full: Vec<String> = docs.iter().map(Document::full_text).collect();
-    let max_pos = work.iter().map(|w| w.positives.len()).max().unwrap_or(0);
-    let depth = config.filters.range_max + max_pos + EXTRA;
-    let texts: Vec<&str> = work.iter().map(|w| w.text.as_str()).collect();
 
-    // Candidates and positive scores from the retriever(s).
-    let (mut candidates, mut positive_scores) = with_threads(config.threads, || {
-        retrieve(config, &docs, &full, &texts, &work, depth, progress)
-    })??;
-
-    if let Some(dir) = &config.cross_encoder {
-        let ce = CrossEncoder::load(
-            &crate::encoders::resolve_model(dir)?,
-            &CrossEncoderOptions::default(),
-        )?;
-        with_threads(config.threads, || {
-            rescore(
-                &ce,
-                &full,
-                &texts,
-                &work,
-                &mut candidates,
-                &mut positive_scores,
-                progress,
-            )
-        })??;
-    }
-
-    let mut rescore_counts = BTreeMap::new();
-    if let Some(r) = &config.judge_rescore {
-        rescore_counts = with_threads(config.threads, || {
-            judged::rescore(
-                &crate::judge::LlmJudge::load(&r.config)?,
-                r.depth,
-                &full,
-                &work,
-                &mut candidates,
-                &mut positive_scores,
-                progress,
-            )
-        })??;
-    }
-
-    // Choose negatives per query (with a judge, a reserve to replace the ones it drops).
-    let mut choosing = config.filters.clone();
-    if let Some(judge) = &config.judge {
-        choosing.num_negatives += judge.reserve;
-    }
-    let mut rejections = Rejections::new();
-    let mut chosen: Vec<Vec<Chosen>> = Vec::with_capacity(work.len());
-    for (i, q) in work.iter().enumerate() {
-        let (qid, qtext, positives) = (q.id.as_str(), q.text.as_str(), &q.positives);
-        let mut seen_texts: HashMap<&str, ()> = HashMap::new();
-        for &p in positives {
-            seen_texts.insert(full[p as usize].as_str(), ());
-        }
-        let cands: Vec<Candidate> = candidates[i]
-            .iter()
-            .map(|h| {
-                let text = full[h.doc as usize].as_str();
-                let is_positive = positives.contains(&h.doc);
-                let text_clash = if is_positive {
-                    None
-                } else if seen_texts.contains_key(text) {
-                    Some(if positives.iter().any(|&p| full[p as usize] == text) {
-                        Rejection::SameTextAsPositive
-                    } else {
-                        Rejection::DuplicateText
-                    })
-                } else if text.trim() == qtext.trim() {
-                    Some(Rejection::SameTextAsQuery)
-                } else {
-                    None
-                };
-                if !is_positive {
-                    seen_texts.insert(text, ());
-                }
-                Candidate {
-                    doc: h.doc,
-                    score: h.score,
-                    text_clash,
-                    is_positive,
-                }
-            })
-            .collect();
-        let lowest = positive_scores[i]
-            .iter()
-            .copied()
-            .fold(f32::INFINITY, f32::min);
-        chosen.push(choosing.choose(&cands, lowest, qid, &mut rejections));
-    }
+    let Scored {
+        candidates,
+        mut positive_scores,
+        rescore_counts,
+    } = score_candidates(config, &docs, &full, &work, progress)?;
+    let (mut chosen, rejections) =
+        choose_negatives(config, &full, &work, &candidates, &positive_scores);
 
     // False negatives by the LLM judge: dropped, or made positives; or the judge's scores as
     // teacher scores.
-    let mut work = work;
     let judge_report = match &config.judge {
         Some(judge) => Some(with_threads(config.threads, || {
             judged::apply(
@@ -372,27 +290,237 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         None => None,
     };
 
-    // Write the outputs.
+    let mined = Mined {
+        docs: &docs,
+        full: &full,
+        work: &work,
+        chosen: &chosen,
+        positive_scores: &positive_scores,
+        judge: judge_report.as_ref(),
+    };
+    let written = write_outputs(config, &mined, &mut skipped_pairs)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let mut judge_counts: BTreeMap<String, u64> = BTreeMap::new();
+    if let Some(report) = &judge_report {
+        judge_counts.extend(report.counts().map(|(k, v)| (k.to_string(), v)));
+    }
+    let summary = MineSummary {
+        pairs,
+        queries: work.len(),
+        negatives: written.negatives,
+        kept_pairs: written.kept_pairs,
+        skipped_pairs,
+        rejections,
+        stats: written.stats,
+        seconds,
+        skips,
+        judge: judge_counts
+            .clone()
+            .into_iter()
+            .chain(rescore_counts.clone())
+            .collect(),
+    };
+    write_manifest(
+        config,
+        &files,
+        &summary,
+        &written.rows,
+        &judge_counts,
+        &rescore_counts,
+        written.outputs,
+    )?;
+    Ok(summary)
+}
+
+/// Each query's candidates (best first) and the scores of its positives, from the retriever,
+/// then rescored by the cross-encoder or the LLM judge when asked.
+struct Scored {
+    candidates: Vec<Vec<Hit>>,
+    positive_scores: Vec<Vec<f32>>,
+    /// What the judge's rescoring did, by name.
+    rescore_counts: BTreeMap<String, u64>,
+}
+
+fn score_candidates(
+    config: &MineConfig,
+    docs: &[Document],
+    full: &[String],
+    work: &[MineQuery],
+    progress: &dyn Progress,
+) -> Result<Scored> {
+    let max_pos = work.iter().map(|w| w.positives.len()).max().unwrap_or(0);
+    let depth = config.filters.range_max + max_pos + EXTRA;
+    let texts: Vec<&str> = work.iter().map(|w| w.text.as_str()).collect();
+    let (mut candidates, mut positive_scores) = with_threads(config.threads, || {
+        retrieve(config, docs, full, &texts, work, depth, progress)
+    })??;
+
+    if let Some(dir) = &config.cross_encoder {
+        let ce = CrossEncoder::load(
+            &crate::encoders::resolve_model(dir)?,
+            &CrossEncoderOptions::default(),
+        )?;
+        with_threads(config.threads, || {
+            rescore(
+                &ce,
+                full,
+                &texts,
+                work,
+                &mut candidates,
+                &mut positive_scores,
+                progress,
+            )
+        })??;
+    }
+
+    let mut rescore_counts = BTreeMap::new();
+    if let Some(r) = &config.judge_rescore {
+        rescore_counts = with_threads(config.threads, || {
+            judged::rescore(
+                &crate::judge::LlmJudge::load(&r.config)?,
+                r.depth,
+                full,
+                work,
+                &mut candidates,
+                &mut positive_scores,
+                progress,
+            )
+        })??;
+    }
+    Ok(Scored {
+        candidates,
+        positive_scores,
+        rescore_counts,
+    })
+}
+
+/// Chooses each query's negatives from its candidates (with a judge, a reserve to replace the
+/// ones it drops), counting every rejected candidate by reason.
+fn choose_negatives(
+    config: &MineConfig,
+    full: &[String],
+    work: &[MineQuery],
+    candidates: &[Vec<Hit>],
+    positive_scores: &[Vec<f32>],
+) -> (Vec<Vec<Chosen>>, Rejections) {
+    let mut choosing = config.filters.clone();
+    if let Some(judge) = &config.judge {
+        choosing.num_negatives += judge.reserve;
+    }
+    let mut rejections = Rejections::new();
+    let mut chosen: Vec<Vec<Chosen>> = Vec::with_capacity(work.len());
+    for (i, q) in work.iter().enumerate() {
+        let cands = label_candidates(full, q, &candidates[i]);
+        let lowest = positive_scores[i]
+            .iter()
+            .copied()
+            .fold(f32::INFINITY, f32::min);
+        chosen.push(choosing.choose(&cands, lowest, &q.id, &mut rejections));
+    }
+    (chosen, rejections)
+}
+
+/// A query's candidates with what disqualifies them before any score filter: being a
+/// positive, or having the text of a positive, of an earlier candidate, or of the query.
+fn label_candidates(full: &[String], q: &MineQuery, hits: &[Hit]) -> Vec<Candidate> {
+    let (qtext, positives) = (q.text.as_str(), &q.positives);
+    let mut seen_texts: HashMap<&str, ()> = HashMap::new();
+    for &p in positives {
+        seen_texts.insert(full[p as usize].as_str(), ());
+    }
+    hits.iter()
+        .map(|h| {
+            let text = full[h.doc as usize].as_str();
+            let is_positive = positives.contains(&h.doc);
+            let text_clash = if is_positive {
+                None
+            } else if seen_texts.contains_key(text) {
+                Some(if positives.iter().any(|&p| full[p as usize] == text) {
+                    Rejection::SameTextAsPositive
+                } else {
+                    Rejection::DuplicateText
+                })
+            } else if text.trim() == qtext.trim() {
+                Some(Rejection::SameTextAsQuery)
+            } else {
+                None
+            };
+            if !is_positive {
+                seen_texts.insert(text, ());
+            }
+            Candidate {
+                doc: h.doc,
+                score: h.score,
+                text_clash,
+                is_positive,
+            }
+        })
+        .collect()
+}
+
+/// What the outputs are written from.
+struct Mined<'a> {
+    docs: &'a [Document],
+    full: &'a [String],
+    work: &'a [MineQuery],
+    chosen: &'a [Vec<Chosen>],
+    positive_scores: &'a [Vec<f32>],
+    judge: Option<&'a judged::JudgeReport>,
+}
+
+impl Mined<'_> {
+    /// The method recorded in each row of `negatives.jsonl`.
+    fn method(config: &MineConfig) -> String {
+        let mut method = format!("{:?}", config.retriever).to_lowercase();
+        if config.cross_encoder.is_some() {
+            method.push_str("+cross-encoder");
+        }
+        if config.judge_rescore.is_some() {
+            method.push_str("+judge-rescored");
+        }
+        if config.judge.is_some() {
+            method.push_str("+judge");
+        }
+        method
+    }
+
+    fn passage(&self, d: u32, score: f32) -> Passage<'_> {
+        let doc = &self.docs[d as usize];
+        Passage {
+            id: &doc.id,
+            title: &doc.title,
+            text: &doc.text,
+            full: &self.full[d as usize],
+            score,
+        }
+    }
+}
+
+/// What [`write_outputs`] wrote.
+struct Written {
+    kept_pairs: usize,
+    negatives: usize,
+    /// Rows per training format.
+    rows: BTreeMap<String, u64>,
+    /// The files written, by name.
+    outputs: Vec<String>,
+    stats: String,
+}
+
+/// Writes `negatives.jsonl`, each asked training format (JSON Lines, and Parquet when asked)
+/// and `stats.txt`, each atomically; counts pairs left with fewer negatives than asked.
+fn write_outputs(
+    config: &MineConfig,
+    mined: &Mined,
+    skipped_pairs: &mut BTreeMap<String, u64>,
+) -> Result<Written> {
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
     let n = config.filters.num_negatives;
-    let mut method = match (config.retriever, config.cross_encoder.is_some()) {
-        (r, false) => format!("{r:?}").to_lowercase(),
-        (r, true) => format!("{}+cross-encoder", format!("{r:?}").to_lowercase()),
-    };
-    if config.judge_rescore.is_some() {
-        method.push_str("+judge-rescored");
-    }
-    if config.judge.is_some() {
-        method.push_str("+judge");
-    }
-    let passage = |d: u32, score: f32| Passage {
-        id: &docs[d as usize].id,
-        title: &docs[d as usize].title,
-        text: &docs[d as usize].text,
-        full: &full[d as usize],
-        score,
-    };
-    let mut native = AtomicFile::create(&config.output.join("negatives.jsonl"))?;
+    let method = Mined::method(config);
+    let docs = mined.docs;
+    let native_path = config.output.join("negatives.jsonl");
+    let mut native = AtomicFile::create(&native_path)?;
     // Per format: its JSON Lines file, rows written, and the rows kept for Parquet.
     type FormatOut = (Format, AtomicFile, usize, Option<Vec<serde_json::Value>>);
     let mut writers: Vec<FormatOut> = config
@@ -407,22 +535,20 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
     let mut kept_pairs = 0;
     let mut negatives_written = 0;
     let (mut pos_all, mut neg_all, mut diff_all) = (Vec::new(), Vec::new(), Vec::new());
-    let native_path = config.output.join("negatives.jsonl");
-    for (i, q) in work.iter().enumerate() {
-        let (qid, qtext, positives) = (q.id.as_str(), q.text.as_str(), &q.positives);
-        let negs = &chosen[i];
-        for (p, &pos) in positives.iter().enumerate() {
-            let ps = positive_scores[i][p];
+    for (i, q) in mined.work.iter().enumerate() {
+        let negs = &mined.chosen[i];
+        for (p, &pos) in q.positives.iter().enumerate() {
+            let ps = mined.positive_scores[i][p];
             pos_all.push(ps);
             let mut line = json!({
-                "query_id": qid,
+                "query_id": q.id,
                 "positive_id": docs[pos as usize].id,
                 "positive_score": ps,
                 "method": method,
                 "negatives": negs.iter().map(|c| json!({"doc_id": docs[c.doc as usize].id, "score": c.score, "rank": c.rank})).collect::<Vec<_>>(),
             });
-            if let Some(report) = &judge_report {
-                report.annotate(&mut line, i, p, &docs);
+            if let Some(report) = mined.judge {
+                report.annotate(&mut line, i, p, docs);
             }
             writeln!(native.writer(), "{line}").map_err(|e| Error::io(&native_path, e))?;
             if negs.len() >= n {
@@ -441,14 +567,15 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         }
         negatives_written += negs.len();
         let result = QueryResult {
-            query_id: qid,
-            query: qtext,
-            positives: positives
+            query_id: &q.id,
+            query: &q.text,
+            positives: q
+                .positives
                 .iter()
                 .enumerate()
-                .map(|(p, &d)| passage(d, positive_scores[i][p]))
+                .map(|(p, &d)| mined.passage(d, mined.positive_scores[i][p]))
                 .collect(),
-            negatives: negs.iter().map(|c| passage(c.doc, c.score)).collect(),
+            negatives: negs.iter().map(|c| mined.passage(c.doc, c.score)).collect(),
         };
         for (format, file, count, parquet) in writers.iter_mut() {
             for row in formats::rows(*format, &result, n) {
@@ -461,85 +588,72 @@ pub fn run(config: &MineConfig, progress: &dyn Progress) -> Result<MineSummary> 
         }
     }
     native.commit()?;
-    let mut written = BTreeMap::new();
+    let mut rows = BTreeMap::new();
     let mut outputs = vec!["negatives.jsonl".to_string()];
     for (format, file, count, parquet) in writers {
         file.commit()?;
-        written.insert(format.name().to_string(), count as u64);
+        rows.insert(format.name().to_string(), count as u64);
         outputs.push(format!("{}.jsonl", format.name()));
-        if let Some(rows) = parquet {
+        if let Some(parquet_rows) = parquet {
             let name = format!("{}.parquet", format.name());
-            crate::table::write_parquet(&config.output.join(&name), &rows)?;
+            crate::table::write_parquet(&config.output.join(&name), &parquet_rows)?;
             outputs.push(name);
         }
     }
     outputs.push("stats.txt".to_string());
     let stats = stats_table(&pos_all, &neg_all, &diff_all);
     foil_core::fsutil::write_atomic(&config.output.join("stats.txt"), stats.as_bytes())?;
+    Ok(Written {
+        kept_pairs,
+        negatives: negatives_written,
+        rows,
+        outputs,
+        stats,
+    })
+}
 
-    let seconds = started.elapsed().as_secs_f64();
+/// Writes `manifest.json`: inputs, outputs, seed, skips, counts and the time taken.
+fn write_manifest(
+    config: &MineConfig,
+    files: &[PathBuf],
+    summary: &MineSummary,
+    rows: &BTreeMap<String, u64>,
+    judge_counts: &BTreeMap<String, u64>,
+    rescore_counts: &BTreeMap<String, u64>,
+    outputs: Vec<String>,
+) -> Result<()> {
     let mut manifest = Manifest::new("mine", serde_json::to_value(config).unwrap_or_default());
-    for file in &files {
+    for file in files {
         manifest.add_input(file)?;
     }
     manifest.outputs = outputs;
     manifest.seed = Some(config.filters.seed);
-    manifest.set_skips(&skips);
-    manifest.counts.insert("pairs".into(), pairs as u64);
-    manifest.counts.insert("queries".into(), work.len() as u64);
-    manifest
-        .counts
-        .insert("kept_pairs".into(), kept_pairs as u64);
-    for (reason, count) in &skipped_pairs {
-        manifest
-            .counts
-            .insert(format!("skipped_pairs.{reason}"), *count);
+    manifest.set_skips(&summary.skips);
+    let counts = &mut manifest.counts;
+    counts.insert("pairs".into(), summary.pairs as u64);
+    counts.insert("queries".into(), summary.queries as u64);
+    counts.insert("kept_pairs".into(), summary.kept_pairs as u64);
+    for (reason, count) in &summary.skipped_pairs {
+        counts.insert(format!("skipped_pairs.{reason}"), *count);
     }
-    for (reason, count) in &rejections {
-        manifest.counts.insert(
-            format!(
-                "rejected_candidates.{}",
-                serde_json::to_value(reason)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("?")
-            ),
+    for (reason, count) in &summary.rejections {
+        let name = serde_json::to_value(reason).unwrap_or_default();
+        counts.insert(
+            format!("rejected_candidates.{}", name.as_str().unwrap_or("?")),
             *count,
         );
     }
-    for (format, count) in &written {
-        manifest.counts.insert(format!("rows.{format}"), *count);
+    for (format, count) in rows {
+        counts.insert(format!("rows.{format}"), *count);
     }
-    if let Some(report) = &judge_report {
-        for (name, count) in report.counts() {
-            manifest.counts.insert(format!("judge.{name}"), count);
-        }
+    for (name, count) in judge_counts {
+        counts.insert(format!("judge.{name}"), *count);
     }
-    for (name, count) in &rescore_counts {
-        manifest
-            .counts
-            .insert(format!("judge_rescore.{name}"), *count);
+    for (name, count) in rescore_counts {
+        counts.insert(format!("judge_rescore.{name}"), *count);
     }
-    manifest.timings.insert("seconds".into(), seconds);
-    manifest.write(&config.output.join("manifest.json"))?;
-
-    Ok(MineSummary {
-        pairs,
-        queries: work.len(),
-        negatives: negatives_written,
-        kept_pairs,
-        skipped_pairs,
-        rejections,
-        stats,
-        seconds,
-        skips,
-        judge: judge_report
-            .iter()
-            .flat_map(|r| r.counts())
-            .map(|(k, v)| (k.to_string(), v))
-            .chain(rescore_counts)
-            .collect(),
-    })
+    manifest.timings.insert("seconds".into(), summary.seconds);
+    manifest.write(&config.output.join("manifest.json"))
 }
 
 /// Per query: candidates (best first) and the scores of its positives.
