@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use foil::encode::EncodeConfig;
 use foil_core::TextKind;
 
+use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
-use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum KindArg {
@@ -37,21 +37,16 @@ pub struct EncodeArgs {
     limit: Option<usize>,
     #[command(flatten)]
     cache: CacheArgs,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Skip invalid records (counted in the summary and the manifest) instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
+    #[command(flatten)]
+    policy: InputArgs,
     /// Texts per committed chunk (a killed run loses at most one chunk).
     #[arg(long, default_value_t = foil::encode::CHUNK)]
     chunk_size: usize,
     /// Print a JSON object with the counts and timings on stdout.
     #[arg(long)]
     json: bool,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
 }
 
 pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
@@ -67,11 +62,11 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
         output: args.output,
         limit: args.limit,
         cache: args.cache.dir(),
-        threads: args.threads,
-        skip_invalid: args.skip_invalid,
+        threads: args.runtime.threads,
+        skip_invalid: args.policy.skip_invalid,
         chunk: args.chunk_size,
     };
-    let s = foil::encode::run(&config, &Bars::new(args.no_progress)).context("encode failed")?;
+    let s = foil::encode::run(&config, &args.runtime.progress()).context("encode failed")?;
     let per_s = s.cache.encoded as f64 / s.encode_seconds.max(1e-9);
     if args.json {
         println!(

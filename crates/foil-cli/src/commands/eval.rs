@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use super::common_args::InputArgs;
 use anyhow::{bail, Context};
 use clap::Args;
 use foil::eval::{
@@ -41,9 +42,8 @@ pub struct EvalArgs {
     /// Keep retrieved documents whose id equals the query id (BEIR removes them).
     #[arg(long)]
     keep_identical_ids: bool,
-    /// Skip invalid lines (counted and reported) instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
+    #[command(flatten)]
+    policy: InputArgs,
     /// Seed of the randomization test.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -87,7 +87,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .map(|s| parse_threshold(s).with_context(|| format!("bad --fail-below {s:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let policy = InputPolicy {
-        skip_invalid: args.skip_invalid,
+        skip_invalid: args.policy.skip_invalid,
     };
     let mut skips = SkipReport::default();
     let checked: Evaluation;

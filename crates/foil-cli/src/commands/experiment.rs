@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use foil::experiment::ExperimentConfig;
 
-use crate::progress::Bars;
+use super::common_args::RunArgs;
 
 #[derive(Debug, Args)]
 pub struct ExperimentArgs {
@@ -17,20 +17,16 @@ pub struct ExperimentArgs {
     /// Output folder; a rerun reuses every step whose inputs and settings did not change.
     #[arg(long)]
     output: PathBuf,
-    /// Worker threads (default: the config's, else all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let mut config = ExperimentConfig::read(&args.config)?;
-    if args.threads.is_some() {
-        config.threads = args.threads;
+    if args.runtime.threads.is_some() {
+        config.threads = args.runtime.threads;
     }
-    let s = foil::experiment::run(&config, &args.output, &Bars::new(args.no_progress))
+    let s = foil::experiment::run(&config, &args.output, &args.runtime.progress())
         .context("experiment failed")?;
     println!("| pipeline | nDCG@10 | P@10 | Recall@100 | ECI (reconstruction) |");
     println!("|---|---:|---:|---:|---:|");

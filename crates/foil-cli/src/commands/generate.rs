@@ -11,9 +11,9 @@ use foil::generate::queries::{QueriesConfig, RoundTrip, Selection};
 use foil::generate::{GeneratorSpec, Sampling, StepStats};
 use foil_candle::EncoderOptions;
 
+use super::common_args::{InputArgs, RunArgs};
 use super::failures::MaxFailed;
 use super::mine::FormatArg;
-use crate::progress::Bars;
 
 #[derive(Debug, Subcommand)]
 pub enum GenerateCommand {
@@ -79,19 +79,14 @@ pub struct GeneratorArgs {
     /// The generation cache file (default: <output>/cache.jsonl); reruns skip what it holds.
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Skip invalid input records (counted) instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
+    #[command(flatten)]
+    policy: InputArgs,
     /// Failed requests the run may end with and still exit 0: a count or a share (`5%`).
     /// Beyond it the run exits 3; its output holds what succeeded and a rerun resumes.
     #[arg(long, default_value = "0", value_name = "N|P%")]
     max_failed: MaxFailed,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
 }
 
 impl GeneratorArgs {
@@ -102,7 +97,7 @@ impl GeneratorArgs {
             }
             return Ok(GeneratorSpec::Local {
                 model: PathBuf::from(model),
-                threads: self.threads,
+                threads: self.runtime.threads,
                 max_batch: self.batch_size,
             });
         }
@@ -339,10 +334,10 @@ fn queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
         cache: g.cache.clone(),
         embedding_cache: Some(foil::cache::default_cache_dir()),
         batch_size: g.batch_size,
-        threads: g.threads,
-        skip_invalid: g.skip_invalid,
+        threads: g.runtime.threads,
+        skip_invalid: g.policy.skip_invalid,
     };
-    let s = foil::generate::queries::run(&config, &Bars::new(g.no_progress))
+    let s = foil::generate::queries::run(&config, &g.runtime.progress())
         .context("generating queries failed")?;
     if args.json {
         let out = serde_json::json!({
@@ -399,9 +394,9 @@ fn negatives(args: NegativesArgs) -> anyhow::Result<ExitCode> {
         num_negatives: args.num_negatives,
         cache: g.cache.clone(),
         batch_size: g.batch_size,
-        skip_invalid: g.skip_invalid,
+        skip_invalid: g.policy.skip_invalid,
     };
-    let s = foil::generate::negatives::run(&config, &Bars::new(g.no_progress))
+    let s = foil::generate::negatives::run(&config, &g.runtime.progress())
         .context("generating negatives failed")?;
     if args.json {
         let out = serde_json::json!({

@@ -11,8 +11,8 @@ use foil::inspect::separability::{self, SeparabilityConfig};
 use foil::inspect::{InspectConfig, Judge, DEFAULT_DELTAS, DEFAULT_RIDGE};
 use foil_candle::EncoderOptions;
 
+use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::CacheArgs;
-use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -91,15 +91,10 @@ pub struct InspectArgs {
     device: String,
     #[command(flatten)]
     cache: CacheArgs,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Skip invalid records (counted) instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
+    #[command(flatten)]
+    policy: InputArgs,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
@@ -166,10 +161,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
         ridge: DEFAULT_RIDGE,
         separability,
         cache: args.cache.dir(),
-        threads: args.threads,
-        skip_invalid: args.skip_invalid,
+        threads: args.runtime.threads,
+        skip_invalid: args.policy.skip_invalid,
     };
-    let s = foil::inspect::run(&config, &Bars::new(args.no_progress))
+    let s = foil::inspect::run(&config, &args.runtime.progress())
         .with_context(|| format!("inspecting {} failed", config.input.display()))?;
     let r = &s.report;
     println!("{}", r.summary_line());

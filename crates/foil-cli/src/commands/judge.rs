@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use foil::judge::JudgeRunConfig;
 
+use super::common_args::RunArgs;
 use super::judge_args::JudgeArgs;
-use crate::progress::Bars;
 
 #[derive(Debug, Args)]
 pub struct JudgeCmdArgs {
@@ -38,21 +38,17 @@ pub struct JudgeCmdArgs {
     /// run.trec (the judged documents ranked by P(relevant)), manifest.json.
     #[arg(long)]
     output: PathBuf,
-    /// Worker threads of a local judge (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    runtime: RunArgs,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
 }
 
 pub fn run(args: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
     let judge = args
         .judge
-        .config(args.threads)?
+        .config(args.runtime.threads)?
         .context("give --judge MODEL (smollm2, qwen, a GGUF file, or openai)")?;
     let config = JudgeRunConfig {
         data: args.data,
@@ -64,9 +60,9 @@ pub fn run(args: JudgeCmdArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         judge,
         output: args.output,
-        threads: args.threads,
+        threads: args.runtime.threads,
     };
-    let s = foil::judge::run(&config, &Bars::new(args.no_progress)).context("judging failed")?;
+    let s = foil::judge::run(&config, &args.runtime.progress()).context("judging failed")?;
     let failed: u64 = s.stats.failed.values().sum();
     if args.json {
         println!(

@@ -11,9 +11,9 @@ use foil::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge
 use foil::mine::{MineConfig, MineRetriever, PairsSource};
 use foil_bm25::Bm25Params;
 
+use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
 use super::judge_args::JudgeArgs;
-use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RetrieverArg {
@@ -162,15 +162,10 @@ pub struct MineArgs {
     b: f32,
     #[command(flatten)]
     cache: CacheArgs,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Skip invalid records (counted) instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
+    #[command(flatten)]
+    policy: InputArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -205,7 +200,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
             split: args.split,
         },
     };
-    let judge_config = args.judge.config(args.threads)?;
+    let judge_config = args.judge.config(args.runtime.threads)?;
     let (judge, judge_rescore) = match (judge_config, args.judge_use) {
         (None, _) => (None, None),
         (Some(config), JudgeUseArg::Rescore) => (
@@ -270,10 +265,10 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
         formats: args.formats.iter().map(|&f| f.into()).collect(),
         output: args.output,
         cache: args.cache.dir(),
-        threads: args.threads,
-        skip_invalid: args.skip_invalid,
+        threads: args.runtime.threads,
+        skip_invalid: args.policy.skip_invalid,
     };
-    let s = foil::mine::run(&config, &Bars::new(args.no_progress)).context("mining failed")?;
+    let s = foil::mine::run(&config, &args.runtime.progress()).context("mining failed")?;
     print!("{}", s.stats);
     let skipped: Vec<String> = s
         .skipped_pairs

@@ -1,6 +1,7 @@
 //! The subcommands; each parses its flags into a stage configuration and calls the stage.
 
 mod cache;
+mod common_args;
 mod demo;
 mod encode;
 mod encoder_args;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use foil::rerank::RerankConfig;
 
-use crate::progress::Bars;
+use super::common_args::RunArgs;
 
 #[derive(Debug, Args)]
 pub struct RerankArgs {
@@ -31,10 +31,8 @@ pub struct RerankArgs {
     /// Longest (query, passage) pair in tokens (default 512).
     #[arg(long)]
     max_length: Option<usize>,
-    #[arg(long)]
-    threads: Option<usize>,
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
 }
 
 pub fn run(args: RerankArgs) -> anyhow::Result<ExitCode> {
@@ -46,9 +44,9 @@ pub fn run(args: RerankArgs) -> anyhow::Result<ExitCode> {
         output: args.output,
         batch_size: args.batch_size,
         max_length: args.max_length,
-        threads: args.threads,
+        threads: args.runtime.threads,
     };
-    let s = foil::rerank::run(&config, &Bars::new(args.no_progress)).context("reranking failed")?;
+    let s = foil::rerank::run(&config, &args.runtime.progress()).context("reranking failed")?;
     eprintln!(
         "rerank: {} queries, {} pairs in {:.1}s ({:.0} pairs/s) -> {}",
         s.queries,

@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use foil::search::{RetrieverKind, SearchConfig, Similarity};
 use foil_bm25::Bm25Params;
 
+use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
-use crate::progress::Bars;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RetrieverArg {
@@ -56,18 +56,13 @@ pub struct SearchArgs {
     /// BM25 index file: loaded when it was built from this corpus, otherwise built and saved.
     #[arg(long)]
     index: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Skip invalid records (counted in the summary and the manifest) instead of failing.
-    #[arg(long)]
-    skip_invalid: bool,
+    #[command(flatten)]
+    runtime: RunArgs,
+    #[command(flatten)]
+    policy: InputArgs,
     /// The tag written in the run's last column.
     #[arg(long, default_value = "foil")]
     tag: String,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
     #[command(flatten)]
     encoder: EncoderArgs,
     /// Dense: precomputed passage vectors (a folder written by `foil encode`).
@@ -104,12 +99,11 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
             SimilarityArg::Cosine => Similarity::Cosine,
             SimilarityArg::Dot => Similarity::Dot,
         },
-        threads: args.threads,
-        skip_invalid: args.skip_invalid,
+        threads: args.runtime.threads,
+        skip_invalid: args.policy.skip_invalid,
         tag: args.tag,
     };
-    let summary =
-        foil::search::run(&config, &Bars::new(args.no_progress)).context("search failed")?;
+    let summary = foil::search::run(&config, &args.runtime.progress()).context("search failed")?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "search: {} documents ({} index/vectors in {:.2}s), {} queries, {} results in {:.2}s ({:.0} queries/s), {}, {:.2}s total -> {}",

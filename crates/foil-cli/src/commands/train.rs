@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use foil::train::{CrossLoss, ModelType, TrainConfig, TrainEval};
 use foil_train::Loss;
 
-use crate::progress::Bars;
+use super::common_args::RunArgs;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -67,9 +67,8 @@ pub struct TrainArgs {
     /// Checkpoint every N steps (0: only at the end); a rerun resumes from the checkpoint.
     #[arg(long, default_value_t = 50)]
     checkpoint_every: u64,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    runtime: RunArgs,
     /// Train on `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -86,9 +85,6 @@ pub struct TrainArgs {
     /// Documents retrieved, or reranked by a cross-encoder, per query when evaluating.
     #[arg(long, default_value_t = 100, requires = "eval_data")]
     eval_top_k: usize,
-    /// Hide progress bars.
-    #[arg(long)]
-    no_progress: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,7 +133,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         dropout: !args.no_dropout,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
-        threads: args.threads,
+        threads: args.runtime.threads,
         device: args.device,
         eval: args.eval_data.map(|data| TrainEval {
             data,
@@ -146,7 +142,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             top_k: args.eval_top_k,
         }),
     };
-    let s = foil::train::run(&config, &Bars::new(args.no_progress)).context("training failed")?;
+    let s = foil::train::run(&config, &args.runtime.progress()).context("training failed")?;
     let skipped: u64 = s.skipped_rows.values().sum();
     eprintln!(
         "train: {} rows, skipped {}; steps {} (resumed at {}); loss {:.4} -> {:.4}; {:.2} s/step; {:.1}s -> {}",
