@@ -1,9 +1,10 @@
-//! foil's OpenAI-compatible HTTP backends (embeddings now, chat completions later).
+//! foil's OpenAI-compatible HTTP backends: `/v1/embeddings` as an `Encoder`, and
+//! `/v1/chat/completions` as a `Generator` (with per-token log-probabilities where offered).
 //!
 //! [`client`] holds what every endpoint shares: the [`ApiConfig`] (server, model, the name of
 //! the environment variable with the API key, timeout, retries, concurrency) and the
 //! [`HttpClient`] that POSTs JSON with retries, backoff and a bound on requests in flight.
-//! [`embeddings`] builds the [`OpenAiEncoder`] on it.
+//! [`embeddings`] builds the [`OpenAiEncoder`] on it, [`chat`] the [`OpenAiChat`] generator.
 //!
 //! ```no_run
 //! use foil_core::{Encoder, TextKind};
