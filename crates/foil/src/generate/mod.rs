@@ -242,6 +242,31 @@ pub struct StepStats {
     pub completion_tokens: u64,
 }
 
+/// Records in a generating stage's manifest what its answers depend on besides its settings:
+/// the generator's fingerprint, the template (name, version, source) and the generation
+/// cache; a template given as a file is an input.
+pub(crate) fn record_generation(
+    manifest: &mut foil_core::manifest::Manifest,
+    fingerprint: &str,
+    template: &template::Template,
+    template_arg: Option<&str>,
+    cache_path: &std::path::Path,
+) -> Result<()> {
+    let config = &mut manifest.config;
+    config["generator_fingerprint"] = serde_json::json!(fingerprint);
+    config["template_name"] = serde_json::json!(template.name);
+    config["template_version"] = serde_json::json!(template.version);
+    config["template_source"] = serde_json::json!(template.source);
+    config["cache_path"] = serde_json::json!(cache_path.display().to_string());
+    if let Some(file) = template_arg
+        .map(std::path::Path::new)
+        .filter(|p| p.is_file())
+    {
+        manifest.add_input(file)?;
+    }
+    Ok(())
+}
+
 /// Makes the requests of `jobs` that the cache lacks, `batch` at a time, appending each
 /// batch's answers to the cache. Returns this run's failures by key (answers are in the cache).
 pub fn run_requests(

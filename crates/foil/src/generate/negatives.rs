@@ -27,7 +27,10 @@ use std::time::Instant;
 use foil_core::beir::{BeirPaths, Split};
 use foil_core::fsutil::AtomicFile;
 use foil_core::manifest::Manifest;
-use foil_core::{Document, Error, Generator, InputPolicy, Progress, Result, SkipReport};
+use foil_core::{
+    ChatMessage, Document, Error, GenerateError, Generator, InputPolicy, Progress, Query, Result,
+    SamplingParams, SkipReport,
+};
 use serde::Serialize;
 use serde_json::json;
 
@@ -141,12 +144,150 @@ pub fn run_with(
     execute(config, generator, progress)
 }
 
+/// The inputs every step reads: the split, each query's positives, and the items.
+struct Plan<'a> {
+    config: &'a NegativesConfig,
+    docs: &'a [Document],
+    /// Each document as retrievers see it (`title + " " + text`).
+    full: Vec<String>,
+    /// (query, positives) in query id order.
+    work: Vec<(&'a Query, Vec<usize>)>,
+    /// The negatives to generate, in output order.
+    items: Vec<Item>,
+}
+
+impl Plan<'_> {
+    fn qtext(&self, item: &Item) -> &str {
+        self.work[item.query].0.text.as_str()
+    }
+
+    fn qid(&self, item: &Item) -> &str {
+        self.work[item.query].0.id.as_str()
+    }
+}
+
+/// The steps of `foil generate negatives`: check the settings → read the split → plan the
+/// items → (query-only) describe what a negative should be → write the passages → filter them
+/// → write the corpus of negatives, the training rows and the manifest.
 fn execute(
     config: &NegativesConfig,
     generator: &dyn Generator,
     progress: &dyn Progress,
 ) -> Result<NegativesSummary> {
     let started = Instant::now();
+    let template = check(config)?;
+    let template_id = template.id();
+    let policy = InputPolicy {
+        skip_invalid: config.skip_invalid,
+    };
+    let mut skips = SkipReport::default();
+    let paths = BeirPaths::new(&config.data);
+    let corpus_path = config.corpus.clone().unwrap_or(paths.corpus.clone());
+    let data = Split::load_with_corpus(&paths, &corpus_path, &config.split, policy, &mut skips)?;
+    let plan = plan(config, &data);
+    let pairs: usize = plan.work.iter().map(|w| w.1.len()).sum();
+
+    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+    let cache_path = config
+        .cache
+        .clone()
+        .unwrap_or_else(|| config.output.join("cache.jsonl"));
+    let mut cache = GenerationCache::open(&cache_path)?;
+    let mut requests = Requests {
+        generator,
+        fingerprint: generator.fingerprint(),
+        template: &template,
+        template_id: &template_id,
+        cache: &mut cache,
+        rejects: Rejects::default(),
+        progress,
+    };
+    let (descriptions, describe_stats) = match config.mode {
+        NegativeMode::QueryOnly => describe(&plan, &mut requests)?,
+        NegativeMode::QueryPositive => (vec![None; plan.items.len()], StepStats::default()),
+    };
+    let (accepted, write_stats) = write_passages(&plan, &descriptions, &mut requests)?;
+    let Requests {
+        fingerprint,
+        rejects,
+        ..
+    } = requests;
+
+    write_corpus(&plan, &template, &descriptions, &accepted)?;
+    let rows = write_training_rows(&plan, &accepted)?;
+
+    let order: HashMap<&str, usize> = plan
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    let mut counts = BTreeMap::new();
+    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = NegativesSummary {
+        queries: plan.work.len(),
+        pairs,
+        items: plan.items.len(),
+        negatives: accepted.iter().flatten().count(),
+        rejected: tally,
+        describe: describe_stats,
+        write: write_stats,
+        kept_pairs: rows.kept_pairs,
+        seconds,
+        skips,
+    };
+    let mut manifest = Manifest::new(
+        "generate-negatives",
+        serde_json::to_value(config).unwrap_or_default(),
+    );
+    for file in &data.files {
+        manifest.add_input(file)?;
+    }
+    super::record_generation(
+        &mut manifest,
+        &fingerprint,
+        &template,
+        config.template.as_deref(),
+        &cache_path,
+    )?;
+    manifest.outputs = ["negatives-corpus.jsonl", "negatives.jsonl"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(config.formats.iter().map(|f| format!("{}.jsonl", f.name())))
+        .chain(std::iter::once("rejected.jsonl".to_string()))
+        .collect();
+    manifest.seed = Some(config.seed);
+    manifest.set_skips(&summary.skips);
+    let c = &mut manifest.counts;
+    c.insert("queries".into(), summary.queries as u64);
+    c.insert("pairs".into(), pairs as u64);
+    c.insert("items".into(), summary.items as u64);
+    c.insert("negatives".into(), summary.negatives as u64);
+    c.extend(counts);
+    c.insert("kept_pairs".into(), rows.kept_pairs as u64);
+    for (reason, n) in &rows.skipped_pairs {
+        c.insert(format!("skipped_pairs.{reason}"), *n);
+    }
+    for (format, n) in &rows.rows {
+        c.insert(format!("rows.{format}"), *n);
+    }
+    for (step, s) in [("describe", &summary.describe), ("write", &summary.write)] {
+        c.insert(format!("cache.hits.{step}"), s.cached as u64);
+        c.insert(format!("cache.generated.{step}"), s.generated as u64);
+        c.insert(format!("tokens.prompt.{step}"), s.prompt_tokens);
+        c.insert(format!("tokens.completion.{step}"), s.completion_tokens);
+    }
+    c.insert("cache.dropped_partial_lines".into(), cache.dropped_partial);
+    c.insert("cache.invalid_lines".into(), cache.bad_lines);
+    manifest.timings.insert("seconds".into(), seconds);
+    manifest.write(&config.output.join("manifest.json"))?;
+    Ok(summary)
+}
+
+/// Checks the settings and loads the template.
+fn check(config: &NegativesConfig) -> Result<Template> {
     if config.per_query == 0 {
         return Err(Error::Invalid("--per-query must be at least 1".into()));
     }
@@ -158,30 +299,19 @@ fn execute(
     config.sampling.validate()?;
     config.describe_sampling.validate()?;
     let name = config.template.as_deref();
-    let template = Template::load_for(
+    Template::load_for(
         name.unwrap_or(config.mode.default_template()),
         config.mode.task(),
-    )?;
-    let template_id = template.id();
+    )
+}
 
-    // Inputs.
-    let policy = InputPolicy {
-        skip_invalid: config.skip_invalid,
-    };
-    let mut skips = SkipReport::default();
-    let paths = BeirPaths::new(&config.data);
-    let corpus_path = config.corpus.clone().unwrap_or(paths.corpus.clone());
-    let data = Split::load_with_corpus(&paths, &corpus_path, &config.split, policy, &mut skips)?;
-    let docs = &data.docs;
-    // (query, positives) in query id order.
+/// The queries with their positives (at most `limit` of them) and the negatives to generate
+/// for each: `per_query` per query (query-only) or per (query, positive) pair.
+fn plan<'a>(config: &'a NegativesConfig, data: &'a Split) -> Plan<'a> {
     let mut work = data.positives();
     if let Some(limit) = config.limit {
         work.truncate(limit);
     }
-    let pairs: usize = work.iter().map(|w| w.1.len()).sum();
-    let full: Vec<String> = docs.iter().map(Document::full_text).collect();
-
-    // The items, in output order.
     let mut items: Vec<Item> = Vec::new();
     for (w, (q, positives)) in work.iter().enumerate() {
         let qid = &q.id;
@@ -210,113 +340,154 @@ fn execute(
             }
         }
     }
+    Plan {
+        config,
+        docs: &data.docs,
+        full: data.docs.iter().map(Document::full_text).collect(),
+        work,
+        items,
+    }
+}
 
-    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
-    let cache_path = config
-        .cache
-        .clone()
-        .unwrap_or_else(|| config.output.join("cache.jsonl"));
-    let mut cache = GenerationCache::open(&cache_path)?;
-    let fingerprint = generator.fingerprint();
-    let mut rejects = Rejects::default();
-    let mut describe_stats = StepStats::default();
-    let qtext = |item: &Item| work[item.query].0.text.as_str();
-    let qid = |item: &Item| work[item.query].0.id.as_str();
+/// What sends a step's requests: the generator, through the cache, counting rejected answers.
+struct Requests<'a> {
+    generator: &'a dyn Generator,
+    fingerprint: String,
+    template: &'a Template,
+    template_id: &'a str,
+    cache: &'a mut GenerationCache,
+    rejects: Rejects,
+    progress: &'a dyn Progress,
+}
 
-    // Step 1 (query-only): descriptions.
-    let mut descriptions: Vec<Option<String>> = vec![None; items.len()];
-    if config.mode == NegativeMode::QueryOnly {
-        let mut jobs = Vec::with_capacity(items.len());
-        for item in &items {
-            let messages = template.render("describe", &[("query", qtext(item))])?;
-            let seed = derive_seed(config.seed, &["describe", qid(item), &item.n.to_string()]);
-            jobs.push(Job::new(
-                &fingerprint,
-                &template_id,
-                "describe",
-                item.id.clone(),
-                messages,
-                config.describe_sampling.params(seed),
-            ));
-        }
-        let (failures, stats) = run_requests(
-            generator,
-            &mut cache,
-            &template_id,
-            "describe",
-            &jobs,
-            config.batch_size,
-            progress,
-        )?;
-        describe_stats = stats;
-        for (i, (item, job)) in items.iter().zip(&jobs).enumerate() {
-            let extra = json!({"query_id": qid(item), "n": item.n});
-            descriptions[i] = rejects
-                .parsed(&cache, &failures, job, &extra, parse_description)
-                .map(|(_, description)| description);
-        }
+impl Requests<'_> {
+    fn job(
+        &self,
+        step: &str,
+        item: &Item,
+        messages: Vec<ChatMessage>,
+        params: SamplingParams,
+    ) -> Job {
+        Job::new(
+            &self.fingerprint,
+            self.template_id,
+            step,
+            item.id.clone(),
+            messages,
+            params,
+        )
     }
 
-    // Step 2: the passages.
+    fn run(
+        &mut self,
+        step: &str,
+        jobs: &[Job],
+        batch_size: usize,
+    ) -> Result<(HashMap<String, GenerateError>, StepStats)> {
+        run_requests(
+            self.generator,
+            self.cache,
+            self.template_id,
+            step,
+            jobs,
+            batch_size,
+            self.progress,
+        )
+    }
+}
+
+/// Step 1 (query-only): what a negative for each item should be about.
+fn describe(plan: &Plan, requests: &mut Requests) -> Result<(Vec<Option<String>>, StepStats)> {
+    let config = plan.config;
+    let mut jobs = Vec::with_capacity(plan.items.len());
+    for item in &plan.items {
+        let messages = requests
+            .template
+            .render("describe", &[("query", plan.qtext(item))])?;
+        let seed = derive_seed(
+            config.seed,
+            &["describe", plan.qid(item), &item.n.to_string()],
+        );
+        jobs.push(requests.job(
+            "describe",
+            item,
+            messages,
+            config.describe_sampling.params(seed),
+        ));
+    }
+    let (failures, stats) = requests.run("describe", &jobs, config.batch_size)?;
+    let mut descriptions = vec![None; plan.items.len()];
+    for (i, (item, job)) in plan.items.iter().zip(&jobs).enumerate() {
+        let extra = json!({"query_id": plan.qid(item), "n": item.n});
+        descriptions[i] = requests
+            .rejects
+            .parsed(requests.cache, &failures, job, &extra, parse_description)
+            .map(|(_, description)| description);
+    }
+    Ok((descriptions, stats))
+}
+
+/// Step 2: the passages, parsed and filtered in input order (too short, a copy of the query
+/// or of a positive, a duplicate); `None` for an item without an accepted passage.
+fn write_passages(
+    plan: &Plan,
+    descriptions: &[Option<String>],
+    requests: &mut Requests,
+) -> Result<(Vec<Option<String>>, StepStats)> {
+    let config = plan.config;
     let mut jobs: Vec<(usize, Job)> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in plan.items.iter().enumerate() {
         let (messages, seed) = match config.mode {
             NegativeMode::QueryOnly => {
                 let Some(description) = &descriptions[i] else {
                     continue;
                 };
                 (
-                    template.render(
+                    requests.template.render(
                         "write",
-                        &[("query", qtext(item)), ("description", description)],
+                        &[("query", plan.qtext(item)), ("description", description)],
                     )?,
-                    derive_seed(config.seed, &["write", qid(item), &item.n.to_string()]),
+                    derive_seed(config.seed, &["write", plan.qid(item), &item.n.to_string()]),
                 )
             }
             NegativeMode::QueryPositive => {
                 let pos = item.positive.unwrap_or(0);
                 (
-                    template.render(
+                    requests.template.render(
                         "write",
-                        &[("query", qtext(item)), ("positive", full[pos].as_str())],
+                        &[
+                            ("query", plan.qtext(item)),
+                            ("positive", plan.full[pos].as_str()),
+                        ],
                     )?,
                     derive_seed(
                         config.seed,
-                        &["write", qid(item), &docs[pos].id, &item.n.to_string()],
+                        &[
+                            "write",
+                            plan.qid(item),
+                            &plan.docs[pos].id,
+                            &item.n.to_string(),
+                        ],
                     ),
                 )
             }
         };
         jobs.push((
             i,
-            Job::new(
-                &fingerprint,
-                &template_id,
-                "write",
-                item.id.clone(),
-                messages,
-                config.sampling.params(seed),
-            ),
+            requests.job("write", item, messages, config.sampling.params(seed)),
         ));
     }
     let plain: Vec<Job> = jobs.iter().map(|(_, j)| j.clone()).collect();
-    let (failures, write_stats) = run_requests(
-        generator,
-        &mut cache,
-        &template_id,
-        "write",
-        &plain,
-        config.batch_size,
-        progress,
-    )?;
+    let (failures, stats) = requests.run("write", &plain, config.batch_size)?;
 
-    // Parse and filter in input order.
-    let mut accepted: Vec<Option<String>> = vec![None; items.len()];
+    let mut accepted: Vec<Option<String>> = vec![None; plan.items.len()];
     let mut seen: HashSet<String> = HashSet::new();
     for (i, job) in &jobs {
-        let item = &items[*i];
-        let extra = json!({"query_id": qid(item), "n": item.n});
-        let Some((raw, passage)) = rejects.parsed(&cache, &failures, job, &extra, parse_passage)
+        let item = &plan.items[*i];
+        let extra = json!({"query_id": plan.qid(item), "n": item.n});
+        let rejects = &mut requests.rejects;
+        let Some((raw, passage)) =
+            rejects.parsed(requests.cache, &failures, job, &extra, parse_passage)
         else {
             continue;
         };
@@ -333,20 +504,20 @@ fn execute(
             reject(Rejection::TooShort, &detail);
             continue;
         }
-        let q = qtext(item);
+        let q = plan.qtext(item);
         let to_query = overlap(&passage, q);
         if to_query >= config.max_copy_overlap || normalize(&passage) == normalize(q) {
             let detail = format!("overlap {to_query:.3} with the query");
             reject(Rejection::CopiesQuery, &detail);
             continue;
         }
-        let copied = work[item.query]
+        let copied = plan.work[item.query]
             .1
             .iter()
-            .map(|&p| (overlap(&passage, &full[p]), p))
+            .map(|&p| (overlap(&passage, &plan.full[p]), p))
             .find(|(o, _)| *o >= config.max_copy_overlap);
         if let Some((o, p)) = copied {
-            let detail = format!("overlap {o:.3} with positive {:?}", docs[p].id);
+            let detail = format!("overlap {o:.3} with positive {:?}", plan.docs[p].id);
             reject(Rejection::CopiesPositive, &detail);
             continue;
         }
@@ -356,34 +527,58 @@ fn execute(
         }
         accepted[*i] = Some(passage);
     }
+    Ok((accepted, stats))
+}
 
-    // Outputs.
-    let io = |path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |e| Error::io(&path, e)
-    };
+fn io_error(path: &std::path::Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+/// `negatives-corpus.jsonl`: the accepted passages as a BEIR corpus, each with where it came
+/// from in its metadata.
+fn write_corpus(
+    plan: &Plan,
+    template: &Template,
+    descriptions: &[Option<String>],
+    accepted: &[Option<String>],
+) -> Result<()> {
+    let config = plan.config;
     let corpus_out = config.output.join("negatives-corpus.jsonl");
     let mut corpus_file = AtomicFile::create(&corpus_out)?;
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in plan.items.iter().enumerate() {
         let Some(text) = &accepted[i] else { continue };
         let mut metadata = json!({
-            "query_id": qid(item),
+            "query_id": plan.qid(item),
             "n": item.n,
             "mode": config.mode,
             "template": template.name,
             "template_version": template.version,
         });
         if let Some(p) = item.positive {
-            metadata["positive_id"] = json!(docs[p].id);
+            metadata["positive_id"] = json!(plan.docs[p].id);
         }
         if let Some(d) = &descriptions[i] {
             metadata["description"] = json!(d);
         }
         let line = json!({"_id": item.id, "title": "", "text": text, "metadata": metadata});
-        writeln!(corpus_file.writer(), "{line}").map_err(io(&corpus_out))?;
+        writeln!(corpus_file.writer(), "{line}").map_err(io_error(&corpus_out))?;
     }
-    corpus_file.commit()?;
+    corpus_file.commit()
+}
 
+/// What [`write_training_rows`] wrote.
+struct Rows {
+    kept_pairs: usize,
+    skipped_pairs: BTreeMap<String, u64>,
+    /// Rows per training format.
+    rows: BTreeMap<String, u64>,
+}
+
+/// `negatives.jsonl` (provenance) and each asked training format, counting the pairs left
+/// with fewer negatives than asked.
+fn write_training_rows(plan: &Plan, accepted: &[Option<String>]) -> Result<Rows> {
+    let config = plan.config;
+    let docs = plan.docs;
     let native_path = config.output.join("negatives.jsonl");
     let mut native = AtomicFile::create(&native_path)?;
     let mut writers: Vec<(Format, AtomicFile, u64, PathBuf)> = Vec::new();
@@ -394,15 +589,15 @@ fn execute(
     let n_tuple = config.num_negatives.unwrap_or(config.per_query).max(1);
     let mut kept_pairs = 0;
     let mut skipped_pairs: BTreeMap<String, u64> = BTreeMap::new();
-    for (w, (q, positives)) in work.iter().enumerate() {
-        let query = *q;
+    for (w, (query, positives)) in plan.work.iter().enumerate() {
         // Groups sharing negatives: the query (query-only) or each pair (query-positive).
         let groups: Vec<Vec<usize>> = match config.mode {
             NegativeMode::QueryOnly => vec![positives.clone()],
             NegativeMode::QueryPositive => positives.iter().map(|&p| vec![p]).collect(),
         };
         for group in groups {
-            let negs: Vec<(&Item, &String)> = items
+            let negs: Vec<(&Item, &String)> = plan
+                .items
                 .iter()
                 .enumerate()
                 .filter(|(_, it)| {
@@ -419,7 +614,7 @@ fn execute(
                     "method": "llm",
                     "negatives": negs.iter().enumerate().map(|(r, (it, _))| json!({"doc_id": it.id, "score": null, "rank": r + 1})).collect::<Vec<_>>(),
                 });
-                writeln!(native.writer(), "{line}").map_err(io(&native_path))?;
+                writeln!(native.writer(), "{line}").map_err(io_error(&native_path))?;
                 if negs.len() >= n_tuple {
                     kept_pairs += 1;
                 } else if negs.is_empty() {
@@ -439,7 +634,7 @@ fn execute(
                         id: &docs[p].id,
                         title: &docs[p].title,
                         text: &docs[p].text,
-                        full: &full[p],
+                        full: &plan.full[p],
                         score: 0.0,
                     })
                     .collect(),
@@ -456,7 +651,7 @@ fn execute(
             };
             for (format, file, count, path) in writers.iter_mut() {
                 for row in formats::rows(*format, &result, n_tuple) {
-                    writeln!(file.writer(), "{row}").map_err(io(path))?;
+                    writeln!(file.writer(), "{row}").map_err(io_error(path))?;
                     *count += 1;
                 }
             }
@@ -468,76 +663,10 @@ fn execute(
         file.commit()?;
         rows.insert(format.name().to_string(), count);
     }
-
-    let order: HashMap<&str, usize> = items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.id.as_str(), i))
-        .collect();
-    let mut counts = BTreeMap::new();
-    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
-
-    let seconds = started.elapsed().as_secs_f64();
-    let mut manifest = Manifest::new(
-        "generate-negatives",
-        serde_json::to_value(config).unwrap_or_default(),
-    );
-    manifest.config["generator_fingerprint"] = json!(fingerprint);
-    manifest.config["template_name"] = json!(template.name);
-    manifest.config["template_version"] = json!(template.version);
-    manifest.config["template_source"] = json!(template.source);
-    manifest.config["cache_path"] = json!(cache_path.display().to_string());
-    for file in &data.files {
-        manifest.add_input(file)?;
-    }
-    if let Some(t) = config.template.as_deref() {
-        if std::path::Path::new(t).is_file() {
-            manifest.add_input(std::path::Path::new(t))?;
-        }
-    }
-    manifest.outputs = ["negatives-corpus.jsonl", "negatives.jsonl"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(config.formats.iter().map(|f| format!("{}.jsonl", f.name())))
-        .chain(std::iter::once("rejected.jsonl".to_string()))
-        .collect();
-    manifest.seed = Some(config.seed);
-    manifest.set_skips(&skips);
-    let c = &mut manifest.counts;
-    c.insert("queries".into(), work.len() as u64);
-    c.insert("pairs".into(), pairs as u64);
-    c.insert("items".into(), items.len() as u64);
-    c.insert("negatives".into(), accepted.iter().flatten().count() as u64);
-    c.extend(counts);
-    c.insert("kept_pairs".into(), kept_pairs as u64);
-    for (reason, n) in &skipped_pairs {
-        c.insert(format!("skipped_pairs.{reason}"), *n);
-    }
-    for (format, n) in &rows {
-        c.insert(format!("rows.{format}"), *n);
-    }
-    for (step, s) in [("describe", &describe_stats), ("write", &write_stats)] {
-        c.insert(format!("cache.hits.{step}"), s.cached as u64);
-        c.insert(format!("cache.generated.{step}"), s.generated as u64);
-        c.insert(format!("tokens.prompt.{step}"), s.prompt_tokens);
-        c.insert(format!("tokens.completion.{step}"), s.completion_tokens);
-    }
-    c.insert("cache.dropped_partial_lines".into(), cache.dropped_partial);
-    c.insert("cache.invalid_lines".into(), cache.bad_lines);
-    manifest.timings.insert("seconds".into(), seconds);
-    manifest.write(&config.output.join("manifest.json"))?;
-
-    Ok(NegativesSummary {
-        queries: work.len(),
-        pairs,
-        items: items.len(),
-        negatives: accepted.iter().flatten().count(),
-        rejected: tally,
-        describe: describe_stats,
-        write: write_stats,
+    Ok(Rows {
         kept_pairs,
-        seconds,
-        skips,
+        skipped_pairs,
+        rows,
     })
 }
 

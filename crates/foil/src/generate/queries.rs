@@ -27,11 +27,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use foil_bm25::{Analyzer, Bm25Index, Bm25Params, Bm25Searcher};
-use foil_core::beir::{BeirPaths, CorpusReader};
+use foil_core::beir::{read_jsonl, BeirPaths};
 use foil_core::fsutil::AtomicFile;
 use foil_core::manifest::Manifest;
 use foil_core::rng::SplitMix64;
-use foil_core::{Document, Error, Generator, InputPolicy, Progress, Qrels, Result, TextKind};
+use foil_core::{
+    Document, Error, GenerateError, Generator, InputPolicy, Progress, Qrels, Result, SkipReport,
+    TextKind,
+};
 use foil_dense::{exact_top_k, normalize_rows, TopKOptions};
 use serde::Serialize;
 use serde_json::json;
@@ -136,12 +139,126 @@ pub fn run_with(
     execute(config, generator, progress)
 }
 
+/// The steps of `foil generate queries`: check the settings → read the corpus and choose
+/// passages → one request per (passage, sample) → generate through the cache → the text
+/// filters → InPars' log-probability filter → the round trip → write queries, qrels,
+/// rejections and the manifest.
 fn execute(
     config: &QueriesConfig,
     generator: &dyn Generator,
     progress: &dyn Progress,
 ) -> Result<QueriesSummary> {
     let started = Instant::now();
+    let template = check(config)?;
+    let template_id = template.id();
+    let paths = BeirPaths::new(&config.data);
+    let mut skips = SkipReport::default();
+    let policy = InputPolicy {
+        skip_invalid: config.skip_invalid,
+    };
+    let docs: Vec<Document> = read_jsonl(&paths.corpus, policy, &mut skips)?;
+    let chosen = select(docs.len(), config.selection, config.seed);
+    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+
+    let fingerprint = generator.fingerprint();
+    let jobs = plan_jobs(config, &template, &fingerprint, &docs, &chosen)?;
+    let cache_path = config
+        .cache
+        .clone()
+        .unwrap_or_else(|| config.output.join("cache.jsonl"));
+    let mut cache = GenerationCache::open(&cache_path)?;
+    let (failures, stats) = run_requests(
+        generator,
+        &mut cache,
+        &template_id,
+        "query",
+        &jobs,
+        config.batch_size,
+        progress,
+    )?;
+
+    let answers = Answers {
+        config,
+        docs: &docs,
+        chosen: &chosen,
+        jobs: &jobs,
+        cache: &cache,
+    };
+    let mut rejects = Rejects::default();
+    let mut kept = answers.filter(&failures, &mut rejects);
+    if let Some(share) = config.keep_logprob {
+        kept = answers.keep_most_probable(kept, share, &mut rejects);
+    }
+
+    // Round trip: the passage must come back in the top k.
+    let round_trip_seconds = Instant::now();
+    let passed = with_threads(config.threads, || {
+        round_trip(config, &docs, &kept, progress)
+    })??;
+    let written = answers.write(&template, &kept, &passed, &mut rejects)?;
+    // Rejections in input order: by item position.
+    let order: HashMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.item.as_str(), i))
+        .collect();
+    let mut counts = BTreeMap::new();
+    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
+    let round_trip_secs = round_trip_seconds.elapsed().as_secs_f64();
+
+    let seconds = started.elapsed().as_secs_f64();
+    let mut manifest = Manifest::new(
+        "generate-queries",
+        serde_json::to_value(config).unwrap_or_default(),
+    );
+    manifest.add_input(&paths.corpus)?;
+    super::record_generation(
+        &mut manifest,
+        &fingerprint,
+        &template,
+        Some(&config.template),
+        &cache_path,
+    )?;
+    if let Some(path) = &config.examples {
+        manifest.add_input(path)?;
+    }
+    manifest.outputs = vec![
+        "queries.jsonl".into(),
+        format!("qrels/{}.tsv", config.split),
+        "rejected.jsonl".into(),
+    ];
+    manifest.seed = Some(config.seed);
+    manifest.set_skips(&skips);
+    let c = &mut manifest.counts;
+    c.insert("passages".into(), chosen.len() as u64);
+    c.insert("requests".into(), jobs.len() as u64);
+    c.insert("queries".into(), written as u64);
+    c.extend(counts);
+    c.insert("cache.hits".into(), stats.cached as u64);
+    c.insert("cache.generated".into(), stats.generated as u64);
+    c.insert("cache.dropped_partial_lines".into(), cache.dropped_partial);
+    c.insert("cache.invalid_lines".into(), cache.bad_lines);
+    c.insert("tokens.prompt".into(), stats.prompt_tokens);
+    c.insert("tokens.completion".into(), stats.completion_tokens);
+    manifest
+        .timings
+        .insert("round_trip".into(), round_trip_secs);
+    manifest.timings.insert("seconds".into(), seconds);
+    manifest.write(&config.output.join("manifest.json"))?;
+
+    Ok(QueriesSummary {
+        passages: chosen.len(),
+        requests: jobs.len(),
+        queries: written,
+        rejected: tally,
+        stats,
+        cache_dropped_partial: cache.dropped_partial,
+        seconds,
+    })
+}
+
+/// Checks the settings and loads the template (with the user's examples, if any).
+fn check(config: &QueriesConfig) -> Result<Template> {
     if config.per_passage == 0 {
         return Err(Error::Invalid("--per-passage must be at least 1".into()));
     }
@@ -156,27 +273,25 @@ fn execute(
             )));
         }
     }
-    let mut template = Template::load_for(&config.template, Task::Queries)?;
-    if let Some(path) = &config.examples {
-        template = template.with_examples(&super::template::read_examples(path)?)?;
+    let template = Template::load_for(&config.template, Task::Queries)?;
+    match &config.examples {
+        Some(path) => template.with_examples(&super::template::read_examples(path)?),
+        None => Ok(template),
     }
-    let template_id = template.id();
-    let paths = BeirPaths::new(&config.data);
-    let mut reader = CorpusReader::open(
-        &paths.corpus,
-        InputPolicy {
-            skip_invalid: config.skip_invalid,
-        },
-    )?;
-    let docs: Vec<Document> = reader.by_ref().collect::<Result<_>>()?;
-    let skips = reader.into_skips();
-    let chosen = select(docs.len(), config.selection, config.seed);
-    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+}
 
-    // The requests, in output order.
-    let fingerprint = generator.fingerprint();
+/// The requests, in output order: `per_passage` samples of one prompt per chosen passage, each
+/// with its own seed.
+fn plan_jobs(
+    config: &QueriesConfig,
+    template: &Template,
+    fingerprint: &str,
+    docs: &[Document],
+    chosen: &[usize],
+) -> Result<Vec<Job>> {
+    let template_id = template.id();
     let mut jobs = Vec::with_capacity(chosen.len() * config.per_passage);
-    for &d in &chosen {
+    for &d in chosen {
         let doc = &docs[d];
         let cut = |text: &str| match config.max_passage_words {
             Some(max) => first_words(text, max),
@@ -196,7 +311,7 @@ fn execute(
             let mut params = config.sampling.params(seed);
             params.logprobs = config.keep_logprob.is_some();
             jobs.push(Job::new(
-                &fingerprint,
+                fingerprint,
                 &template_id,
                 "query",
                 format!("gen-q-{}-{n}", doc.id),
@@ -206,73 +321,83 @@ fn execute(
         }
     }
 
-    let cache_path = config
-        .cache
-        .clone()
-        .unwrap_or_else(|| config.output.join("cache.jsonl"));
-    let mut cache = GenerationCache::open(&cache_path)?;
-    let (failures, stats) = run_requests(
-        generator,
-        &mut cache,
-        &template_id,
-        "query",
-        &jobs,
-        config.batch_size,
-        progress,
-    )?;
+    Ok(jobs)
+}
 
-    // Parse and filter in input order.
-    let mut rejects = Rejects::default();
-    let mut kept: Vec<Kept> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    for (j, job) in jobs.iter().enumerate() {
-        let d = chosen[j / config.per_passage];
-        let n = j % config.per_passage;
-        let doc = &docs[d];
-        let extra = json!({"passage_id": doc.id, "n": n});
-        let Some((raw, query)) = rejects.parsed(&cache, &failures, job, &extra, parse_query) else {
-            continue;
-        };
-        let mut reject = |reason, detail: &str| {
-            rejects.add(job, reason, detail, Some(raw), None, &extra);
-        };
-        let count = words(&query).len();
-        if count == 0 {
-            reject(Rejection::Empty, "no words");
-            continue;
+/// The answers of a run, for the filters that judge them and the writer of what survives.
+struct Answers<'a> {
+    config: &'a QueriesConfig,
+    docs: &'a [Document],
+    chosen: &'a [usize],
+    jobs: &'a [Job],
+    cache: &'a GenerationCache,
+}
+
+impl Answers<'_> {
+    /// Parses each answer and keeps the query-like ones, in input order: not empty, not too
+    /// long, query-like, not a copy of its passage, not a duplicate.
+    fn filter(
+        &self,
+        failures: &HashMap<String, GenerateError>,
+        rejects: &mut Rejects,
+    ) -> Vec<Kept> {
+        let (config, docs, chosen, jobs, cache) =
+            (self.config, self.docs, self.chosen, self.jobs, self.cache);
+        let mut kept: Vec<Kept> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let d = chosen[j / config.per_passage];
+            let n = j % config.per_passage;
+            let doc = &docs[d];
+            let extra = json!({"passage_id": doc.id, "n": n});
+            let Some((raw, query)) = rejects.parsed(cache, failures, job, &extra, parse_query)
+            else {
+                continue;
+            };
+            let mut reject = |reason, detail: &str| {
+                rejects.add(job, reason, detail, Some(raw), None, &extra);
+            };
+            let count = words(&query).len();
+            if count == 0 {
+                reject(Rejection::Empty, "no words");
+                continue;
+            }
+            if count > config.max_query_words {
+                let detail = format!("{count} words > {}", config.max_query_words);
+                reject(Rejection::TooLong, &detail);
+                continue;
+            }
+            if let Some(why) = not_a_query(&query) {
+                reject(Rejection::NotAQuery, why);
+                continue;
+            }
+            let copied = overlap(&query, &docs[d].full_text());
+            if count >= config.copy_min_words && copied >= config.max_copy_overlap {
+                let detail = format!(
+                    "overlap {copied:.3} ≥ {} with the passage",
+                    config.max_copy_overlap
+                );
+                reject(Rejection::CopiesPassage, &detail);
+                continue;
+            }
+            if !seen.insert(normalize(&query)) {
+                reject(Rejection::Duplicate, "generated before");
+                continue;
+            }
+            kept.push(Kept {
+                job: j,
+                doc: d,
+                n,
+                query,
+            });
         }
-        if count > config.max_query_words {
-            let detail = format!("{count} words > {}", config.max_query_words);
-            reject(Rejection::TooLong, &detail);
-            continue;
-        }
-        if let Some(why) = not_a_query(&query) {
-            reject(Rejection::NotAQuery, why);
-            continue;
-        }
-        let copied = overlap(&query, &docs[d].full_text());
-        if count >= config.copy_min_words && copied >= config.max_copy_overlap {
-            let detail = format!(
-                "overlap {copied:.3} ≥ {} with the passage",
-                config.max_copy_overlap
-            );
-            reject(Rejection::CopiesPassage, &detail);
-            continue;
-        }
-        if !seen.insert(normalize(&query)) {
-            reject(Rejection::Duplicate, "generated before");
-            continue;
-        }
-        kept.push(Kept {
-            job: j,
-            doc: d,
-            n,
-            query,
-        });
+
+        kept
     }
 
-    // InPars' filter: the most probable share of what is left.
-    if let Some(share) = config.keep_logprob {
+    /// InPars' filter: the `share` of `kept` with the highest mean log-probability.
+    fn keep_most_probable(&self, kept: Vec<Kept>, share: f32, rejects: &mut Rejects) -> Vec<Kept> {
+        let (docs, jobs, cache) = (self.docs, self.jobs, self.cache);
         let score = |k: &Kept| cache.get(&jobs[k.job].key).and_then(|g| g.mean_logprob);
         let mut scored: Vec<(usize, f64)> = kept
             .iter()
@@ -312,115 +437,62 @@ fn execute(
                 survivors.push(k);
             }
         }
-        kept = survivors;
+        survivors
     }
 
-    // Round trip: the passage must come back in the top k.
-    let round_trip_seconds = Instant::now();
-    let passed = with_threads(config.threads, || {
-        round_trip(config, &docs, &kept, progress)
-    })??;
-    let mut queries_file = AtomicFile::create(&config.output.join("queries.jsonl"))?;
-    let queries_path = config.output.join("queries.jsonl");
-    let mut qrels = Qrels::default();
-    let mut written = 0;
-    for (k, item) in kept.iter().enumerate() {
-        let job = &jobs[item.job];
-        let doc = &docs[item.doc];
-        if !passed[k] {
-            let detail = format!(
-                "passage not in the top {} ({})",
-                config.round_trip_k,
-                round_trip_name(&config.round_trip)
-            );
-            let raw = cache.get(&job.key).map(|g| g.text.as_str());
-            let extra = json!({"passage_id": doc.id, "n": item.n});
-            let line = rejects.add(job, Rejection::RoundTrip, &detail, raw, None, &extra);
-            line["query"] = json!(item.query);
-            continue;
+    /// Writes the queries that passed the round trip (`queries.jsonl` and the split's qrels)
+    /// and records the ones that did not; returns how many were written.
+    fn write(
+        &self,
+        template: &Template,
+        kept: &[Kept],
+        passed: &[bool],
+        rejects: &mut Rejects,
+    ) -> Result<usize> {
+        let (config, docs, jobs, cache) = (self.config, self.docs, self.jobs, self.cache);
+        let mut queries_file = AtomicFile::create(&config.output.join("queries.jsonl"))?;
+        let queries_path = config.output.join("queries.jsonl");
+        let mut qrels = Qrels::default();
+        let mut written = 0;
+        for (k, item) in kept.iter().enumerate() {
+            let job = &jobs[item.job];
+            let doc = &docs[item.doc];
+            if !passed[k] {
+                let detail = format!(
+                    "passage not in the top {} ({})",
+                    config.round_trip_k,
+                    round_trip_name(&config.round_trip)
+                );
+                let raw = cache.get(&job.key).map(|g| g.text.as_str());
+                let extra = json!({"passage_id": doc.id, "n": item.n});
+                let line = rejects.add(job, Rejection::RoundTrip, &detail, raw, None, &extra);
+                line["query"] = json!(item.query);
+                continue;
+            }
+            let line = json!({
+                "_id": job.item,
+                "text": item.query,
+                "metadata": {
+                    "passage_id": doc.id,
+                    "n": item.n,
+                    "seed": job.request.params.seed,
+                    "template": template.name,
+                    "template_version": template.version,
+                },
+            });
+            writeln!(queries_file.writer(), "{line}").map_err(|e| Error::io(&queries_path, e))?;
+            qrels.insert(job.item.clone(), doc.id.clone(), 1);
+            written += 1;
         }
-        let line = json!({
-            "_id": job.item,
-            "text": item.query,
-            "metadata": {
-                "passage_id": doc.id,
-                "n": item.n,
-                "seed": job.request.params.seed,
-                "template": template.name,
-                "template_version": template.version,
-            },
-        });
-        writeln!(queries_file.writer(), "{line}").map_err(|e| Error::io(&queries_path, e))?;
-        qrels.insert(job.item.clone(), doc.id.clone(), 1);
-        written += 1;
+        queries_file.commit()?;
+        qrels.write(
+            &config
+                .output
+                .join("qrels")
+                .join(format!("{}.tsv", config.split)),
+        )?;
+        Ok(written)
     }
-    queries_file.commit()?;
-    qrels.write(
-        &config
-            .output
-            .join("qrels")
-            .join(format!("{}.tsv", config.split)),
-    )?;
-    // Rejections in input order: by item position.
-    let order: HashMap<&str, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.item.as_str(), i))
-        .collect();
-    let mut counts = BTreeMap::new();
-    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
-    let round_trip_secs = round_trip_seconds.elapsed().as_secs_f64();
-
-    let seconds = started.elapsed().as_secs_f64();
-    let mut manifest = Manifest::new(
-        "generate-queries",
-        serde_json::to_value(config).unwrap_or_default(),
-    );
-    manifest.config["generator_fingerprint"] = json!(fingerprint);
-    manifest.config["template_name"] = json!(template.name);
-    manifest.config["template_version"] = json!(template.version);
-    manifest.config["template_source"] = json!(template.source);
-    manifest.config["cache_path"] = json!(cache_path.display().to_string());
-    manifest.add_input(&paths.corpus)?;
-    if std::path::Path::new(&config.template).is_file() {
-        manifest.add_input(std::path::Path::new(&config.template))?;
-    }
-    if let Some(path) = &config.examples {
-        manifest.add_input(path)?;
-    }
-    manifest.outputs = vec![
-        "queries.jsonl".into(),
-        format!("qrels/{}.tsv", config.split),
-        "rejected.jsonl".into(),
-    ];
-    manifest.seed = Some(config.seed);
-    manifest.set_skips(&skips);
-    let c = &mut manifest.counts;
-    c.insert("passages".into(), chosen.len() as u64);
-    c.insert("requests".into(), jobs.len() as u64);
-    c.insert("queries".into(), written as u64);
-    c.extend(counts);
-    c.insert("cache.hits".into(), stats.cached as u64);
-    c.insert("cache.generated".into(), stats.generated as u64);
-    c.insert("cache.dropped_partial_lines".into(), cache.dropped_partial);
-    c.insert("cache.invalid_lines".into(), cache.bad_lines);
-    c.insert("tokens.prompt".into(), stats.prompt_tokens);
-    c.insert("tokens.completion".into(), stats.completion_tokens);
-    manifest
-        .timings
-        .insert("round_trip".into(), round_trip_secs);
-    manifest.timings.insert("seconds".into(), seconds);
-    manifest.write(&config.output.join("manifest.json"))?;
-
-    Ok(QueriesSummary {
-        passages: chosen.len(),
-        requests: jobs.len(),
-        queries: written,
-        rejected: tally,
-        stats,
-        cache_dropped_partial: cache.dropped_partial,
-        seconds,
-    })
 }
 
 /// A query that passed the text filters.
