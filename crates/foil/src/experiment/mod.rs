@@ -135,60 +135,94 @@ fn key(parts: &Value) -> String {
     hex(&Sha256::digest(parts.to_string().as_bytes()))
 }
 
-/// Runs the experiment described by `config` into `output`.
-pub fn run(
-    config: &ExperimentConfig,
-    output: &Path,
-    progress: &dyn Progress,
-) -> Result<ExperimentSummary> {
-    let started = Instant::now();
-    config.validate()?;
-    // A second process writing the same folder is refused at once.
-    let _lock = foil_core::lock::Lock::output(output)?;
-    let mut steps = Steps {
-        output,
-        run: 0,
-        reused: 0,
-        seconds: Vec::new(),
-    };
-    let data = &config.data;
-    let corpus = data.join("corpus.jsonl");
-    // Zero labels: with generated queries the train split is not read (it need not exist).
-    let train_qrels = data
-        .join("qrels")
-        .join(format!("{}.tsv", config.train_split));
-    let data_key = key(&json!({
-        "corpus": sha256_file(&corpus)?,
-        "queries": sha256_file(&data.join("queries.jsonl"))?,
-        "train": if config.queries.generate { None } else { Some(sha256_file(&train_qrels)?) },
-        "test": sha256_file(&data.join("qrels").join(format!("{}.tsv", config.test_split)))?,
-    }));
-    let encoder = EncoderSpec::Local {
-        model: PathBuf::from(&config.encoder),
-        options: Default::default(),
-    };
-    let encoder_key = crate::encoders::resolve_model(Path::new(&config.encoder))
-        .and_then(|dir| sha256_file(&dir.join("model.safetensors")))?;
-    let generator = config.llm.as_ref().map(|llm| llm.spec(config.threads));
-    let generator_key = config.llm.as_ref().map(llm_key).transpose()?;
-    let judge = match config.judge_llm() {
-        Some(llm) if config.negatives.methods.iter().any(|m| m.needs_judge()) => {
-            let mut judge =
-                JudgeConfig::new(llm.spec(config.threads), output.join("judge-cache.jsonl"));
-            judge.max_passage_words = Some(config.negatives.judge_max_passage_words);
-            if let Some(template) = &config.negatives.judge_template {
-                judge.template = template.clone();
-            }
-            Some((judge, llm_key(llm)?))
-        }
-        _ => None,
-    };
-    let cache = config.embedding_cache.clone();
+/// What every step of an experiment shares: its settings, where it writes, the models, and
+/// the keys (hashes) of the inputs its steps depend on.
+struct Experiment<'a> {
+    config: &'a ExperimentConfig,
+    output: &'a Path,
+    progress: &'a dyn Progress,
+    /// The corpus, queries and qrels.
+    data_key: String,
+    encoder: EncoderSpec,
+    encoder_key: String,
+    generator: Option<GeneratorSpec>,
+    generator_key: Option<String>,
+    /// The LLM judge and its key, when a method needs one.
+    judge: Option<(JudgeConfig, String)>,
+    test_qrels: PathBuf,
+}
 
-    // 1. The training pairs: given, or generated.
-    let (pairs_dir, pairs_key) = if config.queries.generate {
+impl<'a> Experiment<'a> {
+    fn new(
+        config: &'a ExperimentConfig,
+        output: &'a Path,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        let data = &config.data;
+        let corpus = data.join("corpus.jsonl");
+        // Zero labels: with generated queries the train split is not read (it need not exist).
+        let train_qrels = data
+            .join("qrels")
+            .join(format!("{}.tsv", config.train_split));
+        let data_key = key(&json!({
+            "corpus": sha256_file(&corpus)?,
+            "queries": sha256_file(&data.join("queries.jsonl"))?,
+            "train": if config.queries.generate { None } else { Some(sha256_file(&train_qrels)?) },
+            "test": sha256_file(&data.join("qrels").join(format!("{}.tsv", config.test_split)))?,
+        }));
+        let encoder = EncoderSpec::Local {
+            model: PathBuf::from(&config.encoder),
+            options: Default::default(),
+        };
+        let encoder_key = crate::encoders::resolve_model(Path::new(&config.encoder))
+            .and_then(|dir| sha256_file(&dir.join("model.safetensors")))?;
+        let generator = config.llm.as_ref().map(|llm| llm.spec(config.threads));
+        let generator_key = config.llm.as_ref().map(llm_key).transpose()?;
+        let judge = match config.judge_llm() {
+            Some(llm) if config.negatives.methods.iter().any(|m| m.needs_judge()) => {
+                let mut judge =
+                    JudgeConfig::new(llm.spec(config.threads), output.join("judge-cache.jsonl"));
+                judge.max_passage_words = Some(config.negatives.judge_max_passage_words);
+                if let Some(template) = &config.negatives.judge_template {
+                    judge.template = template.clone();
+                }
+                Some((judge, llm_key(llm)?))
+            }
+            _ => None,
+        };
+        Ok(Experiment {
+            config,
+            output,
+            progress,
+            data_key,
+            encoder,
+            encoder_key,
+            generator,
+            generator_key,
+            judge,
+            test_qrels: data
+                .join("qrels")
+                .join(format!("{}.tsv", config.test_split)),
+        })
+    }
+
+    /// Step 1: the training pairs' folder and key — the dataset's own, or queries generated
+    /// for sampled passages (zero labels).
+    fn pairs(&self, steps: &mut Steps) -> Result<(PathBuf, String)> {
+        let config = self.config;
+        if !config.queries.generate {
+            return Ok((config.data.clone(), self.data_key.clone()));
+        }
+        let (data, generator, cache, progress) = (
+            &config.data,
+            &self.generator,
+            config.embedding_cache.clone(),
+            self.progress,
+        );
         let q = &config.queries;
-        let k = key(&json!({"data": data_key, "llm": generator_key, "q": q, "seed": config.seed}));
+        let k = key(
+            &json!({"data": self.data_key, "llm": self.generator_key, "q": q, "seed": config.seed}),
+        );
         steps.step("queries", &k, |dir| {
             let summary = generate::queries::run(
                 &generate::queries::QueriesConfig {
@@ -225,33 +259,36 @@ pub fn run(
             )?;
             Ok(json!({"queries": summary.queries, "passages": summary.passages}))
         })?;
-        (output.join("queries"), k)
-    } else {
-        (data.clone(), data_key.clone())
-    };
+        Ok((self.output.join("queries"), k))
+    }
 
-    // 2–5. One pipeline per method: negatives → inspect → train → evaluate.
-    let test_qrels = data
-        .join("qrels")
-        .join(format!("{}.tsv", config.test_split));
-    let judged = judged_queries(&test_qrels)?;
-    let mut results = Vec::new();
-    for &method in &config.negatives.methods {
+    /// Steps 2–5 of one method: negatives → inspect → train → evaluate.
+    fn pipeline(
+        &self,
+        steps: &mut Steps,
+        method: Method,
+        pairs: &(PathBuf, String),
+        judged: &[String],
+    ) -> Result<PipelineResult> {
+        let (config, progress) = (self.config, self.progress);
+        let (encoder, encoder_key, judge) = (&self.encoder, &self.encoder_key, &self.judge);
+        let cache = config.embedding_cache.clone();
+        let (pairs_dir, pairs_key) = pairs;
         let name = method.name();
         let neg_key = key(&json!({
-            "pairs": pairs_key, "data": data_key, "method": name,
+            "pairs": pairs_key, "data": self.data_key, "method": name,
             "n": method_settings(&config.negatives), "encoder": encoder_key,
-            "llm": generator_key, "cross_encoder": config.cross_encoder, "seed": config.seed,
+            "llm": self.generator_key, "cross_encoder": config.cross_encoder, "seed": config.seed,
             "judge": judge.as_ref().filter(|_| method.needs_judge()).map(|j| (&j.0.template, &j.1)),
         }));
         let table = steps.step(&format!("negatives/{name}"), &neg_key, |dir| {
             negatives(
                 config,
                 method,
-                &pairs_dir,
+                pairs_dir,
                 Models {
-                    encoder: &encoder,
-                    generator: generator.as_ref(),
+                    encoder,
+                    generator: self.generator.as_ref(),
                     judge: judge.as_ref().map(|j| &j.0),
                 },
                 dir,
@@ -288,7 +325,7 @@ pub fn run(
 
         let train_key =
             key(&json!({"negatives": neg_key, "encoder": encoder_key, "train": config.train}));
-        let model_dir = output.join("models").join(name);
+        let model_dir = self.output.join("models").join(name);
         steps.step(&format!("models/{name}"), &train_key, |dir| {
             let t = &config.train;
             let summary = train::run(
@@ -316,60 +353,98 @@ pub fn run(
             Ok(json!({"steps": summary.steps, "rows": summary.rows, "last_loss": summary.last_loss}))
         })?;
 
-        let eval_key = key(&json!({"model": train_key, "data": data_key, "eval": config.eval}));
+        let eval_key =
+            key(&json!({"model": train_key, "data": self.data_key, "eval": config.eval}));
         let run_file = steps.step(&format!("runs/{name}"), &eval_key, |dir| {
             dense_run(config, &model_dir, dir, progress)
         })?;
-        results.push(PipelineResult::new(
+        Ok(PipelineResult::new(
             name,
             Some(stats),
-            evaluate(&test_qrels, Path::new(&run_file))?,
-            &judged,
-        ));
+            evaluate(&self.test_qrels, Path::new(&run_file))?,
+            judged,
+        ))
     }
 
-    // Baselines: the base model and BM25.
-    let base_key = key(&json!({"encoder": encoder_key, "data": data_key, "eval": config.eval}));
-    let base_model = crate::encoders::resolve_model(Path::new(&config.encoder))?;
-    let base_run = steps.step("runs/base", &base_key, |dir| {
-        dense_run(config, &base_model, dir, progress)
-    })?;
-    let bm25_key = key(&json!({"data": data_key, "eval": config.eval}));
-    let bm25_run = steps.step("runs/bm25-retrieval", &bm25_key, |dir| {
-        let file = dir.join("run.trec");
-        search::run(
-            &SearchConfig {
-                data: data.clone(),
-                split: config.test_split.clone(),
-                retriever: RetrieverKind::Bm25,
-                top_k: config.eval.top_k,
-                output: file.clone(),
-                bm25: Bm25Params::default(),
-                index: None,
-                encoder: None,
-                corpus_embeddings: None,
-                cache: None,
-                similarity: search::Similarity::Cosine,
-                threads: config.threads,
-                skip_invalid: false,
-                tag: "bm25".into(),
-            },
-            progress,
-        )?;
-        Ok(file.display().to_string())
-    })?;
-    let base = PipelineResult::new(
-        "base",
-        None,
-        evaluate(&test_qrels, Path::new(&base_run))?,
-        &judged,
-    );
-    let bm25 = PipelineResult::new(
-        "bm25-retrieval",
-        None,
-        evaluate(&test_qrels, Path::new(&bm25_run))?,
-        &judged,
-    );
+    /// The baselines: the base model and BM25, evaluated like the pipelines.
+    fn baselines(
+        &self,
+        steps: &mut Steps,
+        judged: &[String],
+    ) -> Result<(PipelineResult, PipelineResult)> {
+        let (config, progress, data) = (self.config, self.progress, &self.config.data);
+        let base_key =
+            key(&json!({"encoder": self.encoder_key, "data": self.data_key, "eval": config.eval}));
+        let base_model = crate::encoders::resolve_model(Path::new(&config.encoder))?;
+        let base_run = steps.step("runs/base", &base_key, |dir| {
+            dense_run(config, &base_model, dir, progress)
+        })?;
+        let bm25_key = key(&json!({"data": self.data_key, "eval": config.eval}));
+        let bm25_run = steps.step("runs/bm25-retrieval", &bm25_key, |dir| {
+            let file = dir.join("run.trec");
+            search::run(
+                &SearchConfig {
+                    data: data.clone(),
+                    split: config.test_split.clone(),
+                    retriever: RetrieverKind::Bm25,
+                    top_k: config.eval.top_k,
+                    output: file.clone(),
+                    bm25: Bm25Params::default(),
+                    index: None,
+                    encoder: None,
+                    corpus_embeddings: None,
+                    cache: None,
+                    similarity: search::Similarity::Cosine,
+                    threads: config.threads,
+                    skip_invalid: false,
+                    tag: "bm25".into(),
+                },
+                progress,
+            )?;
+            Ok(file.display().to_string())
+        })?;
+        let base = PipelineResult::new(
+            "base",
+            None,
+            evaluate(&self.test_qrels, Path::new(&base_run))?,
+            judged,
+        );
+        let bm25 = PipelineResult::new(
+            "bm25-retrieval",
+            None,
+            evaluate(&self.test_qrels, Path::new(&bm25_run))?,
+            judged,
+        );
+        Ok((base, bm25))
+    }
+}
+
+/// Runs the experiment described by `config` into `output`: the training pairs → one pipeline
+/// per method → the baselines → the report and the manifest. Each step is skipped when its
+/// folder records the same key.
+pub fn run(
+    config: &ExperimentConfig,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<ExperimentSummary> {
+    let started = Instant::now();
+    config.validate()?;
+    // A second process writing the same folder is refused at once.
+    let _lock = foil_core::lock::Lock::output(output)?;
+    let mut steps = Steps {
+        output,
+        run: 0,
+        reused: 0,
+        seconds: Vec::new(),
+    };
+    let experiment = Experiment::new(config, output, progress)?;
+    let pairs = experiment.pairs(&mut steps)?;
+    let judged = judged_queries(&experiment.test_qrels)?;
+    let mut results = Vec::new();
+    for &method in &config.negatives.methods {
+        results.push(experiment.pipeline(&mut steps, method, &pairs, &judged)?);
+    }
+    let (base, bm25) = experiment.baselines(&mut steps, &judged)?;
 
     let report_path = report::write(output, config, &base, &bm25, &mut results)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -377,8 +452,8 @@ pub fn run(
         "experiment",
         serde_json::to_value(config).unwrap_or_default(),
     );
-    manifest.add_input(&corpus)?;
-    manifest.add_input(&test_qrels)?;
+    manifest.add_input(&config.data.join("corpus.jsonl"))?;
+    manifest.add_input(&experiment.test_qrels)?;
     manifest.outputs = vec![
         "report.md".into(),
         "report.html".into(),
