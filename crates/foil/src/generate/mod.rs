@@ -458,15 +458,20 @@ impl Rejects {
         }
     }
 
-    /// Writes `rejected.jsonl` atomically, lines in input order (`order`: item id → position;
-    /// lines of one item in the order they were recorded), and adds the counts
+    /// Writes `rejected.jsonl` atomically, lines in input order (`items`: the item ids in
+    /// input order; lines of one item in the order they were recorded), and adds the counts
     /// (`rejected`, `rejected.<reason>`) to `counts`.
-    pub fn write(
+    pub fn write<'a>(
         mut self,
         path: &std::path::Path,
-        order: &HashMap<&str, usize>,
+        items: impl IntoIterator<Item = &'a str>,
         counts: &mut BTreeMap<String, u64>,
     ) -> Result<Tally> {
+        let order: HashMap<&str, usize> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
         self.lines
             .sort_by_key(|r| r["item"].as_str().and_then(|i| order.get(i)).copied());
         let mut file = AtomicFile::create(path)?;

@@ -216,14 +216,12 @@ fn execute(
     write_corpus(&plan, &template, &descriptions, &accepted)?;
     let rows = write_training_rows(&plan, &accepted)?;
 
-    let order: HashMap<&str, usize> = plan
-        .items
-        .iter()
-        .enumerate()
-        .map(|(i, it)| (it.id.as_str(), i))
-        .collect();
     let mut counts = BTreeMap::new();
-    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
+    let tally = rejects.write(
+        &config.output.join("rejected.jsonl"),
+        plan.items.iter().map(|it| it.id.as_str()),
+        &mut counts,
+    )?;
 
     let seconds = started.elapsed().as_secs_f64();
     let summary = NegativesSummary {

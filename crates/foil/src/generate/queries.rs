@@ -196,14 +196,12 @@ fn execute(
         round_trip(config, &docs, &kept, progress)
     })??;
     let written = answers.write(&template, &kept, &passed, &mut rejects)?;
-    // Rejections in input order: by item position.
-    let order: HashMap<&str, usize> = jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.item.as_str(), i))
-        .collect();
     let mut counts = BTreeMap::new();
-    let tally = rejects.write(&config.output.join("rejected.jsonl"), &order, &mut counts)?;
+    let tally = rejects.write(
+        &config.output.join("rejected.jsonl"),
+        jobs.iter().map(|j| j.item.as_str()),
+        &mut counts,
+    )?;
     let round_trip_secs = round_trip_seconds.elapsed().as_secs_f64();
 
     let seconds = started.elapsed().as_secs_f64();
