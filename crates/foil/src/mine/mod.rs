@@ -761,26 +761,28 @@ fn retrieve(
     match config.retriever {
         MineRetriever::Bm25 => bm25(),
         MineRetriever::Dense => dense(),
-        MineRetriever::Hybrid => {
-            let (b, _) = bm25()?;
-            let (d, _) = dense()?;
-            let mut hits = Vec::with_capacity(b.len());
-            let mut pos = Vec::with_capacity(b.len());
-            for (i, ps) in work.iter().map(|q| &q.positives).enumerate() {
-                let mut fused = reciprocal_rank_fusion(&[&b[i], &d[i]]);
-                // A positive outside both lists gets the score it would have just past them.
-                let floor = 2.0 / (RRF_K + depth as f32 + 1.0);
-                pos.push(
-                    ps.iter()
-                        .map(|&p| fused.iter().find(|h| h.doc == p).map_or(floor, |h| h.score))
-                        .collect(),
-                );
-                fused.truncate(depth);
-                hits.push(fused);
-            }
-            Ok((hits, pos))
-        }
+        MineRetriever::Hybrid => Ok(fuse(&bm25()?.0, &dense()?.0, work, depth)),
     }
+}
+
+/// BM25's and the bi-encoder's candidates fused by reciprocal rank, `depth` per query; a
+/// positive outside both lists gets the score it would have just past them.
+fn fuse(bm25: &[Vec<Hit>], dense: &[Vec<Hit>], work: &[MineQuery], depth: usize) -> Retrieved {
+    let floor = 2.0 / (RRF_K + depth as f32 + 1.0);
+    let mut hits = Vec::with_capacity(work.len());
+    let mut pos = Vec::with_capacity(work.len());
+    for (i, q) in work.iter().enumerate() {
+        let mut fused = reciprocal_rank_fusion(&[&bm25[i], &dense[i]]);
+        pos.push(
+            q.positives
+                .iter()
+                .map(|&p| fused.iter().find(|h| h.doc == p).map_or(floor, |h| h.score))
+                .collect(),
+        );
+        fused.truncate(depth);
+        hits.push(fused);
+    }
+    (hits, pos)
 }
 
 /// Loads a `foil encode` store and returns its vectors in the order of `ids`. With an
