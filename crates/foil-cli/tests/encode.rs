@@ -264,6 +264,81 @@ fn hybrid_search_fuses_the_bm25_and_dense_runs_by_reciprocal_rank() {
     }
 }
 
+/// `foil mine --retriever hybrid` scores each candidate by reciprocal rank fusion of the BM25
+/// and dense rankings (the same rankings `foil search` gives for the split's queries, at the
+/// depth mining retrieves: range_max + positives + 16).
+#[test]
+fn hybrid_mining_scores_candidates_by_reciprocal_rank() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = demo(tmp.path());
+    let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
+    let depth = 10 + 1 + 16; // one positive per demo query
+    let search = |retriever: &str| {
+        let out = tmp.path().join(format!("train-{retriever}.trec"));
+        foil(&[
+            "search",
+            "--data",
+            d,
+            "--split",
+            "train",
+            "--retriever",
+            retriever,
+            "--model",
+            m,
+            "--top-k",
+            &depth.to_string(),
+            "--no-cache",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        read_run(&out)
+    };
+    let (bm25, dense) = (search("bm25"), search("dense"));
+    let mined = tmp.path().join("mined");
+    foil(&[
+        "mine",
+        "--data",
+        d,
+        "--split",
+        "train",
+        "--retriever",
+        "hybrid",
+        "--model",
+        m,
+        "--range-max",
+        "10",
+        "--num-negatives",
+        "3",
+        "--no-cache",
+        "--output",
+        mined.to_str().unwrap(),
+    ]);
+    let mut checked = 0;
+    for line in std::fs::read_to_string(mined.join("negatives.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let query = row["query_id"].as_str().unwrap();
+        for negative in row["negatives"].as_array().unwrap() {
+            let doc = negative["doc_id"].as_str().unwrap();
+            let expected: f64 = [&bm25[query], &dense[query]]
+                .iter()
+                .filter_map(|list| list.iter().position(|(id, _)| id == doc))
+                .map(|rank| 1.0 / (60.0 + rank as f64 + 1.0))
+                .sum();
+            let score = negative["score"].as_f64().unwrap();
+            assert!(
+                (score - expected).abs() < 1e-6,
+                "query {query} doc {doc}: {score} vs {expected}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 50, "only {checked} negatives checked");
+}
+
 /// `foil mine` with precomputed corpus and query vectors gives exactly the output of mining
 /// with the model, and refuses vectors made for the other kind of text.
 #[test]
