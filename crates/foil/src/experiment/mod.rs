@@ -609,41 +609,55 @@ fn negatives(
         Method::Llm => {
             let generator = generator
                 .ok_or_else(|| Error::Invalid("the llm method needs `llm` in the config".into()))?;
-            generate::negatives::run(
-                &generate::negatives::NegativesConfig {
-                    data: pairs.to_path_buf(),
-                    corpus: Some(config.data.join("corpus.jsonl")),
-                    split: config.train_split.clone(),
-                    output: dir.to_path_buf(),
-                    generator: generator.clone(),
-                    mode: generate::negatives::NegativeMode::QueryOnly,
-                    template: None,
-                    per_query: n.num_negatives,
-                    limit: None,
-                    seed: config.seed,
-                    sampling: Sampling {
-                        temperature: 0.7,
-                        top_p: 0.9,
-                        max_tokens: 160,
-                    },
-                    describe_sampling: Sampling {
-                        temperature: 0.7,
-                        top_p: 0.9,
-                        max_tokens: 64,
-                    },
-                    min_words: 8,
-                    max_copy_overlap: 0.6,
-                    formats: vec![Format::NTuple],
-                    num_negatives: Some(n.num_negatives),
-                    cache: None,
-                    batch_size: 16,
-                    skip_invalid: false,
-                },
-                progress,
-            )?;
+            llm_negatives(config, pairs, generator, dir, progress)?;
         }
     }
     Ok(dir.join(table).display().to_string())
+}
+
+/// The `llm` method: corpus-free negatives written by the LLM from the query alone
+/// (describe, then write), `num_negatives` per query.
+fn llm_negatives(
+    config: &ExperimentConfig,
+    pairs: &Path,
+    generator: &GeneratorSpec,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let n = &config.negatives;
+    generate::negatives::run(
+        &generate::negatives::NegativesConfig {
+            data: pairs.to_path_buf(),
+            corpus: Some(config.data.join("corpus.jsonl")),
+            split: config.train_split.clone(),
+            output: dir.to_path_buf(),
+            generator: generator.clone(),
+            mode: generate::negatives::NegativeMode::QueryOnly,
+            template: None,
+            per_query: n.num_negatives,
+            limit: None,
+            seed: config.seed,
+            sampling: Sampling {
+                temperature: 0.7,
+                top_p: 0.9,
+                max_tokens: 160,
+            },
+            describe_sampling: Sampling {
+                temperature: 0.7,
+                top_p: 0.9,
+                max_tokens: 64,
+            },
+            min_words: 8,
+            max_copy_overlap: 0.6,
+            formats: vec![Format::NTuple],
+            num_negatives: Some(n.num_negatives),
+            cache: None,
+            batch_size: 16,
+            skip_invalid: false,
+        },
+        progress,
+    )?;
+    Ok(())
 }
 
 /// What identifies an LLM's answers: a local model's SHA-256, a served model's URL and name.
