@@ -543,15 +543,7 @@ fn negatives(
                 query_embeddings: None,
                 bm25: Bm25Params::default(),
                 cross_encoder,
-                filters: Filters {
-                    range_min: n.range_min,
-                    range_max: n.range_max,
-                    relative_margin: n.relative_margin,
-                    num_negatives: n.num_negatives,
-                    sampling: MineSampling::Top,
-                    seed: config.seed,
-                    ..Filters::default()
-                },
+                filters: mine_filters(config),
                 formats: vec![format],
                 parquet: false,
                 output: dir.to_path_buf(),
@@ -613,6 +605,21 @@ fn negatives(
         }
     }
     Ok(dir.join(table).display().to_string())
+}
+
+/// The filters every mining method chooses its negatives with: the top `num_negatives` of
+/// ranks `range_min..range_max` within the margin.
+fn mine_filters(config: &ExperimentConfig) -> Filters {
+    let n = &config.negatives;
+    Filters {
+        range_min: n.range_min,
+        range_max: n.range_max,
+        relative_margin: n.relative_margin,
+        num_negatives: n.num_negatives,
+        sampling: MineSampling::Top,
+        seed: config.seed,
+        ..Filters::default()
+    }
 }
 
 /// The `llm` method: corpus-free negatives written by the LLM from the query alone
