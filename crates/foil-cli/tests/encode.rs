@@ -205,6 +205,46 @@ fn read_run(path: &Path) -> std::collections::BTreeMap<String, Vec<(String, f64)
     run
 }
 
+/// Runs `foil search` on split `split` of `data` with `retriever` (and `model`), keeping
+/// `top_k` per query, into `dir`; returns the run.
+fn search_run(
+    dir: &Path,
+    data: &str,
+    model: &str,
+    split: &str,
+    retriever: &str,
+    top_k: usize,
+) -> std::collections::BTreeMap<String, Vec<(String, f64)>> {
+    let out = dir.join(format!("{split}-{retriever}.trec"));
+    foil(&[
+        "search",
+        "--data",
+        data,
+        "--split",
+        split,
+        "--retriever",
+        retriever,
+        "--model",
+        model,
+        "--top-k",
+        &top_k.to_string(),
+        "--no-cache",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    read_run(&out)
+}
+
+/// The reciprocal-rank-fusion score (k = 60) of `doc` over ranked lists: the sum of
+/// 1 / (60 + rank) over the lists it is in (ranks from 1).
+fn rrf_score(lists: &[&Vec<(String, f64)>], doc: &str) -> f64 {
+    lists
+        .iter()
+        .filter_map(|list| list.iter().position(|(id, _)| id == doc))
+        .map(|rank| 1.0 / (60.0 + rank as f64 + 1.0))
+        .sum()
+}
+
 /// `--retriever hybrid` is reciprocal rank fusion (k = 60) of the BM25 and the dense run: each
 /// document's score is the sum of 1 / (60 + rank) over the lists it is in, and the run keeps
 /// the best `--top-k`.
@@ -214,33 +254,16 @@ fn hybrid_search_fuses_the_bm25_and_dense_runs_by_reciprocal_rank() {
     let tmp = tempfile::tempdir().unwrap();
     let data = demo(tmp.path());
     let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
-    let search = |retriever: &str| {
-        let out = tmp.path().join(format!("{retriever}.trec"));
-        foil(&[
-            "search",
-            "--data",
-            d,
-            "--retriever",
-            retriever,
-            "--model",
-            m,
-            "--top-k",
-            "10",
-            "--no-cache",
-            "--output",
-            out.to_str().unwrap(),
-        ]);
-        read_run(&out)
-    };
+    let search = |retriever| search_run(tmp.path(), d, m, "test", retriever, 10);
     let (bm25, dense, hybrid) = (search("bm25"), search("dense"), search("hybrid"));
     assert_eq!(hybrid.len(), dense.len());
     for (query, fused_run) in &hybrid {
-        let mut expected: std::collections::HashMap<&str, f64> = Default::default();
-        for list in [&bm25[query], &dense[query]] {
-            for (rank, (doc, _)) in list.iter().enumerate() {
-                *expected.entry(doc.as_str()).or_default() += 1.0 / (60.0 + rank as f64 + 1.0);
-            }
-        }
+        let lists = [&bm25[query], &dense[query]];
+        let expected: std::collections::HashMap<&str, f64> = lists
+            .iter()
+            .flat_map(|list| list.iter())
+            .map(|(doc, _)| (doc.as_str(), rrf_score(&lists, doc)))
+            .collect();
         assert_eq!(fused_run.len(), 10.min(expected.len()), "query {query}");
         for pair in fused_run.windows(2) {
             assert!(pair[0].1 >= pair[1].1, "query {query}: not best first");
@@ -274,26 +297,7 @@ fn hybrid_mining_scores_candidates_by_reciprocal_rank() {
     let data = demo(tmp.path());
     let (d, m) = (data.to_str().unwrap(), model.to_str().unwrap());
     let depth = 10 + 1 + 16; // one positive per demo query
-    let search = |retriever: &str| {
-        let out = tmp.path().join(format!("train-{retriever}.trec"));
-        foil(&[
-            "search",
-            "--data",
-            d,
-            "--split",
-            "train",
-            "--retriever",
-            retriever,
-            "--model",
-            m,
-            "--top-k",
-            &depth.to_string(),
-            "--no-cache",
-            "--output",
-            out.to_str().unwrap(),
-        ]);
-        read_run(&out)
-    };
+    let search = |retriever| search_run(tmp.path(), d, m, "train", retriever, depth);
     let (bm25, dense) = (search("bm25"), search("dense"));
     let mined = tmp.path().join("mined");
     foil(&[
@@ -323,11 +327,7 @@ fn hybrid_mining_scores_candidates_by_reciprocal_rank() {
         let query = row["query_id"].as_str().unwrap();
         for negative in row["negatives"].as_array().unwrap() {
             let doc = negative["doc_id"].as_str().unwrap();
-            let expected: f64 = [&bm25[query], &dense[query]]
-                .iter()
-                .filter_map(|list| list.iter().position(|(id, _)| id == doc))
-                .map(|rank| 1.0 / (60.0 + rank as f64 + 1.0))
-                .sum();
+            let expected = rrf_score(&[&bm25[query], &dense[query]], doc);
             let score = negative["score"].as_f64().unwrap();
             assert!(
                 (score - expected).abs() < 1e-6,
