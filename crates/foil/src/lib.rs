@@ -10,6 +10,8 @@
 //!   filters and formats; pairs from qrels or from tables ([`table`]: JSON Lines and Parquet).
 //! - [`generate`]: synthetic queries for a corpus and corpus-free hard negatives, from an LLM
 //!   (a local GGUF model or an OpenAI-compatible chat server), resumable through a cache.
+//! - [`formats`]: every training-data format, named, detected, read and written in one
+//!   place (JSON Lines and Parquet).
 //! - [`inspect`]: judge a training file's negatives (hardness, safety, AUC, diversity,
 //!   a reconstructed ECI) and write a report with charts.
 //! - [`train`]: fine-tune a bi-encoder on a training table with a contrastive loss
@@ -25,6 +27,7 @@ pub mod encode;
 pub mod encoders;
 pub mod eval;
 pub mod experiment;
+pub mod formats;
 pub mod generate;
 pub mod inspect;
 pub mod judge;

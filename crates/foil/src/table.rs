@@ -2,9 +2,10 @@
 //!
 //! Training data moves between tools as tables (sentence-transformers and Hugging Face
 //! datasets read Parquet; FlagEmbedding and Tevatron read JSON Lines). foil builds rows as
-//! JSON objects and this module stores them: [`write_parquet`] infers a flat Parquet schema
-//! from the first row (strings, integers, floats, and lists of those), and [`read_rows`]
-//! reads either format back into objects, numbering rows from 1 for error messages.
+//! JSON objects and this module stores them: [`write_parquet`] infers a Parquet schema from
+//! the rows (strings, integers, floats, lists of those, and lists of records of strings such as
+//! Tevatron's passages), and [`read_rows`] reads either format back into objects, numbering
+//! rows from 1 for error messages.
 
 use std::fs::File;
 use std::io::Write;
@@ -33,8 +34,8 @@ pub fn is_parquet(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
-/// The type of one column, from the first row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The type of one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Column {
     Str,
     Int,
@@ -42,9 +43,12 @@ enum Column {
     StrList,
     IntList,
     FloatList,
+    /// A list of records whose fields (these, in this order) are strings.
+    RecordList(Vec<String>),
 }
 
 impl Column {
+    /// The type of a value; an empty list reads as a list of strings.
     fn of(value: &Value) -> Option<Column> {
         Some(match value {
             Value::String(_) => Column::Str,
@@ -54,22 +58,70 @@ impl Column {
                 Some(Value::String(_)) | None => Column::StrList,
                 Some(Value::Number(n)) if n.is_i64() => Column::IntList,
                 Some(Value::Number(_)) => Column::FloatList,
+                Some(Value::Object(record))
+                    if record.values().all(Value::is_string) && !record.is_empty() =>
+                {
+                    Column::RecordList(record.keys().cloned().collect())
+                }
                 _ => return None,
             },
             _ => return None,
         })
     }
 
-    fn is_list(self) -> bool {
-        matches!(self, Column::StrList | Column::IntList | Column::FloatList)
+    /// A column's type: that of its first row, or of the first non-empty list when the first
+    /// rows hold empty lists.
+    fn infer<'a>(mut values: impl Iterator<Item = &'a Value>) -> Option<Column> {
+        let first = Column::of(values.next()?)?;
+        if first != Column::StrList {
+            return Some(first);
+        }
+        let later = values
+            .find(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+            .and_then(Column::of);
+        Some(match later {
+            Some(c) if c.is_list() => c,
+            _ => first,
+        })
+    }
+
+    /// Whether `v` can be stored in a column of this type.
+    fn accepts(&self, v: &Value) -> bool {
+        let empty_list = v.as_array().is_some_and(Vec::is_empty);
+        match self {
+            Column::Float => v.is_number(),
+            Column::FloatList => v.is_array(),
+            Column::RecordList(_) => v
+                .as_array()
+                .is_some_and(|items| items.iter().all(Value::is_object)),
+            kind => Column::of(v).as_ref() == Some(kind) || (kind.is_list() && empty_list),
+        }
+    }
+
+    fn is_list(&self) -> bool {
+        matches!(
+            self,
+            Column::StrList | Column::IntList | Column::FloatList | Column::RecordList(_)
+        )
+    }
+
+    /// The leaf columns Parquet stores: one, or one per field of a record list.
+    fn leaves(&self) -> Vec<Option<&str>> {
+        match self {
+            Column::RecordList(fields) => fields.iter().map(|f| Some(f.as_str())).collect(),
+            _ => vec![None],
+        }
     }
 
     /// The Parquet type: required scalars, and required lists in the standard three-level
-    /// layout (`group (LIST) { repeated group list { required element } }`).
-    fn parquet_type(self, name: &str) -> Result<Type> {
+    /// layout (`group (LIST) { repeated group list { required element } }`), where the
+    /// element of a record list is a group of required strings.
+    fn parquet_type(&self, name: &str) -> Result<Type> {
         let leaf = |name: &str, repetition: Repetition| -> parquet::errors::Result<Type> {
             let (physical, converted) = match self {
-                Column::Str | Column::StrList => (Physical::BYTE_ARRAY, ConvertedType::UTF8),
+                Column::Str | Column::StrList | Column::RecordList(_) => {
+                    (Physical::BYTE_ARRAY, ConvertedType::UTF8)
+                }
                 Column::Int | Column::IntList => (Physical::INT64, ConvertedType::NONE),
                 Column::Float | Column::FloatList => (Physical::DOUBLE, ConvertedType::NONE),
             };
@@ -78,8 +130,21 @@ impl Column {
                 .with_repetition(repetition)
                 .build()
         };
+        let element = || match self {
+            Column::RecordList(fields) => fields
+                .iter()
+                .map(|f| leaf(f, Repetition::REQUIRED).map(Arc::new))
+                .collect::<parquet::errors::Result<Vec<_>>>()
+                .and_then(|fields| {
+                    Type::group_type_builder("element")
+                        .with_repetition(Repetition::REQUIRED)
+                        .with_fields(fields)
+                        .build()
+                }),
+            _ => leaf("element", Repetition::REQUIRED),
+        };
         let built = if self.is_list() {
-            leaf("element", Repetition::REQUIRED)
+            element()
                 .and_then(|element| {
                     Type::group_type_builder("list")
                         .with_repetition(Repetition::REPEATED)
@@ -118,7 +183,8 @@ pub fn write_parquet(path: &Path, rows: &[Value]) -> Result<()> {
     let mut columns: Vec<(String, Column)> = Vec::new();
     if let Some(first) = first {
         for (name, value) in first {
-            let column = Column::of(value).ok_or_else(|| {
+            let values = rows.iter().filter_map(|r| r.get(name.as_str()));
+            let column = Column::infer(values).ok_or_else(|| {
                 Error::Invalid(format!(
                     "{}: column {name:?} holds {value}, which has no Parquet type here",
                     path.display()
@@ -127,6 +193,16 @@ pub fn write_parquet(path: &Path, rows: &[Value]) -> Result<()> {
             columns.push((name.clone(), column));
         }
     }
+    // The leaf columns in schema order: (column, field of a record list).
+    let leaves: Vec<(&str, &Column, Option<&str>)> = columns
+        .iter()
+        .flat_map(|(name, column)| {
+            column
+                .leaves()
+                .into_iter()
+                .map(move |field| (name.as_str(), column, field))
+        })
+        .collect();
     let fields = columns
         .iter()
         .map(|(name, column)| column.parquet_type(name).map(Arc::new))
@@ -148,15 +224,12 @@ pub fn write_parquet(path: &Path, rows: &[Value]) -> Result<()> {
             let mut row_group = writer.next_row_group().map_err(pq)?;
             let mut c = 0;
             while let Some(mut column_writer) = row_group.next_column().map_err(pq)? {
-                let (name, kind) = &columns[c];
+                let (name, kind, field) = leaves[c];
                 let values = chunk
                     .iter()
                     .enumerate()
                     .map(|(i, row)| {
-                        let v = row.get(name.as_str()).filter(|v| Column::of(v) == Some(*kind)
-                            || (kind.is_list() && v.as_array().is_some_and(Vec::is_empty))
-                            || (*kind == Column::Float && v.is_i64())
-                            || (*kind == Column::FloatList && v.is_array()));
+                        let v = row.get(name).filter(|v| kind.accepts(v));
                         v.ok_or_else(|| {
                             Error::Invalid(format!(
                                 "{}: row {}: column {name:?} is missing or not like the first row's",
@@ -166,7 +239,7 @@ pub fn write_parquet(path: &Path, rows: &[Value]) -> Result<()> {
                         })
                     })
                     .collect::<Result<Vec<&Value>>>()?;
-                write_column(column_writer.untyped(), *kind, &values, path)?;
+                write_column(column_writer.untyped(), kind, field, &values, path)?;
                 column_writer.close().map_err(pq)?;
                 c += 1;
             }
@@ -178,10 +251,12 @@ pub fn write_parquet(path: &Path, rows: &[Value]) -> Result<()> {
 }
 
 /// Writes one column chunk: values, and for lists the definition and repetition levels
-/// (an empty list is one entry with definition level 0).
+/// (an empty list is one entry with definition level 0). For a record list, `field` names the
+/// records' field this leaf column holds.
 fn write_column(
     writer: &mut ColumnWriter,
-    kind: Column,
+    kind: &Column,
+    field: Option<&str>,
     values: &[&Value],
     path: &Path,
 ) -> Result<()> {
@@ -198,7 +273,10 @@ fn write_column(
             for (i, item) in list.iter().enumerate() {
                 def.push(1);
                 rep.push(if i == 0 { 0 } else { 1 });
-                items.push(item);
+                match field {
+                    Some(f) => items.push(item.get(f).unwrap_or(&Value::Null)),
+                    None => items.push(item),
+                }
             }
         }
     } else {
@@ -314,6 +392,32 @@ pub fn read_rows(path: &Path) -> Result<Vec<(u64, Map<String, Value>)>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn parquet_stores_lists_of_records_typed_by_the_first_non_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tevatron.parquet");
+        let rows = vec![
+            json!({"query_id": "1", "negative_passages": []}),
+            json!({"query_id": "2", "negative_passages": [
+                {"docid": "d1", "title": "T", "text": "one"},
+                {"docid": "d2", "title": "", "text": "two"},
+            ]}),
+        ];
+        write_parquet(&path, &rows).unwrap();
+        let back: Vec<Value> = read_rows(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| Value::Object(r))
+            .collect();
+        assert_eq!(back, rows);
+        let missing = vec![
+            json!({"p": [{"docid": "d1", "text": "x"}]}),
+            json!({"p": [{"docid": "d2"}]}),
+        ];
+        let err = write_parquet(&path, &missing).unwrap_err().to_string();
+        assert!(err.contains("non-string"), "{err}");
+    }
 
     #[test]
     fn parquet_round_trips_every_column_kind() {

@@ -267,6 +267,9 @@ pub struct NegativesArgs {
         default_value = "n-tuple"
     )]
     formats: Vec<FormatArg>,
+    /// Also write each format as Parquet.
+    #[arg(long)]
+    parquet: bool,
     /// N of the n-tuple formats (default: --per-query).
     #[arg(long)]
     num_negatives: Option<usize>,
@@ -391,6 +394,7 @@ fn negatives(args: NegativesArgs) -> anyhow::Result<ExitCode> {
         min_words: args.min_words,
         max_copy_overlap: args.max_copy_overlap,
         formats,
+        parquet: args.parquet,
         num_negatives: args.num_negatives,
         cache: g.cache.clone(),
         batch_size: g.batch_size,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use foil::encoders::EncoderSpec;
-use foil::inspect::read::TrainingFormat;
+use foil::formats::Format;
 use foil::inspect::separability::{self, SeparabilityConfig};
 use foil::inspect::{InspectConfig, Judge, DEFAULT_DELTAS, DEFAULT_RIDGE};
 use foil_candle::EncoderOptions;
@@ -23,6 +23,8 @@ pub enum FormatArg {
     Triplet,
     NTuple,
     NTupleScores,
+    LabeledPair,
+    LabeledList,
     Flagembedding,
     Tevatron,
 }
@@ -36,8 +38,9 @@ pub enum JudgeArg {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The training file: foil's negatives.jsonl, or a triplet / n-tuple / n-tuple-scores /
-    /// FlagEmbedding / Tevatron JSONL written by `foil mine`.
+    /// The training file: foil's negatives.jsonl, or any training format `foil mine` writes
+    /// (triplet, n-tuple, n-tuple-scores, labeled-pair, labeled-list, FlagEmbedding,
+    /// Tevatron), as JSON Lines or Parquet.
     file: PathBuf,
     /// The training file's format.
     #[arg(long, value_enum, default_value = "auto")]
@@ -142,12 +145,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     };
     let format = match args.format {
         FormatArg::Auto => None,
-        FormatArg::Negatives => Some(TrainingFormat::Negatives),
-        FormatArg::Triplet => Some(TrainingFormat::Triplet),
-        FormatArg::NTuple => Some(TrainingFormat::NTuple),
-        FormatArg::NTupleScores => Some(TrainingFormat::NTupleScores),
-        FormatArg::Flagembedding => Some(TrainingFormat::Flagembedding),
-        FormatArg::Tevatron => Some(TrainingFormat::Tevatron),
+        FormatArg::Negatives => Some(Format::Negatives),
+        FormatArg::Triplet => Some(Format::Triplet),
+        FormatArg::NTuple => Some(Format::NTuple),
+        FormatArg::NTupleScores => Some(Format::NTupleScores),
+        FormatArg::LabeledPair => Some(Format::LabeledPair),
+        FormatArg::LabeledList => Some(Format::LabeledList),
+        FormatArg::Flagembedding => Some(Format::Flagembedding),
+        FormatArg::Tevatron => Some(Format::Tevatron),
     };
     let config = InspectConfig {
         input: args.file,

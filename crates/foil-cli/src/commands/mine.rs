@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use foil::formats::Format;
 use foil::mine::filter::{Filters, Sampling};
-use foil::mine::formats::Format;
 use foil::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge};
 use foil::mine::{MineConfig, MineRetriever, PairsSource};
 use foil_bm25::Bm25Params;
@@ -81,7 +81,7 @@ pub struct MineArgs {
     /// Precomputed query vectors (a `foil encode` store of the queries, by query id).
     #[arg(long)]
     query_embeddings: Option<PathBuf>,
-    /// Also write sentence-transformers' formats as Parquet.
+    /// Also write each format as Parquet.
     #[arg(long)]
     parquet: bool,
     /// Where candidates come from.

@@ -36,11 +36,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::encoders::EncoderSpec;
+use crate::formats::Format;
 use crate::generate::{self, GeneratorSpec, Sampling};
 use crate::inspect::{self, Judge};
 use crate::judge::JudgeConfig;
 use crate::mine::filter::{Filters, Sampling as MineSampling};
-use crate::mine::formats::Format;
 use crate::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge};
 use crate::mine::{self, MineConfig, MineRetriever, PairsSource};
 use crate::search::{self, RetrieverKind, SearchConfig};
@@ -657,6 +657,7 @@ fn llm_negatives(
             min_words: 8,
             max_copy_overlap: 0.6,
             formats: vec![Format::NTuple],
+            parquet: false,
             num_negatives: Some(n.num_negatives),
             cache: None,
             batch_size: 16,

@@ -16,7 +16,7 @@
 //! Outputs: `negatives-corpus.jsonl` (the synthetic passages, ids `gen-neg-<qid>-<n>`),
 //! `negatives.jsonl` (per query and positive, in `foil mine`'s provenance format with method
 //! `llm`; scores are `null`: nothing ranked them), one `<format>.jsonl` per training format
-//! (written by [`crate::mine::formats`], so they match `foil mine`'s), `rejected.jsonl`,
+//! (written by [`crate::formats`], so they match `foil mine`'s), `rejected.jsonl`,
 //! `manifest.json` and the generation cache `cache.jsonl`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,7 +38,7 @@ use super::cache::GenerationCache;
 use super::filter::{normalize, overlap, parse_description, parse_passage, words, Rejection};
 use super::template::{Task, Template};
 use super::{derive_seed, run_requests, GeneratorSpec, Job, Rejects, Sampling, StepStats, Tally};
-use crate::mine::formats::{self, Format, Passage, QueryResult};
+use crate::formats::{negatives_record, Format, PairCounts, Passage, QueryResult, TrainingWriter};
 
 /// How negatives are prompted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +90,8 @@ pub struct NegativesConfig {
     pub min_words: usize,
     pub max_copy_overlap: f32,
     pub formats: Vec<Format>,
+    /// Also write each format as Parquet.
+    pub parquet: bool,
     /// N of the n-tuple formats (default `per_query`).
     pub num_negatives: Option<usize>,
     /// The generation cache file (default `<output>/cache.jsonl`).
@@ -253,7 +255,7 @@ fn execute(
     manifest.outputs = ["negatives-corpus.jsonl", "negatives.jsonl"]
         .iter()
         .map(|s| s.to_string())
-        .chain(config.formats.iter().map(|f| format!("{}.jsonl", f.name())))
+        .chain(rows.files.iter().cloned())
         .chain(std::iter::once("rejected.jsonl".to_string()))
         .collect();
     manifest.seed = Some(config.seed);
@@ -570,6 +572,8 @@ struct Rows {
     skipped_pairs: BTreeMap<String, u64>,
     /// Rows per training format.
     rows: BTreeMap<String, u64>,
+    /// The training formats' files.
+    files: Vec<String>,
 }
 
 /// `negatives.jsonl` (provenance) and each asked training format, counting the pairs left
@@ -579,14 +583,10 @@ fn write_training_rows(plan: &Plan, accepted: &[Option<String>]) -> Result<Rows>
     let docs = plan.docs;
     let native_path = config.output.join("negatives.jsonl");
     let mut native = AtomicFile::create(&native_path)?;
-    let mut writers: Vec<(Format, AtomicFile, u64, PathBuf)> = Vec::new();
-    for &f in &config.formats {
-        let path = config.output.join(format!("{}.jsonl", f.name()));
-        writers.push((f, AtomicFile::create(&path)?, 0, path));
-    }
     let n_tuple = config.num_negatives.unwrap_or(config.per_query).max(1);
-    let mut kept_pairs = 0;
-    let mut skipped_pairs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut training =
+        TrainingWriter::create(&config.output, &config.formats, n_tuple, config.parquet)?;
+    let mut pairs = PairCounts::default();
     for (w, (query, positives)) in plan.work.iter().enumerate() {
         // Groups sharing negatives: the query (query-only) or each pair (query-positive).
         let groups: Vec<Vec<usize>> = match config.mode {
@@ -605,25 +605,15 @@ fn write_training_rows(plan: &Plan, accepted: &[Option<String>]) -> Result<Rows>
                 .filter_map(|(i, it)| accepted[i].as_ref().map(|t| (it, t)))
                 .collect();
             for &p in &group {
-                let line = json!({
-                    "query_id": query.id,
-                    "positive_id": docs[p].id,
-                    "positive_score": null,
-                    "method": "llm",
-                    "negatives": negs.iter().enumerate().map(|(r, (it, _))| json!({"doc_id": it.id, "score": null, "rank": r + 1})).collect::<Vec<_>>(),
-                });
+                let negatives = negs
+                    .iter()
+                    .enumerate()
+                    .map(|(r, (it, _))| (it.id.as_str(), None, r + 1));
+                let line = negatives_record(&query.id, &docs[p].id, None, "llm", negatives);
                 writeln!(native.writer(), "{line}").map_err(io_error(&native_path))?;
-                if negs.len() >= n_tuple {
-                    kept_pairs += 1;
-                } else if negs.is_empty() {
-                    *skipped_pairs.entry("no_negative_left".into()).or_default() += 1;
-                } else {
-                    *skipped_pairs
-                        .entry("fewer_negatives_than_asked".into())
-                        .or_default() += 1;
-                }
+                pairs.count(negs.len(), n_tuple);
             }
-            let result = QueryResult {
+            training.write(&QueryResult {
                 query_id: &query.id,
                 query: &query.text,
                 positives: group
@@ -646,25 +636,16 @@ fn write_training_rows(plan: &Plan, accepted: &[Option<String>]) -> Result<Rows>
                         score: 0.0,
                     })
                     .collect(),
-            };
-            for (format, file, count, path) in writers.iter_mut() {
-                for row in formats::rows(*format, &result, n_tuple) {
-                    writeln!(file.writer(), "{row}").map_err(io_error(path))?;
-                    *count += 1;
-                }
-            }
+            })?;
         }
     }
     native.commit()?;
-    let mut rows = BTreeMap::new();
-    for (format, file, count, _) in writers {
-        file.commit()?;
-        rows.insert(format.name().to_string(), count);
-    }
+    let written = training.finish()?;
     Ok(Rows {
-        kept_pairs,
-        skipped_pairs,
-        rows,
+        kept_pairs: pairs.kept,
+        skipped_pairs: pairs.skipped,
+        rows: written.rows,
+        files: written.files,
     })
 }
 
@@ -724,6 +705,7 @@ mod tests {
             min_words: 5,
             max_copy_overlap: 0.5,
             formats: vec![Format::Triplet, Format::NTuple, Format::Tevatron],
+            parquet: false,
             num_negatives: None,
             cache: None,
             batch_size: 3,
@@ -751,12 +733,9 @@ mod tests {
                 "Passage: too short".into()
             })
         });
-        let s = run_with(
-            &config(data, out.clone(), NegativeMode::QueryOnly),
-            &fake,
-            &NoProgress,
-        )
-        .unwrap();
+        let mut c = config(data, out.clone(), NegativeMode::QueryOnly);
+        c.parquet = true;
+        let s = run_with(&c, &fake, &NoProgress).unwrap();
         assert_eq!(s.items, 4);
         assert_eq!(s.negatives + s.rejected.total() as usize, s.items);
         assert_eq!(s.negatives, 2);
@@ -773,6 +752,12 @@ mod tests {
         assert_eq!(first["negatives"].as_array().unwrap().len(), 2);
         let triplets = std::fs::read_to_string(out.join("triplet.jsonl")).unwrap();
         assert_eq!(triplets.lines().count(), 2);
+        // Every format is also written as Parquet, row for row.
+        for format in ["triplet", "n-tuple", "tevatron"] {
+            let parquet = crate::table::read_rows(&out.join(format!("{format}.parquet"))).unwrap();
+            let jsonl = crate::table::read_rows(&out.join(format!("{format}.jsonl"))).unwrap();
+            assert_eq!(parquet, jsonl, "{format}");
+        }
         let rejected = std::fs::read_to_string(out.join("rejected.jsonl")).unwrap();
         assert_eq!(rejected.lines().count() as u64, s.rejected.total());
     }

@@ -10,7 +10,6 @@
 //! Outputs: `report.json`, `report.md`, `scores.{svg,png}`, `margins.{svg,png}`,
 //! `roc.{svg,png}` and `manifest.json`. The definitions are in [`stats`] and `docs/inspect.md`.
 
-pub mod read;
 pub mod report;
 pub mod separability;
 pub mod stats;
@@ -32,8 +31,8 @@ use serde::Serialize;
 
 use crate::encode::encode_all;
 use crate::encoders::{resolve_model, EncoderSpec};
+use crate::formats::{self, read_training_file, Example, Format, ReadOptions};
 use crate::threads::with_threads;
-use read::{read_training_file, Example, TrainingFormat};
 use report::Report;
 use separability::{JudgeVectors, SeparabilityConfig};
 
@@ -60,7 +59,7 @@ pub struct InspectConfig {
     /// The training file.
     pub input: PathBuf,
     /// Its format; `None` detects it from the first record.
-    pub format: Option<TrainingFormat>,
+    pub format: Option<Format>,
     pub judge: Judge,
     /// The BEIR folder whose `corpus.jsonl` and `queries.jsonl` give the texts of a
     /// `negatives.jsonl` (needed with a model judge), and whose corpus the negatives are
@@ -115,13 +114,13 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
         skip_invalid: config.skip_invalid,
     };
     let mut skips = SkipReport::default();
-    let file = read_training_file(
-        &config.input,
-        config.format,
-        config.max_queries,
+    let options = ReadOptions {
+        format: config.format,
+        max_queries: config.max_queries,
+        merge_triplets: true,
         policy,
-        &mut skips,
-    )?;
+    };
+    let file = read_training_file(&config.input, &options, &mut skips)?;
     let needs_text = !matches!(config.judge, Judge::Provenance);
     if matches!(config.judge, Judge::Provenance) && !file.format.has_scores() {
         return Err(Error::Invalid(format!(
@@ -134,7 +133,7 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     let mut data_inputs = Vec::new();
     // Separability needs the texts too, when it has an encoder and a corpus.
     let separability_text = config.separability.model.is_some() && config.data.is_some();
-    if (needs_text || separability_text) && file.format == TrainingFormat::Negatives {
+    if (needs_text || separability_text) && file.format == Format::Negatives {
         let data = config.data.as_ref().ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: negatives.jsonl holds ids only; give the BEIR folder it was mined from (--data) to judge it with a model",
@@ -389,13 +388,13 @@ fn intern<'a>(texts: impl Iterator<Item = &'a str>) -> (Vec<&'a str>, HashMap<&'
     (order, index)
 }
 
-fn text(item: &read::Item) -> &str {
+fn text(item: &formats::Item) -> &str {
     item.text.as_deref().unwrap_or("")
 }
 
 /// Scores every positive and negative of `examples` with the configured judge.
 fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) -> Result<Scores> {
-    let stored = |items: &[read::Item]| -> Vec<f64> {
+    let stored = |items: &[formats::Item]| -> Vec<f64> {
         items
             .iter()
             .map(|i| i.score.unwrap_or(f32::NAN) as f64)
@@ -435,7 +434,7 @@ fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) 
             let cos = |a: &[f32], b: &[f32]| -> f64 {
                 a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
             };
-            let score = |e: &Example, items: &[read::Item]| -> Vec<f64> {
+            let score = |e: &Example, items: &[formats::Item]| -> Vec<f64> {
                 let qv = q.row(qindex[text(&e.query)]);
                 items
                     .iter()
@@ -493,7 +492,7 @@ fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) 
                 progress.update(scores.len() as u64);
             }
             progress.end();
-            let score = |e: &Example, items: &[read::Item]| -> Vec<f64> {
+            let score = |e: &Example, items: &[formats::Item]| -> Vec<f64> {
                 items
                     .iter()
                     .map(|i| scores[index[&(text(&e.query), text(i))]] as f64)

@@ -12,13 +12,13 @@ use foil_core::{Embeddings, SkipReport};
 use foil_plot::{Chart, Color, Series};
 use serde::Serialize;
 
-use super::read::{Example, TrainingFormat};
 use super::separability::Separability;
 use super::stats::{
     auc, eci, hardness, histogram, log_det_gram, mean_pairwise_cosine, range, roc, summarize, thin,
     Histogram, Summary,
 };
 use super::{InspectConfig, Judge};
+use crate::formats::{Example, Format};
 
 /// The ECI disclaimer carried by every output.
 pub const ECI_NOTE: &str = "reconstruction: the published ECI formula is not available; this is ECI = ln(1 + K) * 2HS / (H + S), see docs/inspect.md";
@@ -29,7 +29,7 @@ const ROC_POINTS: usize = 512;
 #[derive(Debug, Clone, Serialize)]
 pub struct InputInfo {
     pub path: String,
-    pub format: TrainingFormat,
+    pub format: Format,
     pub sha256: String,
 }
 
@@ -190,7 +190,7 @@ impl Report {
     #[allow(clippy::too_many_arguments)]
     pub fn build(
         config: &InspectConfig,
-        format: TrainingFormat,
+        format: Format,
         input_sha256: &str,
         examples: &[Example],
         positives: &[Vec<f64>],

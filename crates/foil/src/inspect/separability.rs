@@ -24,10 +24,10 @@ use foil_dense::normalize_rows;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::read::{Example, Item};
 use super::stats::auc;
 use crate::encode::encode_all;
 use crate::encoders::EncoderSpec;
+use crate::formats::{Example, Item};
 
 /// At most this many distinct negatives (and as many corpus passages) are used.
 pub const DEFAULT_MAX_PASSAGES: usize = 2000;

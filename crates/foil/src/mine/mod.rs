@@ -8,7 +8,6 @@
 //! positive.
 
 pub mod filter;
-pub mod formats;
 pub mod judged;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,13 +27,12 @@ use foil_core::{
 };
 use foil_dense::{dot, exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::encode::encode_all;
 use crate::encoders::EncoderSpec;
+use crate::formats::{negatives_record, Format, PairCounts, Passage, QueryResult, TrainingWriter};
 use crate::threads::with_threads;
 use filter::{Candidate, Chosen, Filters, Rejection, Rejections};
-use formats::{Format, Passage, QueryResult};
 
 /// Where candidates come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,7 +82,7 @@ pub struct MineConfig {
     pub judge_rescore: Option<judged::JudgeRescore>,
     pub filters: Filters,
     pub formats: Vec<Format>,
-    /// Also write each format as Parquet (sentence-transformers' formats only).
+    /// Also write each format as Parquet.
     pub parquet: bool,
     /// Output folder.
     pub output: PathBuf,
@@ -521,18 +519,8 @@ fn write_outputs(
     let docs = mined.docs;
     let native_path = config.output.join("negatives.jsonl");
     let mut native = AtomicFile::create(&native_path)?;
-    // Per format: its JSON Lines file, rows written, and the rows kept for Parquet.
-    type FormatOut = (Format, AtomicFile, usize, Option<Vec<serde_json::Value>>);
-    let mut writers: Vec<FormatOut> = config
-        .formats
-        .iter()
-        .map(|&f| {
-            let parquet = (config.parquet && f.is_sentence_transformers()).then(Vec::new);
-            AtomicFile::create(&config.output.join(format!("{}.jsonl", f.name())))
-                .map(|w| (f, w, 0, parquet))
-        })
-        .collect::<Result<_>>()?;
-    let mut kept_pairs = 0;
+    let mut training = TrainingWriter::create(&config.output, &config.formats, n, config.parquet)?;
+    let mut pairs = PairCounts::default();
     let mut negatives_written = 0;
     let (mut pos_all, mut neg_all, mut diff_all) = (Vec::new(), Vec::new(), Vec::new());
     for (i, q) in mined.work.iter().enumerate() {
@@ -540,33 +528,23 @@ fn write_outputs(
         for (p, &pos) in q.positives.iter().enumerate() {
             let ps = mined.positive_scores[i][p];
             pos_all.push(ps);
-            let mut line = json!({
-                "query_id": q.id,
-                "positive_id": docs[pos as usize].id,
-                "positive_score": ps,
-                "method": method,
-                "negatives": negs.iter().map(|c| json!({"doc_id": docs[c.doc as usize].id, "score": c.score, "rank": c.rank})).collect::<Vec<_>>(),
-            });
+            let negatives = negs
+                .iter()
+                .map(|c| (docs[c.doc as usize].id.as_str(), Some(c.score), c.rank));
+            let mut line =
+                negatives_record(&q.id, &docs[pos as usize].id, Some(ps), &method, negatives);
             if let Some(report) = mined.judge {
                 report.annotate(&mut line, i, p, docs);
             }
             writeln!(native.writer(), "{line}").map_err(|e| Error::io(&native_path, e))?;
-            if negs.len() >= n {
-                kept_pairs += 1;
-            } else if negs.is_empty() {
-                *skipped_pairs.entry("no_negative_left".into()).or_default() += 1;
-            } else {
-                *skipped_pairs
-                    .entry("fewer_negatives_than_asked".into())
-                    .or_default() += 1;
-            }
+            pairs.count(negs.len(), n);
             for c in negs.iter().take(n) {
                 neg_all.push(c.score);
                 diff_all.push(ps - c.score);
             }
         }
         negatives_written += negs.len();
-        let result = QueryResult {
+        training.write(&QueryResult {
             query_id: &q.id,
             query: &q.text,
             positives: q
@@ -576,30 +554,17 @@ fn write_outputs(
                 .map(|(p, &d)| mined.passage(d, mined.positive_scores[i][p]))
                 .collect(),
             negatives: negs.iter().map(|c| mined.passage(c.doc, c.score)).collect(),
-        };
-        for (format, file, count, parquet) in writers.iter_mut() {
-            for row in formats::rows(*format, &result, n) {
-                writeln!(file.writer(), "{row}").map_err(|e| Error::io(&native_path, e))?;
-                *count += 1;
-                if let Some(rows) = parquet {
-                    rows.push(row);
-                }
-            }
-        }
+        })?;
     }
     native.commit()?;
-    let mut rows = BTreeMap::new();
-    let mut outputs = vec!["negatives.jsonl".to_string()];
-    for (format, file, count, parquet) in writers {
-        file.commit()?;
-        rows.insert(format.name().to_string(), count as u64);
-        outputs.push(format!("{}.jsonl", format.name()));
-        if let Some(parquet_rows) = parquet {
-            let name = format!("{}.parquet", format.name());
-            crate::table::write_parquet(&config.output.join(&name), &parquet_rows)?;
-            outputs.push(name);
-        }
+    let written = training.finish()?;
+    for (reason, count) in pairs.skipped {
+        *skipped_pairs.entry(reason).or_default() += count;
     }
+    let kept_pairs = pairs.kept;
+    let rows = written.rows;
+    let mut outputs = vec!["negatives.jsonl".to_string()];
+    outputs.extend(written.files);
     outputs.push("stats.txt".to_string());
     let stats = stats_table(&pos_all, &neg_all, &diff_all);
     foil_core::fsutil::write_atomic(&config.output.join("stats.txt"), stats.as_bytes())?;

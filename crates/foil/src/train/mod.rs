@@ -1,9 +1,10 @@
 //! The train stage: fine-tune a BERT bi-encoder on a training table with a contrastive loss,
 //! and save a folder that foil and sentence-transformers both load.
 //!
-//! Rows come from `foil mine` (or any sentence-transformers dataset): `n-tuple`, `triplet`,
-//! `n-tuple-scores` (the scores feed MarginMSE) or FlagEmbedding `{query, pos, neg}`, as
-//! JSON Lines or Parquet ([`crate::table`]). Each epoch is cut into batches by the
+//! Rows come from `foil mine` (or any sentence-transformers dataset) in any format of
+//! [`crate::formats`] that carries texts — `n-tuple`, `triplet`, `n-tuple-scores` (the scores
+//! feed MarginMSE), labeled pairs and lists, FlagEmbedding, Tevatron — as JSON Lines or
+//! Parquet. Each epoch is cut into batches by the
 //! no-duplicates sampler, seeded by (seed, epoch), so no text is twice in a batch.
 //!
 //! One step: tokenize the batch's queries, positives and negatives; embed them with
@@ -37,6 +38,7 @@ use foil_train::{Loss, LossInput};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::formats::{read_training_file, Item, ReadOptions};
 use crate::threads::with_threads;
 
 mod evaluate;
@@ -167,71 +169,45 @@ pub struct Row {
     pub scores: Option<Vec<f32>>,
 }
 
-/// Reads a training table: sentence-transformers' `anchor`, `positive`, `negative` or
-/// `negative_1..n` (+ `scores`) columns, or FlagEmbedding's `query`, `pos`, `neg` lists (one
-/// row per positive).
+/// Reads a training file in any [`crate::formats::Format`] that carries texts, JSON Lines or
+/// Parquet: one row per (query, positive) of each example, with that example's negatives and,
+/// where the file stores a score for each of them, the scores (positive first) for MarginMSE.
+/// Triplets stay one row each, as sentence-transformers trains them.
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let mut skips = foil_core::SkipReport::default();
+    let file = read_training_file(path, &ReadOptions::default(), &mut skips)?;
     let mut rows = Vec::new();
-    for (line, record) in crate::table::read_rows(path)? {
-        let bad = |message: String| Error::Input {
-            file: path.to_path_buf(),
-            line,
-            reason: foil_core::SkipReason::MissingText,
-            message,
+    for example in file.examples {
+        let text = |item: &Item| {
+            item.text.clone().ok_or_else(|| Error::Input {
+                file: path.to_path_buf(),
+                line: example.line,
+                reason: foil_core::SkipReason::MissingText,
+                message: format!(
+                    "{} records name passages by id without their texts; train on a format with texts (`foil mine --format n-tuple`)",
+                    file.format.name()
+                ),
+            })
         };
-        let text = |v: &Value, what: &str| -> Result<String> {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("{what} is not a string: {v}")))
-        };
-        if let (Some(query), Some(pos)) = (record.get("query"), record.get("pos")) {
-            let negatives = match record.get("neg") {
-                Some(Value::Array(n)) => n.iter().map(|v| text(v, "neg")).collect::<Result<_>>()?,
-                _ => Vec::new(),
-            };
-            let pos = pos
-                .as_array()
-                .ok_or_else(|| bad("\"pos\" is not a list".into()))?;
-            for p in pos {
-                rows.push(Row {
-                    anchor: text(query, "query")?,
-                    positive: text(p, "pos")?,
-                    negatives: negatives.clone(),
-                    scores: None,
-                });
-            }
-            continue;
+        let anchor = text(&example.query)?;
+        let negatives = example
+            .negatives
+            .iter()
+            .map(text)
+            .collect::<Result<Vec<_>>>()?;
+        let negative_scores: Option<Vec<f32>> = example.negatives.iter().map(|n| n.score).collect();
+        for positive in &example.positives {
+            let scores = positive
+                .score
+                .zip(negative_scores.as_ref())
+                .map(|(p, n)| std::iter::once(p).chain(n.iter().copied()).collect());
+            rows.push(Row {
+                anchor: anchor.clone(),
+                positive: text(positive)?,
+                negatives: negatives.clone(),
+                scores,
+            });
         }
-        let anchor = record
-            .get("anchor")
-            .ok_or_else(|| bad("no \"anchor\" column".into()))?;
-        let positive = record
-            .get("positive")
-            .ok_or_else(|| bad("no \"positive\" column".into()))?;
-        let mut negatives = Vec::new();
-        if let Some(n) = record.get("negative") {
-            negatives.push(text(n, "negative")?);
-        }
-        let mut k = 1;
-        while let Some(n) = record.get(&format!("negative_{k}")) {
-            negatives.push(text(n, "negative")?);
-            k += 1;
-        }
-        let scores = match record.get("scores") {
-            Some(Value::Array(s)) => Some(
-                s.iter()
-                    .map(|v| v.as_f64().map(|x| x as f32))
-                    .collect::<Option<Vec<f32>>>()
-                    .ok_or_else(|| bad("\"scores\" holds a non-number".into()))?,
-            ),
-            _ => None,
-        };
-        rows.push(Row {
-            anchor: text(anchor, "anchor")?,
-            positive: text(positive, "positive")?,
-            negatives,
-            scores,
-        });
     }
     Ok(rows)
 }
@@ -936,4 +912,68 @@ fn save_model_folder(
         &pretty(&json!({"max_seq_length": sentence.max_length, "do_lower_case": false})),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows_of(name: &str, lines: &[serde_json::Value]) -> Result<Vec<Row>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        if crate::table::is_parquet(&path) {
+            crate::table::write_parquet(&path, lines)?;
+        } else {
+            crate::table::write_jsonl(&path, lines)?;
+        }
+        read_rows(&path)
+    }
+
+    #[test]
+    fn reads_one_row_per_positive_with_scores_where_every_passage_has_one() {
+        let scored = [
+            json!({"anchor": "q", "positive": "p", "negative_1": "n1", "negative_2": "n2", "scores": [0.9, 0.5, 0.25]}),
+        ];
+        let rows = rows_of("t.parquet", &scored).unwrap();
+        assert_eq!(
+            rows,
+            [Row {
+                anchor: "q".into(),
+                positive: "p".into(),
+                negatives: vec!["n1".into(), "n2".into()],
+                scores: Some(vec![0.9, 0.5, 0.25]),
+            }]
+        );
+        let tevatron = [
+            json!({"query_id": "1", "query": "q", "positive_passages": [{"docid": "a", "title": "T", "text": "p"}, {"docid": "b", "title": "", "text": "p2"}], "negative_passages": [{"docid": "c", "title": "", "text": "n"}]}),
+        ];
+        let rows = rows_of("t.jsonl", &tevatron).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].positive.as_str(), rows[1].positive.as_str()),
+            ("T p", "p2")
+        );
+        assert_eq!(rows[1].negatives, ["n"]);
+        assert_eq!(rows[0].scores, None);
+        // Triplets stay one row each (sentence-transformers' sampling), not merged.
+        let triplets = [
+            json!({"anchor": "q", "positive": "p", "negative": "n1"}),
+            json!({"anchor": "q", "positive": "p", "negative": "n2"}),
+        ];
+        assert_eq!(rows_of("t.jsonl", &triplets).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn ids_without_texts_are_an_error_naming_the_line() {
+        let negatives = [
+            json!({"query_id": "q", "positive_id": "d", "positive_score": 1.0, "method": "bm25", "negatives": [{"doc_id": "x", "score": 0.5, "rank": 1}]}),
+        ];
+        let err = rows_of("negatives.jsonl", &negatives)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("negatives.jsonl:1: negatives records name passages by id"),
+            "{err}"
+        );
+    }
 }

@@ -1,12 +1,14 @@
 //! Reading a training file back into examples — a query with its positives and negatives — in
-//! any format `foil mine` writes that carries negatives: foil's `negatives.jsonl` (ids and
-//! scores), sentence-transformers' `triplet`, `n-tuple` and `n-tuple-scores`, FlagEmbedding's
-//! `{query, pos, neg}` (optionally with `pos_scores` / `neg_scores`) and Tevatron's
-//! `{query_id, query, positive_passages, negative_passages}`.
+//! every [`Format`], from JSON Lines or Parquet: foil's `negatives.jsonl` (ids and scores),
+//! sentence-transformers' `triplet`, `n-tuple`, `n-tuple-scores`, `labeled-pair` and
+//! `labeled-list`, FlagEmbedding's `{query, pos, neg}` (optionally with `pos_scores` /
+//! `neg_scores`) and Tevatron's `{query_id, query, positive_passages, negative_passages}`.
 //!
-//! The format is detected from the first record unless given. Triplet rows that share their
-//! anchor and positive are merged into one example. A bad record is an error naming
-//! `file:line`, or a counted skip under `--skip-invalid`.
+//! The format is detected from the first record unless given. The labeled pairs of one anchor
+//! are merged into one example; triplets that share their anchor and positive are merged on
+//! request ([`ReadOptions::merge_triplets`]: `foil inspect` does, `foil train` keeps one row
+//! per triplet as sentence-transformers does). A bad record is an error naming `file:line`
+//! (the row number for Parquet), or a counted skip under `--skip-invalid`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,77 +16,9 @@ use std::path::Path;
 use foil_core::lines::{Line, LineReader};
 use foil_core::skip::quote;
 use foil_core::{Error, InputPolicy, Result, SkipReason, SkipReport};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// A training-file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TrainingFormat {
-    /// foil's `negatives.jsonl`: `{query_id, positive_id, positive_score, method,
-    /// negatives: [{doc_id, score, rank}]}`; texts come from the BEIR folder (`--data`).
-    /// Scores are `null` where nothing ranked the passages (`foil generate negatives`).
-    Negatives,
-    Triplet,
-    NTuple,
-    NTupleScores,
-    Flagembedding,
-    Tevatron,
-}
-
-impl TrainingFormat {
-    pub const ALL: [TrainingFormat; 6] = [
-        TrainingFormat::Negatives,
-        TrainingFormat::Triplet,
-        TrainingFormat::NTuple,
-        TrainingFormat::NTupleScores,
-        TrainingFormat::Flagembedding,
-        TrainingFormat::Tevatron,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            TrainingFormat::Negatives => "negatives",
-            TrainingFormat::Triplet => "triplet",
-            TrainingFormat::NTuple => "n-tuple",
-            TrainingFormat::NTupleScores => "n-tuple-scores",
-            TrainingFormat::Flagembedding => "flagembedding",
-            TrainingFormat::Tevatron => "tevatron",
-        }
-    }
-
-    /// The format a record's fields announce, if any.
-    pub fn detect(record: &Map<String, Value>) -> Option<TrainingFormat> {
-        let has = |k: &str| record.contains_key(k);
-        if has("query_id") && has("positive_id") && has("negatives") {
-            Some(TrainingFormat::Negatives)
-        } else if has("positive_passages") && has("negative_passages") {
-            Some(TrainingFormat::Tevatron)
-        } else if has("query") && has("pos") && has("neg") {
-            Some(TrainingFormat::Flagembedding)
-        } else if has("anchor") && has("positive") && has("negative_1") {
-            Some(if has("scores") {
-                TrainingFormat::NTupleScores
-            } else {
-                TrainingFormat::NTuple
-            })
-        } else if has("anchor") && has("positive") && has("negative") {
-            Some(TrainingFormat::Triplet)
-        } else {
-            None
-        }
-    }
-
-    /// Whether records of this format carry the scores of the model that mined them.
-    pub fn has_scores(self) -> bool {
-        matches!(
-            self,
-            TrainingFormat::Negatives
-                | TrainingFormat::NTupleScores
-                | TrainingFormat::Flagembedding
-        )
-    }
-}
+use super::Format;
 
 /// A query or passage of an example: its id and/or text, and the score stored in the file.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -190,6 +124,18 @@ fn numbers(r: &Map<String, Value>, key: &str, len: usize) -> Result<Option<Vec<f
         .map(Some)
 }
 
+/// A relevance label: 1 (relevant) or 0.
+fn label(v: &Value, what: &str) -> Result<bool, Bad> {
+    match v.as_f64() {
+        Some(x) if x == 1.0 => Ok(true),
+        Some(x) if x == 0.0 => Ok(false),
+        _ => Err((
+            SkipReason::BadScore,
+            format!("{what} is not 0 or 1: {}", quote(&v.to_string())),
+        )),
+    }
+}
+
 fn text(t: String) -> Item {
     Item {
         text: Some(t),
@@ -222,7 +168,7 @@ fn passage(v: &Value, key: &str) -> Result<Item, Bad> {
 }
 
 /// Parses one record of `format` into an example.
-fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Example, Bad> {
+fn parse(format: Format, r: &Map<String, Value>, line: u64) -> Result<Example, Bad> {
     let example = |query, positives, negatives| Example {
         line,
         query,
@@ -230,7 +176,7 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
         negatives,
     };
     Ok(match format {
-        TrainingFormat::Negatives => {
+        Format::Negatives => {
             let id = |v: &Value, what: &str| -> Result<String, Bad> {
                 v.as_str().map(str::to_string).ok_or_else(|| {
                     (
@@ -285,12 +231,12 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
                 negatives,
             )
         }
-        TrainingFormat::Triplet => example(
+        Format::Triplet => example(
             text(string(r, "anchor")?),
             vec![text(string(r, "positive")?)],
             vec![text(string(r, "negative")?)],
         ),
-        TrainingFormat::NTuple | TrainingFormat::NTupleScores => {
+        Format::NTuple | Format::NTupleScores => {
             let mut negatives = Vec::new();
             for i in 1.. {
                 let key = format!("negative_{i}");
@@ -300,7 +246,7 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
                 negatives.push(text(string(r, &key)?));
             }
             let mut positive = text(string(r, "positive")?);
-            if format == TrainingFormat::NTupleScores {
+            if format == Format::NTupleScores {
                 let scores = numbers(r, "scores", negatives.len() + 1)?.ok_or_else(|| {
                     (SkipReason::BadScore, "missing field \"scores\"".to_string())
                 })?;
@@ -311,7 +257,44 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
             }
             example(text(string(r, "anchor")?), vec![positive], negatives)
         }
-        TrainingFormat::Flagembedding => {
+        Format::LabeledPair => {
+            let passage = vec![text(string(r, "positive")?)];
+            let query = text(string(r, "anchor")?);
+            if label(field(r, "label")?, "\"label\"")? {
+                example(query, passage, Vec::new())
+            } else {
+                example(query, Vec::new(), passage)
+            }
+        }
+        Format::LabeledList => {
+            let texts = strings(r, "positive")?;
+            let labels = match field(r, "labels")? {
+                Value::Array(items) if items.len() == texts.len() => items
+                    .iter()
+                    .map(|v| label(v, "a label of \"labels\""))
+                    .collect::<Result<Vec<_>, Bad>>()?,
+                v => {
+                    return Err((
+                        SkipReason::BadScore,
+                        format!(
+                            "field \"labels\" is not a list of {} labels: {}",
+                            texts.len(),
+                            quote(&v.to_string())
+                        ),
+                    ))
+                }
+            };
+            let (mut positives, mut negatives) = (Vec::new(), Vec::new());
+            for (t, relevant) in texts.into_iter().zip(labels) {
+                if relevant {
+                    positives.push(text(t));
+                } else {
+                    negatives.push(text(t));
+                }
+            }
+            example(text(string(r, "anchor")?), positives, negatives)
+        }
+        Format::Flagembedding => {
             let pos = strings(r, "pos")?;
             let neg = strings(r, "neg")?;
             let pos_scores = numbers(r, "pos_scores", pos.len())?;
@@ -333,7 +316,7 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
                 items(neg, neg_scores),
             )
         }
-        TrainingFormat::Tevatron => {
+        Format::Tevatron => {
             let list = |key: &str| -> Result<Vec<Item>, Bad> {
                 match field(r, key)? {
                     Value::Array(items) => items.iter().map(|v| passage(v, key)).collect(),
@@ -357,46 +340,137 @@ fn parse(format: TrainingFormat, r: &Map<String, Value>, line: u64) -> Result<Ex
     })
 }
 
+/// How [`read_training_file`] reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// The file's format (default: detected from the first record).
+    pub format: Option<Format>,
+    /// Keep the examples of the first this many distinct queries.
+    pub max_queries: Option<usize>,
+    /// Merge triplets that share their anchor and positive into one example.
+    pub merge_triplets: bool,
+    pub policy: InputPolicy,
+}
+
 /// What [`read_training_file`] found.
 #[derive(Debug, Clone)]
 pub struct TrainingFile {
-    pub format: TrainingFormat,
+    pub format: Format,
     pub examples: Vec<Example>,
-    /// Records read (non-empty lines that parsed).
+    /// Records read (non-empty lines or rows that parsed).
     pub records: u64,
     /// Examples beyond `max_queries` that were left out.
     pub truncated: bool,
 }
 
-/// Reads `path`, in `format` or the format of its first record; keeps the examples of the
-/// first `max_queries` distinct queries when given.
+/// Reads `path` (Parquet by extension, JSON Lines otherwise) into examples.
 pub fn read_training_file(
     path: &Path,
-    format: Option<TrainingFormat>,
-    max_queries: Option<usize>,
-    policy: InputPolicy,
+    options: &ReadOptions,
     skips: &mut SkipReport,
 ) -> Result<TrainingFile> {
-    let mut reader = LineReader::open(path)?;
-    let mut format = format;
+    let mut format = options.format;
     let mut examples: Vec<Example> = Vec::new();
-    let mut triplets: HashMap<(String, String), usize> = HashMap::new();
+    // Where the example of a (query, positive) triplet or a labeled pair's query is.
+    let mut merged: HashMap<(String, String), usize> = HashMap::new();
     let mut queries: HashMap<String, ()> = HashMap::new();
     let mut records = 0;
     let mut truncated = false;
+    for_each_record(path, options.policy, skips, |n, record, skips| {
+        let fmt = match format {
+            Some(f) => f,
+            None => {
+                let f = Format::detect(&record).ok_or_else(|| undetected(path, n, &record))?;
+                format = Some(f);
+                f
+            }
+        };
+        let example = match parse(fmt, &record, n) {
+            Ok(e) => e,
+            Err((reason, message)) => {
+                let message = format!("{message} (reading as {})", fmt.name());
+                return skips.reject(options.policy, path, n, reason, message);
+            }
+        };
+        records += 1;
+        let key = example.query_key().to_string();
+        if !queries.contains_key(&key) {
+            if options.max_queries.is_some_and(|m| queries.len() >= m) {
+                truncated = true;
+                return Ok(());
+            }
+            queries.insert(key.clone(), ());
+        }
+        let merge_key = match fmt {
+            Format::Triplet if options.merge_triplets => {
+                Some((key, example.positives[0].text.clone().unwrap_or_default()))
+            }
+            Format::LabeledPair => Some((key, String::new())),
+            _ => None,
+        };
+        match merge_key.as_ref().and_then(|k| merged.get(k)) {
+            Some(&i) => {
+                let into = &mut examples[i];
+                // Merged triplets share their positive; labeled pairs bring one passage each.
+                if fmt == Format::LabeledPair {
+                    into.positives.extend(example.positives);
+                }
+                into.negatives.extend(example.negatives);
+            }
+            None => {
+                if let Some(k) = merge_key {
+                    merged.insert(k, examples.len());
+                }
+                examples.push(example);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(TrainingFile {
+        format: format.unwrap_or(Format::Triplet),
+        examples,
+        records,
+        truncated,
+    })
+}
+
+/// The error for a first record whose fields name no format.
+fn undetected(path: &Path, line: u64, record: &Map<String, Value>) -> Error {
+    let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+    Error::Input {
+        file: path.to_path_buf(),
+        line,
+        reason: SkipReason::MalformedJson,
+        message: format!(
+            "cannot tell the training format from the fields {} (expected foil's negatives.jsonl, triplet, n-tuple, n-tuple-scores, labeled-pair, labeled-list, flagembedding or tevatron)",
+            quote(&keys.join(", "))
+        ),
+    }
+}
+
+/// Calls `f` with each record of a table and its line (row) number. A JSON Lines line that is
+/// not a JSON object is rejected under `policy`; a Parquet file is read whole.
+fn for_each_record(
+    path: &Path,
+    policy: InputPolicy,
+    skips: &mut SkipReport,
+    mut f: impl FnMut(u64, Map<String, Value>, &mut SkipReport) -> Result<()>,
+) -> Result<()> {
+    if crate::table::is_parquet(path) {
+        for (n, record) in crate::table::read_rows(path)? {
+            f(n, record, skips)?;
+        }
+        return Ok(());
+    }
+    let mut reader = LineReader::open(path)?;
     loop {
         let line = match reader.next_line()? {
-            None => break,
+            None => return Ok(()),
             Some(Line::Text(t)) => t.to_string(),
             Some(Line::InvalidUtf8 { valid_up_to, .. }) => {
                 let n = reader.line_no();
-                skips.reject(
-                    policy,
-                    path,
-                    n,
-                    SkipReason::InvalidUtf8,
-                    format!("invalid UTF-8 at byte {valid_up_to}"),
-                )?;
+                let message = format!("invalid UTF-8 at byte {valid_up_to}");
+                skips.reject(policy, path, n, SkipReason::InvalidUtf8, message)?;
                 continue;
             }
         };
@@ -404,91 +478,18 @@ pub fn read_training_file(
         if line.trim().is_empty() {
             continue;
         }
-        let record = match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(o)) => o,
+        match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(o)) => f(n, o, skips)?,
             Ok(_) => {
-                skips.reject(
-                    policy,
-                    path,
-                    n,
-                    SkipReason::MalformedJson,
-                    format!("not a JSON object: {}", quote(&line)),
-                )?;
-                continue;
+                let message = format!("not a JSON object: {}", quote(&line));
+                skips.reject(policy, path, n, SkipReason::MalformedJson, message)?;
             }
             Err(e) => {
-                skips.reject(
-                    policy,
-                    path,
-                    n,
-                    SkipReason::MalformedJson,
-                    format!("invalid JSON ({e}): {}", quote(&line)),
-                )?;
-                continue;
+                let message = format!("invalid JSON ({e}): {}", quote(&line));
+                skips.reject(policy, path, n, SkipReason::MalformedJson, message)?;
             }
-        };
-        let fmt = match format {
-            Some(f) => f,
-            None => match TrainingFormat::detect(&record) {
-                Some(f) => {
-                    format = Some(f);
-                    f
-                }
-                None => {
-                    let keys: Vec<&str> = record.keys().map(String::as_str).collect();
-                    return Err(Error::Input {
-                        file: path.to_path_buf(),
-                        line: n,
-                        reason: SkipReason::MalformedJson,
-                        message: format!(
-                            "cannot tell the training format from the fields {} (expected foil's negatives.jsonl, triplet, n-tuple, n-tuple-scores, flagembedding or tevatron)",
-                            quote(&keys.join(", "))
-                        ),
-                    });
-                }
-            },
-        };
-        let example = match parse(fmt, &record, n) {
-            Ok(e) => e,
-            Err((reason, message)) => {
-                skips.reject(
-                    policy,
-                    path,
-                    n,
-                    reason,
-                    format!("{message} (reading as {})", fmt.name()),
-                )?;
-                continue;
-            }
-        };
-        records += 1;
-        let key = example.query_key().to_string();
-        if !queries.contains_key(&key) {
-            if max_queries.is_some_and(|m| queries.len() >= m) {
-                truncated = true;
-                continue;
-            }
-            queries.insert(key.clone(), ());
-        }
-        if fmt == TrainingFormat::Triplet {
-            let pkey = example.positives[0].text.clone().unwrap_or_default();
-            match triplets.get(&(key.clone(), pkey.clone())) {
-                Some(&i) => examples[i].negatives.extend(example.negatives),
-                None => {
-                    triplets.insert((key, pkey), examples.len());
-                    examples.push(example);
-                }
-            }
-        } else {
-            examples.push(example);
         }
     }
-    Ok(TrainingFile {
-        format: format.unwrap_or(TrainingFormat::Triplet),
-        examples,
-        records,
-        truncated,
-    })
 }
 
 #[cfg(test)]
@@ -500,7 +501,12 @@ mod tests {
         let path = dir.path().join("train.jsonl");
         std::fs::write(&path, content).unwrap();
         let mut skips = SkipReport::default();
-        read_training_file(&path, None, None, policy, &mut skips).map(|t| (t, skips))
+        let options = ReadOptions {
+            merge_triplets: true,
+            policy,
+            ..ReadOptions::default()
+        };
+        read_training_file(&path, &options, &mut skips).map(|t| (t, skips))
     }
 
     #[test]
@@ -508,27 +514,27 @@ mod tests {
         let cases = [
             (
                 r#"{"query_id":"q","positive_id":"d","positive_score":2.5,"method":"bm25","negatives":[{"doc_id":"x","score":1.0,"rank":1}]}"#,
-                TrainingFormat::Negatives,
+                Format::Negatives,
             ),
             (
                 r#"{"anchor":"q","positive":"p","negative":"n"}"#,
-                TrainingFormat::Triplet,
+                Format::Triplet,
             ),
             (
                 r#"{"anchor":"q","positive":"p","negative_1":"n","negative_2":"m"}"#,
-                TrainingFormat::NTuple,
+                Format::NTuple,
             ),
             (
                 r#"{"anchor":"q","positive":"p","negative_1":"n","scores":[0.9,0.5]}"#,
-                TrainingFormat::NTupleScores,
+                Format::NTupleScores,
             ),
             (
                 r#"{"query":"q","pos":["p"],"neg":["n","m"]}"#,
-                TrainingFormat::Flagembedding,
+                Format::Flagembedding,
             ),
             (
                 r#"{"query_id":"1","query":"q","positive_passages":[{"docid":"d","title":"T","text":"p"}],"negative_passages":[]}"#,
-                TrainingFormat::Tevatron,
+                Format::Tevatron,
             ),
         ];
         for (line, format) in cases {
@@ -544,7 +550,7 @@ mod tests {
         // `foil generate negatives` writes null scores: nothing ranked its passages.
         let generated = r#"{"query_id":"q","positive_id":"d","positive_score":null,"method":"llm","negatives":[{"doc_id":"gen-neg-q-0","score":null,"rank":1}]}"#;
         let (t, _) = read(generated, InputPolicy::default()).unwrap();
-        assert_eq!(t.format, TrainingFormat::Negatives);
+        assert_eq!(t.format, Format::Negatives);
         assert_eq!(t.examples[0].positives[0].score, None);
         assert_eq!(t.examples[0].negatives[0].score, None);
         assert_eq!(

@@ -1,53 +1,15 @@
-//! The training-data formats `foil mine` writes, one JSON object per line:
-//! sentence-transformers' `triplet`, `n-tuple`, `n-tuple-scores`, `labeled-pair` and
-//! `labeled-list` (its column names), FlagEmbedding's `{query, pos, neg}` and Tevatron's
-//! `{query_id, query, positive_passages, negative_passages}`.
+//! Writing the training formats: the rows of one query's result in each format, and
+//! [`TrainingWriter`], which writes the files of the formats a stage was asked for.
 
-use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use foil_core::fsutil::AtomicFile;
+use foil_core::{Error, Result};
 use serde_json::{json, Map, Value};
 
-/// An output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    Triplet,
-    NTuple,
-    NTupleScores,
-    LabeledPair,
-    LabeledList,
-    Flagembedding,
-    Tevatron,
-}
-
-impl Format {
-    pub const ALL: [Format; 7] = [
-        Format::Triplet,
-        Format::NTuple,
-        Format::NTupleScores,
-        Format::LabeledPair,
-        Format::LabeledList,
-        Format::Flagembedding,
-        Format::Tevatron,
-    ];
-
-    /// sentence-transformers' own formats, which are also written as Parquet on request.
-    pub fn is_sentence_transformers(self) -> bool {
-        !matches!(self, Format::Flagembedding | Format::Tevatron)
-    }
-
-    /// The format's name, also its file name stem.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Triplet => "triplet",
-            Format::NTuple => "n-tuple",
-            Format::NTupleScores => "n-tuple-scores",
-            Format::LabeledPair => "labeled-pair",
-            Format::LabeledList => "labeled-list",
-            Format::Flagembedding => "flagembedding",
-            Format::Tevatron => "tevatron",
-        }
-    }
-}
+use super::Format;
 
 /// A passage as the formats see it.
 #[derive(Debug, Clone)]
@@ -73,6 +35,8 @@ pub struct QueryResult<'a> {
 pub fn rows(format: Format, r: &QueryResult, num_negatives: usize) -> Vec<Value> {
     let mut out = Vec::new();
     match format {
+        // Written by the stage itself: it carries the method and each score's provenance.
+        Format::Negatives => {}
         Format::Triplet => {
             for p in &r.positives {
                 for n in &r.negatives {
@@ -138,4 +102,98 @@ pub fn rows(format: Format, r: &QueryResult, num_negatives: usize) -> Vec<Value>
         }
     }
     out
+}
+
+/// The files of the training formats a stage writes: `<format>.jsonl` for each, and
+/// `<format>.parquet` too when asked. JSON Lines are written as rows come; Parquet, whose
+/// columns are written per row group, at the end from rows kept in memory.
+pub struct TrainingWriter {
+    dir: PathBuf,
+    num_negatives: usize,
+    outputs: Vec<Output>,
+}
+
+struct Output {
+    format: Format,
+    path: PathBuf,
+    jsonl: AtomicFile,
+    rows: u64,
+    parquet: Option<Vec<Value>>,
+}
+
+/// What a [`TrainingWriter`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// Format name → rows.
+    pub rows: BTreeMap<String, u64>,
+    /// The files, relative to the folder, in the order of the formats (JSON Lines, then
+    /// Parquet).
+    pub files: Vec<String>,
+}
+
+impl TrainingWriter {
+    /// Opens a file per format in `dir`; `num_negatives` is N of the n-tuple formats.
+    pub fn create(
+        dir: &Path,
+        formats: &[Format],
+        num_negatives: usize,
+        parquet: bool,
+    ) -> Result<TrainingWriter> {
+        if formats.contains(&Format::Negatives) {
+            return Err(Error::Invalid(
+                "formats: negatives.jsonl is always written; it is not a training format to ask for"
+                    .into(),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let outputs = formats
+            .iter()
+            .map(|&format| {
+                let path = dir.join(format!("{}.jsonl", format.name()));
+                Ok(Output {
+                    format,
+                    jsonl: AtomicFile::create(&path)?,
+                    path,
+                    rows: 0,
+                    parquet: parquet.then(Vec::new),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(TrainingWriter {
+            dir: dir.to_path_buf(),
+            num_negatives,
+            outputs,
+        })
+    }
+
+    /// Writes one query's rows in every format.
+    pub fn write(&mut self, result: &QueryResult) -> Result<()> {
+        for out in &mut self.outputs {
+            for row in rows(out.format, result, self.num_negatives) {
+                writeln!(out.jsonl.writer(), "{row}").map_err(|e| Error::io(&out.path, e))?;
+                out.rows += 1;
+                if let Some(kept) = &mut out.parquet {
+                    kept.push(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every file.
+    pub fn finish(self) -> Result<Written> {
+        let mut written = Written::default();
+        for out in self.outputs {
+            out.jsonl.commit()?;
+            let name = out.format.name();
+            written.rows.insert(name.to_string(), out.rows);
+            written.files.push(format!("{name}.jsonl"));
+            if let Some(rows) = out.parquet {
+                let file = format!("{name}.parquet");
+                crate::table::write_parquet(&self.dir.join(&file), &rows)?;
+                written.files.push(file);
+            }
+        }
+        Ok(written)
+    }
 }
