@@ -418,4 +418,5 @@ fn mining_from_precomputed_vectors_equals_encoding() {
     assert!(!swapped.status.success());
     let err = String::from_utf8_lossy(&swapped.stderr);
     assert!(err.contains("query-vectors"), "{err}");
+    assert!(err.contains("another kind of text (queries by "), "{err}");
 }

@@ -3,8 +3,9 @@
 //! chunk so that damaged data is never read as vectors.
 //!
 //! ```text
-//! <dir>/header.json   {"format": "foil-embeddings", "version": 2, "dim": 384, "count": 1000,
-//!                      "normalized": true, "encoder": "<fingerprint>", "dtype": "f32le",
+//! <dir>/header.json   {"format": "foil-embeddings", "version": 3, "dim": 384, "count": 1000,
+//!                      "normalized": true, "provenance": {"encoder": "<fingerprint>",
+//!                      "kind": "passage"}, "dtype": "f32le",
 //!                      "ids_bytes": 9890, "complete": true,
 //!                      "chunks": [{"rows": 1000, "ids_bytes": 9890,
 //!                                  "ids_crc32": 1234, "vectors_crc32": 5678}]}
@@ -28,7 +29,9 @@
 //! strict reader ([`StoredEmbeddings::read`], for a store the user named) fails with an error
 //! naming the file and the chunk; the embedding cache drops the chunk and recomputes it.
 //! Format 1 (no `chunks`, no checksums) is still read, as one unverified chunk; writers do not
-//! extend it.
+//! extend it. Formats 1 and 2 recorded the [`Provenance`] as one string (`encoder`); they are
+//! read into the typed record, and a writer that extends a format 2 store rewrites its header
+//! as format 3 (nothing else differs).
 //!
 //! Locks between processes ([`foil_core::lock`]): the folder itself is the users' lock —
 //! shared by readers and by processes that append between their other work, exclusive for a
@@ -44,12 +47,13 @@ use foil_core::fsutil::write_atomic;
 use foil_core::{Embeddings, Error, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::provenance::Provenance;
 use crate::vectors::EmbeddingsView;
 
 /// The `format` of every header.
 pub const FORMAT: &str = "foil-embeddings";
-/// The version of the format this build writes (it also reads version 1).
-pub const FORMAT_VERSION: u32 = 2;
+/// The version of the format this build writes (it also reads versions 1 and 2).
+pub const FORMAT_VERSION: u32 = 3;
 /// The only element type so far.
 pub const DTYPE: &str = "f32le";
 pub const HEADER_FILE: &str = "header.json";
@@ -64,8 +68,8 @@ pub struct StoreSpec {
     pub dim: usize,
     /// Whether the rows have unit norm.
     pub normalized: bool,
-    /// The encoder's fingerprint ([`foil_core::Encoder::fingerprint`]).
-    pub encoder: String,
+    /// What made the vectors.
+    pub provenance: Provenance,
 }
 
 /// One committed chunk of a store, as `header.json` records it.
@@ -82,6 +86,7 @@ pub struct ChunkRecord {
 
 /// `header.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawHeader")]
 pub struct StoreHeader {
     pub format: String,
     pub version: u32,
@@ -89,7 +94,7 @@ pub struct StoreHeader {
     /// Committed rows.
     pub count: u64,
     pub normalized: bool,
-    pub encoder: String,
+    pub provenance: Provenance,
     pub dtype: String,
     /// Committed length of `ids.jsonl` in bytes.
     pub ids_bytes: u64,
@@ -100,6 +105,52 @@ pub struct StoreHeader {
     pub chunks: Vec<ChunkRecord>,
 }
 
+/// `header.json` as any version wrote it: the provenance as a record (format 3) or a string
+/// (`encoder`, formats 1 and 2).
+#[derive(Deserialize)]
+struct RawHeader {
+    format: String,
+    version: u32,
+    dim: usize,
+    count: u64,
+    normalized: bool,
+    #[serde(default)]
+    provenance: Option<Provenance>,
+    #[serde(default)]
+    encoder: Option<String>,
+    dtype: String,
+    ids_bytes: u64,
+    complete: bool,
+    #[serde(default)]
+    chunks: Vec<ChunkRecord>,
+}
+
+impl TryFrom<RawHeader> for StoreHeader {
+    type Error = String;
+
+    fn try_from(raw: RawHeader) -> std::result::Result<Self, String> {
+        let provenance = match (raw.provenance, raw.encoder) {
+            (Some(p), _) => p,
+            (None, Some(s)) => Provenance::parse_legacy(&s).ok_or_else(|| {
+                format!("its encoder {s:?} is not a provenance foil wrote; remove the store")
+            })?,
+            (None, None) => return Err("it records no provenance".into()),
+        };
+        Ok(StoreHeader {
+            format: raw.format,
+            version: raw.version,
+            dim: raw.dim,
+            count: raw.count,
+            normalized: raw.normalized,
+            provenance,
+            dtype: raw.dtype,
+            ids_bytes: raw.ids_bytes,
+            complete: raw.complete,
+            chunks: raw.chunks,
+        })
+    }
+}
+
 impl StoreHeader {
     fn new(spec: &StoreSpec) -> Self {
         Self {
@@ -108,7 +159,7 @@ impl StoreHeader {
             dim: spec.dim,
             count: 0,
             normalized: spec.normalized,
-            encoder: spec.encoder.clone(),
+            provenance: spec.provenance.clone(),
             dtype: DTYPE.to_string(),
             ids_bytes: 0,
             complete: false,
@@ -206,11 +257,8 @@ impl StoreHeader {
     fn spec_mismatch(&self, spec: &StoreSpec) -> Option<String> {
         if self.dim != spec.dim {
             Some(format!("dim {}, not {}", self.dim, spec.dim))
-        } else if self.encoder != spec.encoder {
-            Some(format!(
-                "encoder {:?}, not {:?}",
-                self.encoder, spec.encoder
-            ))
+        } else if self.provenance != spec.provenance {
+            Some(format!("{}, not {}", self.provenance, spec.provenance))
         } else if self.normalized != spec.normalized {
             Some(format!(
                 "normalized {}, not {}",
@@ -263,7 +311,7 @@ impl EmbeddingsWriter {
         if !dir.join(HEADER_FILE).exists() {
             return Self::create(dir, spec);
         }
-        let header = StoreHeader::read(dir)?;
+        let mut header = StoreHeader::read(dir)?;
         if let Some(what) = header.spec_mismatch(spec) {
             return Err(Error::Invalid(format!(
                 "{}: the store holds vectors of {what}; remove it or write elsewhere",
@@ -288,6 +336,8 @@ impl EmbeddingsWriter {
             }
             file.set_len(len).map_err(|e| Error::io(&path, e))?;
         }
+        // Format 2 differs only in how it spelled the provenance: the next commit writes 3.
+        header.version = FORMAT_VERSION;
         Self::open_data(dir, header, false)
     }
 
@@ -671,7 +721,7 @@ mod tests {
         StoreSpec {
             dim,
             normalized: true,
-            encoder: "fake-encoder@1".into(),
+            provenance: Provenance::new("fake-encoder@1", foil_core::TextKind::Passage),
         }
     }
 
@@ -699,7 +749,7 @@ mod tests {
         w.append(&ids_b, (&b).into()).unwrap();
         let header = w.finish().unwrap();
         assert_eq!((header.count, header.dim, header.complete), (9, 7, true));
-        assert_eq!(header.encoder, "fake-encoder@1");
+        assert_eq!(header.provenance.encoder, "fake-encoder@1");
 
         let all = StoredEmbeddings::read(dir.path()).unwrap();
         assert_eq!(all.header, header);
@@ -829,12 +879,13 @@ mod tests {
         w.append(&ids, (&a).into()).unwrap();
         drop(w);
         let other = StoreSpec {
-            encoder: "other".into(),
+            provenance: Provenance::new("other", foil_core::TextKind::Passage),
             ..spec(4)
         };
         let err = EmbeddingsWriter::resume(dir.path(), &other).err().unwrap();
         assert!(
-            err.to_string().contains("encoder \"fake-encoder@1\""),
+            err.to_string()
+                .contains("vectors of passages by fake-encoder@1, not passages by other"),
             "{err}"
         );
         assert!(EmbeddingsWriter::resume(dir.path(), &spec(5)).is_err());
@@ -888,9 +939,9 @@ mod tests {
         // Another format version.
         let header = dir.path().join(HEADER_FILE);
         let text = std::fs::read_to_string(&header).unwrap();
-        std::fs::write(&header, text.replace("\"version\": 2", "\"version\": 3")).unwrap();
+        std::fs::write(&header, text.replace("\"version\": 3", "\"version\": 4")).unwrap();
         let err = StoredEmbeddings::read(dir.path()).err().unwrap();
-        assert!(err.to_string().contains("format version 3"), "{err}");
+        assert!(err.to_string().contains("format version 4"), "{err}");
     }
 
     /// Flips one bit of `file` at `offset`.
@@ -937,6 +988,54 @@ mod tests {
         let err = StoredEmbeddings::read(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("vectors.f32: chunk 1 (rows 4..8) is damaged"),
+            "{err}"
+        );
+    }
+
+    /// A format 2 header spelled the provenance as one string: it reads as the typed record,
+    /// a writer extends the store and commits it as format 3; a string foil never wrote is
+    /// refused with a message saying so.
+    #[test]
+    fn format_2_provenance_strings_are_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, e) = rows(4, 3, 2);
+        let kind = foil_core::TextKind::Query;
+        let spec = StoreSpec {
+            provenance: Provenance::new("m;sha=ab", kind).with_input("00ff", Some(3)),
+            ..spec(2)
+        };
+        StoredEmbeddings::write(dir.path(), &spec, &ids, (&e).into()).unwrap();
+        let path = dir.path().join(HEADER_FILE);
+        let mut old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("provenance");
+        o.insert("version".into(), 2.into());
+        o.insert(
+            "encoder".into(),
+            "m;sha=ab|kind=Query|input=00ff|limit=Some(3)".into(),
+        );
+        std::fs::write(&path, old.to_string()).unwrap();
+
+        let back = StoredEmbeddings::read(dir.path()).unwrap();
+        assert_eq!(back.header.version, 2);
+        assert_eq!(back.header.provenance, spec.provenance);
+        assert!(back.header.provenance.matches("m;sha=ab", kind));
+        let mut w = EmbeddingsWriter::resume(dir.path(), &spec).unwrap();
+        w.append(&ids, (&e).into()).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let new: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(new["version"], 3, "{text}");
+        assert_eq!(new.get("encoder"), None, "{text}");
+        assert_eq!(new["provenance"]["kind"], "query", "{text}");
+        assert_eq!(StoredEmbeddings::read(dir.path()).unwrap().header.count, 6);
+
+        old["encoder"] = "fake-encoder@1".into();
+        std::fs::write(&path, old.to_string()).unwrap();
+        let err = StoreHeader::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("\"fake-encoder@1\" is not a provenance foil wrote"),
             "{err}"
         );
     }

@@ -13,7 +13,7 @@ use foil_core::fsutil::sha256_file;
 use foil_core::manifest::Manifest;
 use foil_core::{Embeddings, Encoder, InputPolicy, Progress, Result, SkipReport, TextKind};
 use foil_dense::store::{EmbeddingsWriter, StoreHeader, StoreSpec};
-use foil_dense::EmbeddingsView;
+use foil_dense::{EmbeddingsView, Provenance};
 use serde::Serialize;
 
 use crate::cache::{CacheStats, EmbeddingCache};
@@ -175,12 +175,8 @@ pub fn run(config: &EncodeConfig, progress: &dyn Progress) -> Result<EncodeSumma
     let spec = StoreSpec {
         dim: encoder.dim(),
         normalized: false,
-        encoder: format!(
-            "{}|kind={:?}|input={input_sha}|limit={:?}",
-            encoder.fingerprint(),
-            config.kind,
-            config.limit
-        ),
+        provenance: Provenance::new(encoder.fingerprint(), config.kind)
+            .with_input(input_sha, config.limit),
     };
     let mut writer = match StoreHeader::read(&config.output) {
         Ok(h) if !h.matches(&spec) => {

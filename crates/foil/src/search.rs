@@ -293,12 +293,11 @@ fn dense_retriever(
     let (ids, vectors, loaded) = match &config.corpus_embeddings {
         Some(dir) => {
             let stored = StoredEmbeddings::read(dir)?;
-            let expected = format!("{}|kind=Passage", encoder.fingerprint());
-            if !stored.header.encoder.starts_with(&expected) {
+            let provenance = &stored.header.provenance;
+            if !provenance.matches(&encoder.fingerprint(), TextKind::Passage) {
                 return Err(Error::Invalid(format!(
-                    "{}: these passage vectors were made by another encoder or with other settings ({:?})",
+                    "{}: these vectors were made by another encoder, with other settings or for another kind of text ({provenance})",
                     dir.display(),
-                    stored.header.encoder
                 )));
             }
             if !stored.header.complete {

@@ -92,9 +92,9 @@ fn stats(t: &Target) -> anyhow::Result<ExitCode> {
         "store", "rows", "chunks", "dim", "bytes"
     );
     for s in &stores {
-        let encoder = match (&s.encoder, s.format_version) {
-            (Some(e), Some(v)) if v >= 2 => short_encoder(e),
-            (Some(e), Some(v)) => format!("{} (format {v}, no checksums)", short_encoder(e)),
+        let encoder = match (&s.provenance, s.format_version) {
+            (Some(p), Some(v)) if v >= 2 => short_encoder(p),
+            (Some(p), Some(v)) => format!("{} (format {v}, no checksums)", short_encoder(p)),
             _ => "(no readable header)".into(),
         };
         println!(
@@ -113,16 +113,17 @@ fn stats(t: &Target) -> anyhow::Result<ExitCode> {
 }
 
 /// `bert:weights=53aa…;…|kind=Passage` → `bert:weights=53aa51172d14… kind=Passage`.
-fn short_encoder(fingerprint: &str) -> String {
-    let (model, kind) = fingerprint.rsplit_once('|').unwrap_or((fingerprint, ""));
-    let head: String = model
+/// The model part of an encoder's fingerprint, cut short, and the kind of text.
+fn short_encoder(provenance: &foil::cache::Provenance) -> String {
+    let fingerprint = &provenance.encoder;
+    let head: String = fingerprint
         .split(';')
         .next()
-        .unwrap_or(model)
+        .unwrap_or(fingerprint)
         .chars()
         .take(32)
         .collect();
-    format!("{head}… {kind}")
+    format!("{head}… kind={:?}", provenance.kind)
 }
 
 fn verify(t: &Target) -> anyhow::Result<ExitCode> {

@@ -16,7 +16,7 @@ use foil_dense::store::{
     ChunkRead, EmbeddingsReader, EmbeddingsWriter, StoreHeader, StoreSpec, HEADER_FILE, IDS_FILE,
     VECTORS_FILE,
 };
-use foil_dense::EmbeddingsView;
+use foil_dense::{EmbeddingsView, Provenance};
 use serde::Serialize;
 
 use crate::generate::cache as gen_cache;
@@ -31,8 +31,8 @@ const GC_DIR: &str = ".gc";
 pub struct StoreInfo {
     /// The store's folder name (a hash of the encoder's fingerprint and the text kind).
     pub key: String,
-    /// The encoder's fingerprint and the text kind, as the header records them.
-    pub encoder: Option<String>,
+    /// What made the vectors, as the header records it.
+    pub provenance: Option<Provenance>,
     pub format_version: Option<u32>,
     pub rows: u64,
     pub chunks: usize,
@@ -49,7 +49,7 @@ pub fn stats(root: &Path) -> Result<Vec<StoreInfo>> {
             let header = StoreHeader::read(&dir).ok();
             Ok(StoreInfo {
                 key: file_name(&dir),
-                encoder: header.as_ref().map(|h| h.encoder.clone()),
+                provenance: header.as_ref().map(|h| h.provenance.clone()),
                 format_version: header.as_ref().map(|h| h.version),
                 rows: header.as_ref().map_or(0, |h| h.count),
                 chunks: header.as_ref().map_or(0, |h| h.chunks.len()),
@@ -211,7 +211,7 @@ fn gc_locked(dir: &Path) -> Result<GcReport> {
     let spec = StoreSpec {
         dim: header.dim,
         normalized: header.normalized,
-        encoder: header.encoder.clone(),
+        provenance: header.provenance.clone(),
     };
     let complete = header.complete;
 
@@ -420,7 +420,7 @@ mod tests {
         StoreSpec {
             dim: 2,
             normalized: false,
-            encoder: "fake|kind=Passage".into(),
+            provenance: Provenance::new("fake", foil_core::TextKind::Passage),
         }
     }
 
@@ -506,7 +506,7 @@ mod tests {
         StoredEmbeddings::write(&dir, &spec(), &["a"], (&rows(&["a"], 0.0)).into()).unwrap();
         let text = std::fs::read_to_string(dir.join(HEADER_FILE)).unwrap();
         let v1: String = text
-            .replace("\"version\": 2", "\"version\": 1")
+            .replace("\"version\": 3", "\"version\": 1")
             .lines()
             .take_while(|l| !l.contains("\"chunks\""))
             .collect::<Vec<_>>()

@@ -23,6 +23,8 @@
 
 pub mod admin;
 
+pub use foil_dense::Provenance;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -67,18 +69,19 @@ fn sha256_hex(s: &str) -> String {
     hex(&Sha256::digest(s.as_bytes()))
 }
 
-/// The folder of the cache of `encoder` for `kind` under `root`, and the fingerprint its
-/// store records.
-pub fn store_dir(root: &Path, encoder: &dyn Encoder, kind: TextKind) -> (PathBuf, String) {
-    let fingerprint = format!("{}|kind={kind:?}", encoder.fingerprint());
-    let dir = root.join(&sha256_hex(&format!("{fingerprint}|{STORE_KEY}"))[..24]);
-    (dir, fingerprint)
+/// The folder of the cache of `encoder` for `kind` under `root`, and the provenance its
+/// store records. The folder name hashes the provenance's format-2 spelling, so caches made
+/// before format 3 are found.
+pub fn store_dir(root: &Path, encoder: &dyn Encoder, kind: TextKind) -> (PathBuf, Provenance) {
+    let provenance = Provenance::new(encoder.fingerprint(), kind);
+    let key = format!("{}|{STORE_KEY}", provenance.legacy_string());
+    (root.join(&sha256_hex(&key)[..24]), provenance)
 }
 
 impl EmbeddingCache {
     /// Opens (or starts) the cache of `encoder` for `kind` under `root`.
     pub fn open(root: &Path, encoder: &dyn Encoder, kind: TextKind) -> Result<Self> {
-        let (dir, fingerprint) = store_dir(root, encoder, kind);
+        let (dir, provenance) = store_dir(root, encoder, kind);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let users = Lock::acquire(&dir, Mode::Shared)?;
         let mut cache = Self {
@@ -86,7 +89,7 @@ impl EmbeddingCache {
             spec: StoreSpec {
                 dim: encoder.dim(),
                 normalized: false,
-                encoder: fingerprint,
+                provenance,
             },
             rows: HashMap::new(),
             vectors: Vec::new(),
@@ -126,12 +129,12 @@ impl EmbeddingCache {
             return Ok(());
         }
         let header = StoreHeader::read(&self.dir)?;
-        if header.encoder != self.spec.encoder || header.dim != self.spec.dim {
+        if header.provenance != self.spec.provenance || header.dim != self.spec.dim {
             return Err(Error::format(
                 self.dir.join(HEADER_FILE),
                 format!(
-                    "the cache folder holds vectors of another encoder ({:?}, dim {}); remove the folder",
-                    header.encoder, header.dim
+                    "the cache folder holds vectors of another encoder ({}, dim {}); remove the folder",
+                    header.provenance, header.dim
                 ),
             ));
         }

@@ -127,8 +127,8 @@ fn numbers(r: &Map<String, Value>, key: &str, len: usize) -> Result<Option<Vec<f
 /// A relevance label: 1 (relevant) or 0.
 fn label(v: &Value, what: &str) -> Result<bool, Bad> {
     match v.as_f64() {
-        Some(x) if x == 1.0 => Ok(true),
-        Some(x) if x == 0.0 => Ok(false),
+        Some(1.0) => Ok(true),
+        Some(0.0) => Ok(false),
         _ => Err((
             SkipReason::BadScore,
             format!("{what} is not 0 or 1: {}", quote(&v.to_string())),

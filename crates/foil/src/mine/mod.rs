@@ -760,13 +760,12 @@ fn load_aligned(
 ) -> Result<Embeddings> {
     let stored = StoredEmbeddings::read(dir)?;
     if let Some(encoder) = encoder {
-        let expected = format!("{}|kind={kind:?}", encoder.fingerprint());
-        if !stored.header.encoder.starts_with(&expected) {
+        let provenance = &stored.header.provenance;
+        if !provenance.matches(&encoder.fingerprint(), kind) {
             return Err(Error::Invalid(format!(
                 "{}: these vectors were made by another encoder, with other settings or for \
-                 another kind of text ({:?})",
+                 another kind of text ({provenance})",
                 dir.display(),
-                stored.header.encoder
             )));
         }
     }
