@@ -91,10 +91,8 @@ impl BertEncoder {
         let mut sentence = SentenceConfig::read(dir, &config)?;
         if let Some(n) = options.max_length {
             if n < 2 || n > config.max_tokens() {
-                return Err(Error::Invalid(format!(
-                    "--max-length must be between 2 and {}",
-                    config.max_tokens()
-                )));
+                let message = format!("must be between 2 and {}", config.max_tokens());
+                return Err(Error::config("max_length", message));
             }
             sentence.max_length = n;
         }

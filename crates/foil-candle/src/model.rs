@@ -20,7 +20,7 @@ use crate::modernbert::TrainableModernBert;
 use crate::weights::Weights;
 
 fn ce(e: candle_core::Error) -> Error {
-    Error::Invalid(format!("tensor operation failed: {e}"))
+    Error::backend("a candle tensor operation", e)
 }
 
 /// Converts candle errors into foil's.

@@ -57,12 +57,38 @@ fn main() -> ExitCode {
         return print_completions(shell);
     }
     init_logging(cli.verbose, cli.quiet);
+    // `foil experiment` takes its settings from a TOML file, whose names the errors keep.
+    let flags = !matches!(cli.command, Command::Experiment(_));
     match commands::run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("foil: {err:#}");
+            eprintln!("foil: {}", describe(&err, flags));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes on one line (as `{:#}` prints them); with `flags`, a setting the
+/// library names by its configuration field is shown as the flag that sets it.
+fn describe(err: &anyhow::Error, flags: bool) -> String {
+    let causes: Vec<String> = err
+        .chain()
+        .map(|cause| match cause.downcast_ref::<foil_core::Error>() {
+            Some(foil_core::Error::Config { field, message }) if flags => {
+                format!("{}: {message}", flag_of(field))
+            }
+            _ => cause.to_string(),
+        })
+        .collect();
+    causes.join(": ")
+}
+
+/// The flag that sets a configuration field: `per_query` → `--per-query`,
+/// `eval.data` → `--eval-data`; the encoder is chosen by `--model`.
+fn flag_of(field: &str) -> String {
+    match field {
+        "encoder" => "--model".into(),
+        f => format!("--{}", f.replace(['.', '_'], "-")),
     }
 }
 

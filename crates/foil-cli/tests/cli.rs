@@ -323,6 +323,32 @@ fn missing_files_and_splits_are_errors_with_exit_code_two() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/qrels.tsv: No such file"));
 }
 
+/// The library names a bad setting by its configuration field; the command line shows the
+/// flag that sets it.
+#[test]
+fn a_bad_setting_is_named_by_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo_data(dir.path());
+    let out = dir.path().join("run.trec");
+    for (args, expected) in [
+        (
+            vec!["--threads", "0"],
+            "foil: search failed: --threads: must be at least 1",
+        ),
+        (
+            vec!["--retriever", "dense"],
+            "--model: dense retrieval needs a model",
+        ),
+    ] {
+        let mut all = vec!["search", "--data", &data, "--output", out.to_str().unwrap()];
+        all.extend(args);
+        let o = foil(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(expected), "{all:?}: {err}");
+    }
+}
+
 #[test]
 fn version_names_the_commit_features_and_kernels() {
     let out = ok(&["--version"]);

@@ -168,3 +168,23 @@ fn the_zero_label_path_runs_to_its_report_with_every_default() {
     }
     assert!(out.join("report.md").is_file() && out.join("ndcg.png").is_file());
 }
+
+/// A bad setting is named as the experiment's file names it, not by a flag it has no use for.
+#[test]
+fn a_bad_setting_is_named_by_its_field_in_the_file() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    foil(&["demo", "--output", tmp.path().to_str().unwrap()]);
+    let exp = config(tmp.path(), &model, 1);
+    let text = std::fs::read_to_string(&exp).unwrap();
+    std::fs::write(&exp, text.replace("threads = 2", "threads = 0")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_foil"))
+        .args(["experiment", "--config", exp.to_str().unwrap()])
+        .args(["--output", tmp.path().join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(": threads: must be at least 1"), "{err}");
+    assert!(!err.contains("--threads"), "{err}");
+}

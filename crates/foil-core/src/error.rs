@@ -28,6 +28,17 @@ pub enum Error {
     /// Another foil process holds the lock of a folder or file this one must write.
     #[error("{}: another foil process{} is writing it; wait for it to finish or choose another output", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Busy { path: PathBuf, pid: Option<u32> },
+    /// A setting cannot work. `field` names it as the library's configuration does
+    /// (`per_query`, `eval.data`): the command line shows it as its flag (`--per-query`), and
+    /// `foil experiment` users read the name their TOML file uses.
+    #[error("{field}: {message}")]
+    Config { field: String, message: String },
+    /// A backend (the tensor library, a model runtime) failed while computing.
+    #[error("{backend} failed: {message}")]
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
     /// The caller asked for something that cannot be done.
     #[error("{0}")]
     Invalid(String),
@@ -42,6 +53,22 @@ impl Error {
         Error::Io {
             path: path.into(),
             error: source,
+        }
+    }
+
+    /// A setting that cannot work (see [`Error::Config`]).
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A failure of `backend` (see [`Error::Backend`]).
+    pub fn backend(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Error::Backend {
+            backend,
+            message: message.to_string(),
         }
     }
 

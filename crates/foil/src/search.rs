@@ -288,7 +288,7 @@ fn dense_retriever(
     let spec = config
         .encoder
         .as_ref()
-        .ok_or_else(|| Error::Invalid("dense retrieval needs a model (--model)".into()))?;
+        .ok_or_else(|| Error::config("encoder", "dense retrieval needs a model"))?;
     let encoder = spec.load()?;
     let (ids, vectors, loaded) = match &config.corpus_embeddings {
         Some(dir) => {

@@ -7,7 +7,7 @@ pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Sen
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         if n == 0 {
-            return Err(Error::Invalid("--threads must be at least 1".into()));
+            return Err(Error::config("threads", "must be at least 1"));
         }
         builder = builder.num_threads(n);
     }

@@ -133,7 +133,7 @@ impl GeneratorSpec {
                 max_retries,
             } => {
                 if !(timeout_secs.is_finite() && *timeout_secs > 0.0) {
-                    return Err(Error::Invalid("--timeout must be positive".into()));
+                    return Err(Error::config("timeout", "must be positive"));
                 }
                 let mut config = foil_openai::ApiConfig::new(base_url.clone(), model.clone());
                 config.api_key_env = api_key_env.clone();
@@ -171,13 +171,13 @@ impl Sampling {
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::Invalid("--temperature must be ≥ 0".into()));
+            return Err(Error::config("temperature", "must be ≥ 0"));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Invalid("--top-p must be in (0, 1]".into()));
+            return Err(Error::config("top_p", "must be in (0, 1]"));
         }
         if self.max_tokens == 0 {
-            return Err(Error::Invalid("--max-tokens must be at least 1".into()));
+            return Err(Error::config("max_tokens", "must be at least 1"));
         }
         Ok(())
     }

@@ -289,7 +289,7 @@ fn execute(
 /// Checks the settings and loads the template.
 fn check(config: &NegativesConfig) -> Result<Template> {
     if config.per_query == 0 {
-        return Err(Error::Invalid("--per-query must be at least 1".into()));
+        return Err(Error::config("per_query", "must be at least 1"));
     }
     if config.formats.contains(&Format::NTupleScores) {
         return Err(Error::Invalid(

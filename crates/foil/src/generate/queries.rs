@@ -258,17 +258,16 @@ fn execute(
 /// Checks the settings and loads the template (with the user's examples, if any).
 fn check(config: &QueriesConfig) -> Result<Template> {
     if config.per_passage == 0 {
-        return Err(Error::Invalid("--per-passage must be at least 1".into()));
+        return Err(Error::config("per_passage", "must be at least 1"));
     }
     if config.round_trip_k == 0 {
-        return Err(Error::Invalid("--round-trip-k must be at least 1".into()));
+        return Err(Error::config("round_trip_k", "must be at least 1"));
     }
     config.sampling.validate()?;
     if let Some(share) = config.keep_logprob {
         if !(share > 0.0 && share <= 1.0) {
-            return Err(Error::Invalid(format!(
-                "keep_logprob must be in (0, 1], not {share}"
-            )));
+            let message = format!("must be in (0, 1], not {share}");
+            return Err(Error::config("keep_logprob", message));
         }
     }
     let template = Template::load_for(&config.template, Task::Queries)?;

@@ -661,10 +661,10 @@ fn retrieve(
             Some(spec) => Some(spec.load()?),
             None if precomputed => None,
             None => {
-                return Err(Error::Invalid(
-                    "dense and hybrid mining need a bi-encoder (--model) or precomputed \
-                     corpus and query embeddings"
-                        .into(),
+                return Err(Error::config(
+                    "encoder",
+                    "dense and hybrid mining need a bi-encoder or precomputed corpus and \
+                     query embeddings",
                 ))
             }
         };

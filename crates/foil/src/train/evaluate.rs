@@ -78,11 +78,14 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Self> {
         let qrels = BeirPaths::new(&config.data).qrels(&config.split);
         if !qrels.is_file() {
-            return Err(Error::Invalid(format!(
-                "--eval-data: no qrels for split {:?}: {} does not exist",
-                config.split,
-                qrels.display()
-            )));
+            return Err(Error::config(
+                "eval.data",
+                format!(
+                    "no qrels for split {:?}: {} does not exist",
+                    config.split,
+                    qrels.display()
+                ),
+            ));
         }
         // What decides an evaluation's numbers besides the weights. The earlier lines of the
         // log are kept only when these are the same (a resumed run may evaluate elsewhere).

@@ -380,12 +380,13 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
     );
     if let Some(head_lr) = config.head_lr {
         if !cross {
-            return Err(Error::Invalid(
-                "--head-lr is for cross-encoders (a bi-encoder has no head)".into(),
+            return Err(Error::config(
+                "head_lr",
+                "is for cross-encoders (a bi-encoder has no head)",
             ));
         }
         if config.lr <= 0.0 {
-            return Err(Error::Invalid("--head-lr needs a positive --lr".into()));
+            return Err(Error::config("head_lr", "needs a positive lr"));
         }
         optimizer.scale_lr(|name| name.starts_with("classifier."), head_lr / config.lr);
     }
