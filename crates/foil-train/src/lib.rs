@@ -4,6 +4,7 @@
 //!   the Mann–Whitney loss, Soft-InfoNCE, Multi-Similarity, triplet margin, MarginMSE), each a
 //!   function from embeddings to a scalar loss, plus focal reweighting and MoCHi hard-negative
 //!   mixing; [`Loss`] picks one from a CLI string such as `"mnrl:scale=20,symmetric=true"`.
+//!   [`CrossLoss`]: a cross-encoder's listwise or binary loss over its pairs' logits.
 //! - [`optim`]: AdamW exactly as `torch.optim.AdamW`, transformers' linear warmup/decay schedule
 //!   and `clip_grad_norm_`, with state saved to safetensors for resuming.
 //! - [`sampler`]: the seeded no-duplicates batch sampler.
@@ -14,6 +15,6 @@ pub mod losses;
 pub mod optim;
 pub mod sampler;
 
-pub use losses::{Loss, LossInput, Similarity};
+pub use losses::{CrossLoss, Loss, LossInput, Similarity};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, LinearSchedule};
 pub use sampler::no_duplicates_batches;

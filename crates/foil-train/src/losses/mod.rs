@@ -7,9 +7,12 @@
 //! `docs = [positives; negatives]` (`B + B·K` rows), whose column i is query i's positive and
 //! every other column a negative.
 //!
+//! A cross-encoder's losses ([`CrossLoss`]) take the logits of its pairs instead.
+//!
 //! Every loss works in the dtype of its inputs (f32 for training, f64 for the finite-difference
 //! checks). The golden tests (`tests/loss_parity.rs`) compare value and gradients with PyTorch.
 
+mod cross;
 mod dcl;
 mod info_nce;
 mod loss;
@@ -20,6 +23,7 @@ mod mw;
 mod soft_info_nce;
 mod triplet;
 
+pub use cross::CrossLoss;
 pub use dcl::{dcl, dclw, Dcl, Dclw};
 pub use info_nce::{info_nce, InfoNce};
 pub use loss::{Loss, LOSS_NAMES};
