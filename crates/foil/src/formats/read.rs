@@ -169,175 +169,198 @@ fn passage(v: &Value, key: &str) -> Result<Item, Bad> {
 
 /// Parses one record of `format` into an example.
 fn parse(format: Format, r: &Map<String, Value>, line: u64) -> Result<Example, Bad> {
-    let example = |query, positives, negatives| Example {
-        line,
-        query,
-        positives,
-        negatives,
-    };
-    Ok(match format {
-        Format::Negatives => {
-            let id = |v: &Value, what: &str| -> Result<String, Bad> {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    (
-                        SkipReason::MissingId,
-                        format!("{what} is not a string: {}", quote(&v.to_string())),
-                    )
-                })
-            };
-            let negatives = match field(r, "negatives")? {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|n| {
-                        let doc = n.get("doc_id").ok_or_else(|| {
-                            (
-                                SkipReason::MissingId,
-                                format!("a negative has no \"doc_id\": {}", quote(&n.to_string())),
-                            )
-                        })?;
-                        let score = n.get("score").ok_or_else(|| {
-                            (
-                                SkipReason::BadScore,
-                                format!("a negative has no \"score\": {}", quote(&n.to_string())),
-                            )
-                        })?;
-                        Ok(Item {
-                            id: Some(id(doc, "\"doc_id\"")?),
-                            text: None,
-                            score: score_or_null(score, "\"score\"")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, Bad>>()?,
-                v => {
-                    return Err((
-                        SkipReason::MalformedJson,
-                        format!(
-                            "field \"negatives\" is not a list: {}",
-                            quote(&v.to_string())
-                        ),
-                    ))
-                }
-            };
-            example(
-                Item {
-                    id: Some(id(field(r, "query_id")?, "\"query_id\"")?),
-                    ..Item::default()
-                },
-                vec![Item {
-                    id: Some(id(field(r, "positive_id")?, "\"positive_id\"")?),
-                    text: None,
-                    score: score_or_null(field(r, "positive_score")?, "\"positive_score\"")?,
-                }],
-                negatives,
-            )
-        }
-        Format::Triplet => example(
+    let (query, positives, negatives) = match format {
+        Format::Negatives => parse_negatives(r)?,
+        Format::Triplet => (
             text(string(r, "anchor")?),
             vec![text(string(r, "positive")?)],
             vec![text(string(r, "negative")?)],
         ),
-        Format::NTuple | Format::NTupleScores => {
-            let mut negatives = Vec::new();
-            for i in 1.. {
-                let key = format!("negative_{i}");
-                if !r.contains_key(&key) {
-                    break;
-                }
-                negatives.push(text(string(r, &key)?));
-            }
-            let mut positive = text(string(r, "positive")?);
-            if format == Format::NTupleScores {
-                let scores = numbers(r, "scores", negatives.len() + 1)?.ok_or_else(|| {
-                    (SkipReason::BadScore, "missing field \"scores\"".to_string())
-                })?;
-                positive.score = Some(scores[0]);
-                for (n, s) in negatives.iter_mut().zip(&scores[1..]) {
-                    n.score = Some(*s);
-                }
-            }
-            example(text(string(r, "anchor")?), vec![positive], negatives)
-        }
-        Format::LabeledPair => {
-            let passage = vec![text(string(r, "positive")?)];
-            let query = text(string(r, "anchor")?);
-            if label(field(r, "label")?, "\"label\"")? {
-                example(query, passage, Vec::new())
-            } else {
-                example(query, Vec::new(), passage)
-            }
-        }
-        Format::LabeledList => {
-            let texts = strings(r, "positive")?;
-            let labels = match field(r, "labels")? {
-                Value::Array(items) if items.len() == texts.len() => items
-                    .iter()
-                    .map(|v| label(v, "a label of \"labels\""))
-                    .collect::<Result<Vec<_>, Bad>>()?,
-                v => {
-                    return Err((
-                        SkipReason::BadScore,
-                        format!(
-                            "field \"labels\" is not a list of {} labels: {}",
-                            texts.len(),
-                            quote(&v.to_string())
-                        ),
-                    ))
-                }
-            };
-            let (mut positives, mut negatives) = (Vec::new(), Vec::new());
-            for (t, relevant) in texts.into_iter().zip(labels) {
-                if relevant {
-                    positives.push(text(t));
-                } else {
-                    negatives.push(text(t));
-                }
-            }
-            example(text(string(r, "anchor")?), positives, negatives)
-        }
-        Format::Flagembedding => {
-            let pos = strings(r, "pos")?;
-            let neg = strings(r, "neg")?;
-            let pos_scores = numbers(r, "pos_scores", pos.len())?;
-            let neg_scores = numbers(r, "neg_scores", neg.len())?;
-            let items = |texts: Vec<String>, scores: Option<Vec<f32>>| -> Vec<Item> {
-                texts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, t)| Item {
-                        id: None,
-                        text: Some(t),
-                        score: scores.as_ref().map(|s| s[i]),
-                    })
-                    .collect()
-            };
-            example(
-                text(string(r, "query")?),
-                items(pos, pos_scores),
-                items(neg, neg_scores),
-            )
-        }
-        Format::Tevatron => {
-            let list = |key: &str| -> Result<Vec<Item>, Bad> {
-                match field(r, key)? {
-                    Value::Array(items) => items.iter().map(|v| passage(v, key)).collect(),
-                    v => Err((
-                        SkipReason::MissingText,
-                        format!("field \"{key}\" is not a list: {}", quote(&v.to_string())),
-                    )),
-                }
-            };
-            let mut query = text(string(r, "query")?);
-            query.id = r
-                .get("query_id")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            example(
-                query,
-                list("positive_passages")?,
-                list("negative_passages")?,
-            )
-        }
+        Format::NTuple => parse_n_tuple(r, false)?,
+        Format::NTupleScores => parse_n_tuple(r, true)?,
+        Format::LabeledPair => parse_labeled_pair(r)?,
+        Format::LabeledList => parse_labeled_list(r)?,
+        Format::Flagembedding => parse_flagembedding(r)?,
+        Format::Tevatron => parse_tevatron(r)?,
+    };
+    Ok(Example {
+        line,
+        query,
+        positives,
+        negatives,
     })
+}
+
+/// A record's query, positives and negatives.
+type Parts = (Item, Vec<Item>, Vec<Item>);
+
+/// foil's `negatives.jsonl`: ids and scores, no texts.
+fn parse_negatives(r: &Map<String, Value>) -> Result<Parts, Bad> {
+    let id = |v: &Value, what: &str| -> Result<String, Bad> {
+        v.as_str().map(str::to_string).ok_or_else(|| {
+            (
+                SkipReason::MissingId,
+                format!("{what} is not a string: {}", quote(&v.to_string())),
+            )
+        })
+    };
+    let negatives = match field(r, "negatives")? {
+        Value::Array(items) => items
+            .iter()
+            .map(|n| {
+                let doc = n.get("doc_id").ok_or_else(|| {
+                    (
+                        SkipReason::MissingId,
+                        format!("a negative has no \"doc_id\": {}", quote(&n.to_string())),
+                    )
+                })?;
+                let score = n.get("score").ok_or_else(|| {
+                    (
+                        SkipReason::BadScore,
+                        format!("a negative has no \"score\": {}", quote(&n.to_string())),
+                    )
+                })?;
+                Ok(Item {
+                    id: Some(id(doc, "\"doc_id\"")?),
+                    text: None,
+                    score: score_or_null(score, "\"score\"")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Bad>>()?,
+        v => {
+            return Err((
+                SkipReason::MalformedJson,
+                format!(
+                    "field \"negatives\" is not a list: {}",
+                    quote(&v.to_string())
+                ),
+            ))
+        }
+    };
+    Ok((
+        Item {
+            id: Some(id(field(r, "query_id")?, "\"query_id\"")?),
+            ..Item::default()
+        },
+        vec![Item {
+            id: Some(id(field(r, "positive_id")?, "\"positive_id\"")?),
+            text: None,
+            score: score_or_null(field(r, "positive_score")?, "\"positive_score\"")?,
+        }],
+        negatives,
+    ))
+}
+
+/// `n-tuple` (`negative_1…`) and, with `scores`, `n-tuple-scores` (positive first).
+fn parse_n_tuple(r: &Map<String, Value>, scores: bool) -> Result<Parts, Bad> {
+    let mut negatives = Vec::new();
+    for i in 1.. {
+        let key = format!("negative_{i}");
+        if !r.contains_key(&key) {
+            break;
+        }
+        negatives.push(text(string(r, &key)?));
+    }
+    let mut positive = text(string(r, "positive")?);
+    if scores {
+        let scores = numbers(r, "scores", negatives.len() + 1)?
+            .ok_or_else(|| (SkipReason::BadScore, "missing field \"scores\"".to_string()))?;
+        positive.score = Some(scores[0]);
+        for (n, s) in negatives.iter_mut().zip(&scores[1..]) {
+            n.score = Some(*s);
+        }
+    }
+    Ok((text(string(r, "anchor")?), vec![positive], negatives))
+}
+
+/// `labeled-pair`: one passage, a positive (label 1) or a negative (0); the reader merges a
+/// query's pairs.
+fn parse_labeled_pair(r: &Map<String, Value>) -> Result<Parts, Bad> {
+    let passage = vec![text(string(r, "positive")?)];
+    let query = text(string(r, "anchor")?);
+    let (positives, negatives) = if label(field(r, "label")?, "\"label\"")? {
+        (passage, Vec::new())
+    } else {
+        (Vec::new(), passage)
+    };
+    Ok((query, positives, negatives))
+}
+
+/// `labeled-list`: the passages of a query with a label each.
+fn parse_labeled_list(r: &Map<String, Value>) -> Result<Parts, Bad> {
+    let texts = strings(r, "positive")?;
+    let labels = match field(r, "labels")? {
+        Value::Array(items) if items.len() == texts.len() => items
+            .iter()
+            .map(|v| label(v, "a label of \"labels\""))
+            .collect::<Result<Vec<_>, Bad>>()?,
+        v => {
+            return Err((
+                SkipReason::BadScore,
+                format!(
+                    "field \"labels\" is not a list of {} labels: {}",
+                    texts.len(),
+                    quote(&v.to_string())
+                ),
+            ))
+        }
+    };
+    let (mut positives, mut negatives) = (Vec::new(), Vec::new());
+    for (t, relevant) in texts.into_iter().zip(labels) {
+        if relevant {
+            positives.push(text(t));
+        } else {
+            negatives.push(text(t));
+        }
+    }
+    Ok((text(string(r, "anchor")?), positives, negatives))
+}
+
+/// FlagEmbedding's `{query, pos, neg}`, with `pos_scores` / `neg_scores` where given.
+fn parse_flagembedding(r: &Map<String, Value>) -> Result<Parts, Bad> {
+    let pos = strings(r, "pos")?;
+    let neg = strings(r, "neg")?;
+    let pos_scores = numbers(r, "pos_scores", pos.len())?;
+    let neg_scores = numbers(r, "neg_scores", neg.len())?;
+    let items = |texts: Vec<String>, scores: Option<Vec<f32>>| -> Vec<Item> {
+        texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| Item {
+                id: None,
+                text: Some(t),
+                score: scores.as_ref().map(|s| s[i]),
+            })
+            .collect()
+    };
+    Ok((
+        text(string(r, "query")?),
+        items(pos, pos_scores),
+        items(neg, neg_scores),
+    ))
+}
+
+/// Tevatron's `{query_id, query, positive_passages, negative_passages}`.
+fn parse_tevatron(r: &Map<String, Value>) -> Result<Parts, Bad> {
+    let list = |key: &str| -> Result<Vec<Item>, Bad> {
+        match field(r, key)? {
+            Value::Array(items) => items.iter().map(|v| passage(v, key)).collect(),
+            v => Err((
+                SkipReason::MissingText,
+                format!("field \"{key}\" is not a list: {}", quote(&v.to_string())),
+            )),
+        }
+    };
+    let mut query = text(string(r, "query")?);
+    query.id = r
+        .get("query_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((
+        query,
+        list("positive_passages")?,
+        list("negative_passages")?,
+    ))
 }
 
 /// How [`read_training_file`] reads.
