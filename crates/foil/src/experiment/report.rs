@@ -11,7 +11,7 @@ use foil_core::fsutil::write_atomic;
 use foil_core::Result;
 use foil_plot::{Chart, Color, Series};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::{by_pipeline, spearman, ExperimentConfig};
 use crate::inspect::report::Report;
@@ -152,6 +152,34 @@ pub fn write(
     pipelines: &mut [PipelineResult],
 ) -> Result<PathBuf> {
     let mut md = String::new();
+    write_header(&mut md, config);
+    let rows_json = write_table(&mut md, base, bm25, pipelines);
+    let correlations = write_correlations(&mut md, pipelines);
+    write_chart(dir, base, bm25, pipelines)?;
+    let _ = writeln!(
+        md,
+        "\n![Change in nDCG@10 against the base model, with 95% intervals](ndcg.svg)\n\n\
+         Negative-set reports: `inspect/<pipeline>/report.md`."
+    );
+
+    let json = json!({
+        "config": config,
+        "pipelines": rows_json,
+        "spearman_with_ndcg@10": correlations,
+        "eci_note": "ECI here is a reconstruction: ln(1+K)·2HS/(H+S).",
+    });
+    write_atomic(
+        &dir.join("report.json"),
+        &serde_json::to_vec_pretty(&json).unwrap_or_default(),
+    )?;
+    write_atomic(&dir.join("report.html"), html(&md).as_bytes())?;
+    let path = dir.join("report.md");
+    write_atomic(&path, md.as_bytes())?;
+    Ok(path)
+}
+
+/// The title and the settings.
+fn write_header(md: &mut String, config: &ExperimentConfig) {
     let _ = writeln!(md, "# foil experiment\n");
     let _ = writeln!(
         md,
@@ -176,6 +204,15 @@ pub fn write(
             .unwrap_or_default(),
         config.seed
     );
+}
+
+/// The table of every pipeline (baselines first) and its notes; returns its rows as JSON.
+fn write_table(
+    md: &mut String,
+    base: &PipelineResult,
+    bm25: &PipelineResult,
+    pipelines: &[PipelineResult],
+) -> Vec<Value> {
     let _ = writeln!(
         md,
         "| pipeline | nDCG@10 | P@10 | Recall@100 | Δ nDCG@10 vs base | p (paired t) | queries without results | ECI† | AUC | safety | hardness | ≥ positive | separability‡ |"
@@ -237,8 +274,12 @@ pub fn write(
          negatives give themselves away by style, a shortcut the model can learn).\n",
         base.judged.len()
     );
+    rows_json
+}
 
-    // How well each statistic ordered the pipelines by nDCG@10.
+/// How well each statistic of the negatives ordered the pipelines by nDCG@10 (Spearman);
+/// returns the correlations by statistic.
+fn write_correlations(md: &mut String, pipelines: &[PipelineResult]) -> Map<String, Value> {
     let ndcg: std::collections::BTreeMap<String, f64> = pipelines
         .iter()
         .map(|r| (r.name.clone(), r.mean(NDCG10)))
@@ -268,7 +309,16 @@ pub fn write(
         let _ = writeln!(md, "| {name} | {} |", fmt(rho, 3));
         correlations.insert(name.to_string(), json!(rho));
     }
+    correlations
+}
 
+/// `ndcg.svg` and `ndcg.png`: each pipeline's paired change in nDCG@10 against the base model.
+fn write_chart(
+    dir: &Path,
+    base: &PipelineResult,
+    bm25: &PipelineResult,
+    pipelines: &[PipelineResult],
+) -> Result<()> {
     // The chart answers "did fine-tuning help?": per pipeline, its paired change in nDCG@10
     // against the base model with a 95% interval, and BM25 as a reference line. (The built-in
     // font has no '@'.)
@@ -323,26 +373,7 @@ pub fn write(
     });
     write_atomic(&dir.join("ndcg.svg"), chart.svg().as_bytes())?;
     write_atomic(&dir.join("ndcg.png"), &chart.png())?;
-    let _ = writeln!(
-        md,
-        "\n![Change in nDCG@10 against the base model, with 95% intervals](ndcg.svg)\n\n\
-         Negative-set reports: `inspect/<pipeline>/report.md`."
-    );
-
-    let json = json!({
-        "config": config,
-        "pipelines": rows_json,
-        "spearman_with_ndcg@10": correlations,
-        "eci_note": "ECI here is a reconstruction: ln(1+K)·2HS/(H+S).",
-    });
-    write_atomic(
-        &dir.join("report.json"),
-        &serde_json::to_vec_pretty(&json).unwrap_or_default(),
-    )?;
-    write_atomic(&dir.join("report.html"), html(&md).as_bytes())?;
-    let path = dir.join("report.md");
-    write_atomic(&path, md.as_bytes())?;
-    Ok(path)
+    Ok(())
 }
 
 /// A static page from the report's Markdown subset (headings, paragraphs, tables, images).
