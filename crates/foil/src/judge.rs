@@ -19,8 +19,13 @@
 //! [`LlmJudge`] is also a [`Reranker`] (the score is P(relevant)), so it can rescore mined
 //! candidates where no cross-encoder is installed.
 
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
+
+use foil_core::beir::BeirPaths;
+use foil_core::{InputPolicy, Qrels, Run, SkipReport};
 
 use foil_core::{
     GenerateError, Generation, Generator, NoProgress, Progress, Reranker, Result, SamplingParams,
@@ -329,13 +334,9 @@ pub struct JudgeRunSummary {
     pub seconds: f64,
 }
 
-/// Runs `foil judge`.
+/// Runs `foil judge`: read the split (and the run) → the pairs to judge → the judge →
+/// `judgments.jsonl`, `run.trec` and the manifest.
 pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunSummary> {
-    use foil_core::beir::BeirPaths;
-    use foil_core::{InputPolicy, Qrels, Run, SkipReport};
-    use std::collections::{BTreeMap, HashSet};
-    use std::io::Write;
-
     let started = std::time::Instant::now();
     let _lock = foil_core::lock::Lock::output(&config.output)?;
     if config.run.is_none() && !config.with_positives {
@@ -346,21 +347,61 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
     let policy = InputPolicy::default();
     let mut skips = SkipReport::default();
     let paths = BeirPaths::new(&config.data);
-    let qrels_path = paths.qrels(&config.split);
-    let qrels = Qrels::read(&qrels_path, policy, &mut skips)?;
-    let crate::rerank::Texts {
-        queries: query_text,
-        passages: full,
-    } = crate::rerank::Texts::read(&paths, policy, &mut skips)?;
+    let qrels = Qrels::read(&paths.qrels(&config.split), policy, &mut skips)?;
+    let texts = crate::rerank::Texts::read(&paths, policy, &mut skips)?;
     let run = match &config.run {
         Some(path) => Some(Run::read(path, policy, &mut skips)?),
         None => None,
     };
+    let ids = judged_queries(config, &qrels, &texts);
+    let pairs = pairs_to_judge(config, &ids, &qrels, run.as_ref(), &texts);
+    let inputs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|p| {
+            let query = texts.queries[p.query].as_str();
+            (query, texts.passages[p.doc.as_str()].as_str())
+        })
+        .collect();
+    let (judgments, stats) = crate::threads::with_threads(config.threads, || {
+        let judge = LlmJudge::load(&config.judge)?;
+        judge.judge(&inputs, progress)
+    })??;
+    let (pos, neg) = write_judgments(config, &pairs, &judgments)?;
+    let judged = pos.len() + neg.len();
+    let summary = JudgeRunSummary {
+        queries: ids.len(),
+        pairs: pairs.len(),
+        judged,
+        stats,
+        auc: auc(&pos, &neg),
+        positives: pos.len(),
+        non_positives: neg.len(),
+        non_positives_relevant: (!neg.is_empty())
+            .then(|| neg.iter().filter(|&&p| p >= 0.5).count() as f64 / neg.len() as f64),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_manifest(config, &paths, &skips, &summary)?;
+    Ok(summary)
+}
 
-    // The queries: those judged in the split, in id order, optionally a seeded sample.
+/// A (query, document) pair to judge: from the run's top (with its rank) or a positive.
+struct Pair<'a> {
+    query: &'a str,
+    doc: String,
+    rank: Option<usize>,
+    relevance: i32,
+}
+
+/// The queries: those judged in the split that have a text, in id order, optionally a
+/// seeded sample.
+fn judged_queries<'a>(
+    config: &JudgeRunConfig,
+    qrels: &'a Qrels,
+    texts: &crate::rerank::Texts,
+) -> Vec<&'a str> {
     let mut ids: Vec<&str> = qrels
         .query_ids()
-        .filter(|q| query_text.contains_key(*q))
+        .filter(|q| texts.queries.contains_key(*q))
         .collect();
     ids.sort_unstable();
     if let Some(n) = config.sample {
@@ -371,20 +412,25 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
         );
         ids = chosen.into_iter().map(|i| ids[i]).collect();
     }
+    ids
+}
 
-    // The pairs: (query, document, rank in the run).
-    struct Pair<'a> {
-        query: &'a str,
-        doc: String,
-        rank: Option<usize>,
-        relevance: i32,
-    }
+/// Each query's pairs: the run's top `top_k` documents, then (when asked) its positives, each
+/// document once.
+fn pairs_to_judge<'a>(
+    config: &JudgeRunConfig,
+    ids: &[&'a str],
+    qrels: &Qrels,
+    run: Option<&Run>,
+    texts: &crate::rerank::Texts,
+) -> Vec<Pair<'a>> {
+    let full = &texts.passages;
     let mut pairs: Vec<Pair> = Vec::new();
-    for &q in &ids {
+    for &q in ids {
         let mut seen = HashSet::new();
         let judged = qrels.get(q);
         let grade = |d: &str| judged.and_then(|j| j.get(d)).copied().unwrap_or(0);
-        if let Some(run) = &run {
+        if let Some(run) = run {
             for (r, doc) in run
                 .get(q)
                 .unwrap_or(&[])
@@ -419,21 +465,21 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
             }
         }
     }
-    let texts: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|p| (query_text[p.query].as_str(), full[p.doc.as_str()].as_str()))
-        .collect();
-    let (judgments, stats) = crate::threads::with_threads(config.threads, || {
-        let judge = LlmJudge::load(&config.judge)?;
-        judge.judge(&texts, progress)
-    })??;
+    pairs
+}
 
-    // judgments.jsonl, and the judged documents as a run ranked by P(relevant).
+/// Writes `judgments.jsonl` and the judged documents as a run ranked by P(relevant);
+/// returns P(relevant) of the judged positives and of the other documents.
+fn write_judgments(
+    config: &JudgeRunConfig,
+    pairs: &[Pair],
+    judgments: &[Option<Judgment>],
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let out = config.output.join("judgments.jsonl");
     let mut file = foil_core::fsutil::AtomicFile::create(&out)?;
     let mut reranked: BTreeMap<&str, Vec<foil_core::trec::ScoredDoc>> = BTreeMap::new();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
-    for (p, j) in pairs.iter().zip(&judgments) {
+    for (p, j) in pairs.iter().zip(judgments) {
         let line = serde_json::json!({
             "query_id": p.query,
             "doc_id": p.doc,
@@ -463,54 +509,46 @@ pub fn run(config: &JudgeRunConfig, progress: &dyn Progress) -> Result<JudgeRunS
     for (q, docs) in reranked {
         trec.insert(q, docs);
     }
-    let run_path = config.output.join("run.trec");
-    trec.write(&run_path, "foil-judge")?;
+    trec.write(&config.output.join("run.trec"), "foil-judge")?;
+    Ok((pos, neg))
+}
 
-    let auc = auc(&pos, &neg);
-    let judged = pos.len() + neg.len();
-    let non_positives_relevant = (!neg.is_empty())
-        .then(|| neg.iter().filter(|&&p| p >= 0.5).count() as f64 / neg.len() as f64);
-    let seconds = started.elapsed().as_secs_f64();
+/// `manifest.json`: inputs, outputs, seed, skips, counts (failures by reason) and the AUC.
+fn write_manifest(
+    config: &JudgeRunConfig,
+    paths: &BeirPaths,
+    skips: &SkipReport,
+    s: &JudgeRunSummary,
+) -> Result<()> {
     let mut manifest = foil_core::manifest::Manifest::new(
         "judge",
         serde_json::to_value(config).unwrap_or_default(),
     );
     manifest.add_input(&paths.corpus)?;
     manifest.add_input(&paths.queries)?;
-    manifest.add_input(&qrels_path)?;
+    manifest.add_input(&paths.qrels(&config.split))?;
     if let Some(path) = &config.run {
         manifest.add_input(path)?;
     }
     manifest.outputs = vec!["judgments.jsonl".into(), "run.trec".into()];
     manifest.seed = Some(config.seed);
-    manifest.set_skips(&skips);
+    manifest.set_skips(skips);
     let c = &mut manifest.counts;
-    c.insert("queries".into(), ids.len() as u64);
-    c.insert("pairs".into(), pairs.len() as u64);
-    c.insert("judged".into(), judged as u64);
-    c.insert("positives".into(), pos.len() as u64);
-    c.insert("non_positives".into(), neg.len() as u64);
-    c.insert("cache.hits".into(), stats.requests.cached as u64);
-    c.insert("cache.generated".into(), stats.requests.generated as u64);
-    for (reason, n) in &stats.failed {
+    c.insert("queries".into(), s.queries as u64);
+    c.insert("pairs".into(), s.pairs as u64);
+    c.insert("judged".into(), s.judged as u64);
+    c.insert("positives".into(), s.positives as u64);
+    c.insert("non_positives".into(), s.non_positives as u64);
+    c.insert("cache.hits".into(), s.stats.requests.cached as u64);
+    c.insert("cache.generated".into(), s.stats.requests.generated as u64);
+    for (reason, n) in &s.stats.failed {
         c.insert(format!("failed.{reason}"), *n);
     }
-    manifest.timings.insert("seconds".into(), seconds);
-    if let Some(a) = auc {
+    manifest.timings.insert("seconds".into(), s.seconds);
+    if let Some(a) = s.auc {
         manifest.config["auc"] = serde_json::json!(a);
     }
-    manifest.write(&config.output.join("manifest.json"))?;
-    Ok(JudgeRunSummary {
-        queries: ids.len(),
-        pairs: pairs.len(),
-        judged,
-        stats,
-        auc,
-        positives: pos.len(),
-        non_positives: neg.len(),
-        non_positives_relevant,
-        seconds,
-    })
+    manifest.write(&config.output.join("manifest.json"))
 }
 
 /// A judge LLM for tests, shared by the judge's and mining's tests.
