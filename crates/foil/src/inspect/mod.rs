@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::encode::encode_all;
 use crate::encoders::{resolve_model, EncoderSpec};
-use crate::formats::{self, read_training_file, Example, Format, ReadOptions};
+use crate::formats::{self, read_training_file, Example, Format, ReadOptions, TrainingFile};
 use crate::threads::with_threads;
 use report::Report;
 use separability::{JudgeVectors, SeparabilityConfig};
@@ -120,7 +120,7 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
         merge_triplets: true,
         policy,
     };
-    let file = read_training_file(&config.input, &options, &mut skips)?;
+    let mut file = read_training_file(&config.input, &options, &mut skips)?;
     let needs_text = !matches!(config.judge, Judge::Provenance);
     if matches!(config.judge, Judge::Provenance) && !file.format.has_scores() {
         return Err(Error::Invalid(format!(
@@ -129,7 +129,7 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
             file.format.name()
         )));
     }
-    let mut examples = file.examples;
+    let mut examples = std::mem::take(&mut file.examples);
     let mut data_inputs = Vec::new();
     // Separability needs the texts too, when it has an encoder and a corpus.
     let separability_text = config.separability.model.is_some() && config.data.is_some();
@@ -143,41 +143,7 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
         data_inputs = resolve_texts(config, data, &mut examples, policy, &mut skips)?;
     }
 
-    // Examples without a positive or a negative, or (provenance) without scores, are skipped.
-    let mut skipped_examples: BTreeMap<String, u64> = BTreeMap::new();
-    let mut kept = Vec::with_capacity(examples.len());
-    for e in examples {
-        let reason = if e.positives.is_empty() {
-            Some("no_positive")
-        } else if e.negatives.is_empty() {
-            Some("no_negative")
-        } else if !needs_text
-            && e.positives
-                .iter()
-                .chain(&e.negatives)
-                .any(|i| i.score.is_none())
-        {
-            Some("no_stored_score")
-        } else {
-            None
-        };
-        match reason {
-            Some(r) => *skipped_examples.entry(r.to_string()).or_default() += 1,
-            None => kept.push(e),
-        }
-    }
-    if kept.is_empty() && skipped_examples.contains_key("no_stored_score") {
-        return Err(Error::Invalid(format!(
-            "{}: no example carries stored scores (generated negatives have none); judge them with --judge-model or --cross-encoder",
-            config.input.display()
-        )));
-    }
-    if kept.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no example with a positive and a negative to inspect",
-            config.input.display()
-        )));
-    }
+    let (kept, skipped_examples) = keep_examples(config, examples, needs_text)?;
 
     let scores = with_threads(config.threads, || judge(config, &kept, progress))??;
     let judge_vectors = match (&scores.encoder, &scores.negative_vectors) {
@@ -227,6 +193,90 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     }
 
     let seconds = started.elapsed().as_secs_f64();
+    let written = Written {
+        file: &file,
+        judge: &scores,
+        separability_corpus: separability.corpus,
+        separability_fingerprint: separability.fingerprint,
+        data_inputs: &data_inputs,
+        outputs,
+        skipped_examples: &skipped_examples,
+    };
+    write_manifest(config, &report, &skips, written, seconds)?;
+    Ok(InspectSummary {
+        report,
+        skips,
+        seconds,
+    })
+}
+
+/// The examples to judge: those with a positive and a negative and, for the stored scores,
+/// a score on every passage; the others are counted by reason.
+fn keep_examples(
+    config: &InspectConfig,
+    examples: Vec<Example>,
+    needs_text: bool,
+) -> Result<(Vec<Example>, BTreeMap<String, u64>)> {
+    let mut skipped_examples: BTreeMap<String, u64> = BTreeMap::new();
+    let mut kept = Vec::with_capacity(examples.len());
+    for e in examples {
+        let reason = if e.positives.is_empty() {
+            Some("no_positive")
+        } else if e.negatives.is_empty() {
+            Some("no_negative")
+        } else if !needs_text
+            && e.positives
+                .iter()
+                .chain(&e.negatives)
+                .any(|i| i.score.is_none())
+        {
+            Some("no_stored_score")
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => *skipped_examples.entry(r.to_string()).or_default() += 1,
+            None => kept.push(e),
+        }
+    }
+    if kept.is_empty() && skipped_examples.contains_key("no_stored_score") {
+        return Err(Error::Invalid(format!(
+            "{}: no example carries stored scores (generated negatives have none); judge them with --judge-model or --cross-encoder",
+            config.input.display()
+        )));
+    }
+    if kept.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no example with a positive and a negative to inspect",
+            config.input.display()
+        )));
+    }
+
+    Ok((kept, skipped_examples))
+}
+
+/// What the manifest records besides the report.
+struct Written<'a> {
+    file: &'a TrainingFile,
+    judge: &'a Scores,
+    /// The corpus the separability sample came from, and its encoder's fingerprint.
+    separability_corpus: Option<PathBuf>,
+    separability_fingerprint: Option<String>,
+    data_inputs: &'a [PathBuf],
+    outputs: Vec<String>,
+    skipped_examples: &'a BTreeMap<String, u64>,
+}
+
+/// `manifest.json`: the settings with the format and the judges that ran, inputs, outputs,
+/// seed, skips and counts.
+fn write_manifest(
+    config: &InspectConfig,
+    report: &Report,
+    skips: &SkipReport,
+    w: Written,
+    seconds: f64,
+) -> Result<()> {
+    let (file, scores) = (w.file, w.judge);
     let mut settings = serde_json::to_value(config).unwrap_or_default();
     if let Some(o) = settings.as_object_mut() {
         o.insert("format".into(), serde_json::json!(file.format.name()));
@@ -235,7 +285,7 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
             "judge_fingerprint".into(),
             serde_json::json!(scores.fingerprint),
         );
-        if let Some(f) = &separability.fingerprint {
+        if let Some(f) = &w.separability_fingerprint {
             o.insert(
                 "separability_encoder".into(),
                 serde_json::json!(report.separability.encoder),
@@ -245,15 +295,15 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     }
     let mut manifest = Manifest::new("inspect", settings);
     manifest.add_input(&config.input)?;
-    for path in &data_inputs {
+    for path in w.data_inputs {
         manifest.add_input(path)?;
     }
-    if let Some(corpus) = separability.corpus.filter(|c| !data_inputs.contains(c)) {
+    if let Some(corpus) = w.separability_corpus.filter(|c| !w.data_inputs.contains(c)) {
         manifest.add_input(&corpus)?;
     }
     manifest.seed = Some(config.separability.seed);
-    manifest.outputs = outputs;
-    manifest.set_skips(&skips);
+    manifest.outputs = w.outputs;
+    manifest.set_skips(skips);
     let c = &report.counts;
     for (name, value) in [
         ("records", file.records),
@@ -273,18 +323,13 @@ pub fn run(config: &InspectConfig, progress: &dyn Progress) -> Result<InspectSum
     ] {
         manifest.counts.insert(name.into(), value);
     }
-    for (reason, n) in &skipped_examples {
+    for (reason, n) in w.skipped_examples {
         manifest
             .counts
             .insert(format!("skipped_examples.{reason}"), *n);
     }
     manifest.timings.insert("seconds".into(), seconds);
-    manifest.write(&config.output.join("manifest.json"))?;
-    Ok(InspectSummary {
-        report,
-        skips,
-        seconds,
-    })
+    manifest.write(&config.output.join("manifest.json"))
 }
 
 /// The file `foil generate negatives` writes its passages to, next to its `negatives.jsonl`.
