@@ -182,6 +182,69 @@ fn opt_mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| mean(v))
 }
 
+impl Diversity {
+    /// Diversity of each example's negatives from the judge's embeddings (`rows`: the
+    /// negatives' rows per example), or a note saying why it is not measured.
+    fn of(vectors: Option<&(Embeddings, Vec<Vec<usize>>)>, ridge: f64) -> Diversity {
+        match vectors {
+            Some((emb, rows)) => {
+                let (mut cos, mut ld, mut ldn) = (Vec::new(), Vec::new(), Vec::new());
+                for r in rows.iter().filter(|r| r.len() >= 2) {
+                    let vs: Vec<&[f32]> = r.iter().map(|&i| emb.row(i)).collect();
+                    if let Some(c) = mean_pairwise_cosine(&vs) {
+                        cos.push(c);
+                    }
+                    if let Some(l) = log_det_gram(&vs, ridge) {
+                        ld.push(l);
+                        ldn.push(l / vs.len() as f64);
+                    }
+                }
+                Diversity {
+                    measured: true,
+                    note: "judge embeddings of each example's negatives, unit-normalised".into(),
+                    examples: cos.len(),
+                    mean_pairwise_cosine: opt_mean(&cos),
+                    mean_log_det: opt_mean(&ld),
+                    mean_log_det_per_negative: opt_mean(&ldn),
+                    ridge,
+                }
+            }
+            None => Diversity {
+                measured: false,
+                note: "omitted: diversity needs embeddings, which only a bi-encoder judge (--judge-model) gives".into(),
+                examples: 0,
+                mean_pairwise_cosine: None,
+                mean_log_det: None,
+                mean_log_det_per_negative: None,
+                ridge,
+            },
+        }
+    }
+}
+
+/// Each negative's margin below its example's lowest positive score, its hardness, and how
+/// many negatives come within each delta of the positive.
+fn margins(
+    positives: &[Vec<f64>],
+    negatives: &[Vec<f64>],
+    deltas: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+    let mut margins = Vec::new();
+    let mut hard = Vec::new();
+    let mut near = vec![0usize; deltas.len()];
+    for (p, n) in positives.iter().zip(negatives) {
+        let s_pos = p.iter().copied().fold(f64::INFINITY, f64::min);
+        for &s_neg in n {
+            margins.push(s_pos - s_neg);
+            hard.push(hardness(s_pos, s_neg));
+            for (c, d) in near.iter_mut().zip(deltas) {
+                *c += (s_neg >= s_pos - d) as usize;
+            }
+        }
+    }
+    (margins, hard, near)
+}
+
 impl Report {
     /// Computes the report from the judge's scores of `examples` (`positives[e]` and
     /// `negatives[e]` in the order of the example's items) and, for a bi-encoder, the
@@ -204,19 +267,7 @@ impl Report {
     ) -> Report {
         let pos_all: Vec<f64> = positives.iter().flatten().copied().collect();
         let neg_all: Vec<f64> = negatives.iter().flatten().copied().collect();
-        let mut margins = Vec::with_capacity(neg_all.len());
-        let mut hard = Vec::with_capacity(neg_all.len());
-        let mut near = vec![0usize; config.deltas.len()];
-        for (p, n) in positives.iter().zip(negatives) {
-            let s_pos = p.iter().copied().fold(f64::INFINITY, f64::min);
-            for &s_neg in n {
-                margins.push(s_pos - s_neg);
-                hard.push(hardness(s_pos, s_neg));
-                for (c, d) in near.iter_mut().zip(&config.deltas) {
-                    *c += (s_neg >= s_pos - d) as usize;
-                }
-            }
-        }
+        let (margins, hard, near) = margins(positives, negatives, &config.deltas);
         let n_neg = neg_all.len();
         let share = |c: usize| c as f64 / n_neg.max(1) as f64;
         let at_or_above = margins.iter().filter(|&&m| m <= 0.0).count();
@@ -230,39 +281,7 @@ impl Report {
         let (mlo, mhi) = range(&[&margins]);
         let curve = roc(&pos_all, &neg_all);
 
-        let diversity = match vectors {
-            Some((emb, rows)) => {
-                let (mut cos, mut ld, mut ldn) = (Vec::new(), Vec::new(), Vec::new());
-                for r in rows.iter().filter(|r| r.len() >= 2) {
-                    let vs: Vec<&[f32]> = r.iter().map(|&i| emb.row(i)).collect();
-                    if let Some(c) = mean_pairwise_cosine(&vs) {
-                        cos.push(c);
-                    }
-                    if let Some(l) = log_det_gram(&vs, config.ridge) {
-                        ld.push(l);
-                        ldn.push(l / vs.len() as f64);
-                    }
-                }
-                Diversity {
-                    measured: true,
-                    note: "judge embeddings of each example's negatives, unit-normalised".into(),
-                    examples: cos.len(),
-                    mean_pairwise_cosine: opt_mean(&cos),
-                    mean_log_det: opt_mean(&ld),
-                    mean_log_det_per_negative: opt_mean(&ldn),
-                    ridge: config.ridge,
-                }
-            }
-            None => Diversity {
-                measured: false,
-                note: "omitted: diversity needs embeddings, which only a bi-encoder judge (--judge-model) gives".into(),
-                examples: 0,
-                mean_pairwise_cosine: None,
-                mean_log_det: None,
-                mean_log_det_per_negative: None,
-                ridge: config.ridge,
-            },
-        };
+        let diversity = Diversity::of(vectors, config.ridge);
 
         let mut queries: Vec<&str> = examples.iter().map(Example::query_key).collect();
         queries.sort_unstable();
