@@ -229,52 +229,8 @@ impl Template {
         let err = |line: usize, message: String| {
             Error::Invalid(format!("template {source}:{}: {message}", line + 1))
         };
-        let mut header: BTreeMap<String, String> = BTreeMap::new();
         let lines: Vec<&str> = text.lines().collect();
-        let mut i = 0;
-        while i < lines.len() {
-            let line = lines[i].trim_end_matches('\r');
-            if line.starts_with("----") || line.starts_with("====") {
-                break;
-            }
-            let trimmed = line.trim();
-            if !(trimmed.is_empty() || trimmed.starts_with('#')) {
-                let Some((key, value)) = trimmed.split_once('=') else {
-                    return Err(err(i, format!("expected `key = value`, found {trimmed:?}")));
-                };
-                let key = key.trim();
-                if !matches!(key, "name" | "version" | "task") {
-                    return Err(err(i, format!("unknown header key {key:?}")));
-                }
-                header.insert(key.to_string(), value.trim().to_string());
-            }
-            i += 1;
-        }
-        let missing = |key: &str| Error::Invalid(format!("template {source}: no `{key} = …` line"));
-        let name = header.get("name").ok_or_else(|| missing("name"))?.clone();
-        if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Error::Invalid(format!(
-                "template {source}: name {name:?} must be one word"
-            )));
-        }
-        let version: u32 = header
-            .get("version")
-            .ok_or_else(|| missing("version"))?
-            .parse()
-            .ok()
-            .filter(|&v| v > 0)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "template {source}: version must be a positive integer"
-                ))
-            })?;
-        let task_name = header.get("task").ok_or_else(|| missing("task"))?;
-        let task = Task::parse(task_name).ok_or_else(|| {
-            Error::Invalid(format!(
-                "template {source}: unknown task {task_name:?} (queries, negatives-query-only, negatives-query-positive, judge)"
-            ))
-        })?;
-
+        let (name, version, task, mut i) = parse_header(&lines, source)?;
         let allowed = task.steps();
         let mut steps: BTreeMap<String, Vec<MessageTemplate>> = BTreeMap::new();
         let mut step: Option<String> = (allowed.len() == 1).then(|| allowed[0].0.to_string());
@@ -484,6 +440,59 @@ impl Template {
             })
             .collect()
     }
+}
+
+/// The header of a template — `name`, `version` and `task` lines before the first `----` or
+/// `====` line — and the index of the line after it.
+fn parse_header(lines: &[&str], source: &str) -> Result<(String, u32, Task, usize)> {
+    let err = |line: usize, message: String| {
+        Error::Invalid(format!("template {source}:{}: {message}", line + 1))
+    };
+    let mut header: BTreeMap<String, String> = BTreeMap::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_end_matches('\r');
+        if line.starts_with("----") || line.starts_with("====") {
+            break;
+        }
+        let trimmed = line.trim();
+        if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+            let Some((key, value)) = trimmed.split_once('=') else {
+                return Err(err(i, format!("expected `key = value`, found {trimmed:?}")));
+            };
+            let key = key.trim();
+            if !matches!(key, "name" | "version" | "task") {
+                return Err(err(i, format!("unknown header key {key:?}")));
+            }
+            header.insert(key.to_string(), value.trim().to_string());
+        }
+        i += 1;
+    }
+    let missing = |key: &str| Error::Invalid(format!("template {source}: no `{key} = …` line"));
+    let name = header.get("name").ok_or_else(|| missing("name"))?.clone();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(Error::Invalid(format!(
+            "template {source}: name {name:?} must be one word"
+        )));
+    }
+    let version: u32 = header
+        .get("version")
+        .ok_or_else(|| missing("version"))?
+        .parse()
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "template {source}: version must be a positive integer"
+            ))
+        })?;
+    let task_name = header.get("task").ok_or_else(|| missing("task"))?;
+    let task = Task::parse(task_name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "template {source}: unknown task {task_name:?} (queries, negatives-query-only, negatives-query-positive, judge)"
+        ))
+    })?;
+    Ok((name, version, task, i))
 }
 
 /// Splits a message into text and `{placeholder}`s; `{{` and `}}` are literal braces.
