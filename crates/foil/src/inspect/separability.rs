@@ -193,6 +193,20 @@ pub fn measure(
     progress.update(config.folds as u64);
     progress.end();
 
+    let counts = (distinct, sample.len(), corpus.len());
+    Ok(finding(config, encoder, auc, counts, corpus_path))
+}
+
+/// The report of a measured (or, with too few passages, unmeasured) AUC, warning when it
+/// reaches the threshold; `counts` are the distinct negatives, the sampled negatives and the
+/// corpus passages.
+fn finding(
+    config: &SeparabilityConfig,
+    encoder: &dyn Encoder,
+    auc: Option<f64>,
+    (distinct, negatives, corpus_passages): (usize, usize, usize),
+    corpus_path: PathBuf,
+) -> Measured {
     let note = match auc {
         Some(_) => format!(
             "cross-validated logistic regression on {} embeddings, negatives against passages drawn from {}",
@@ -201,8 +215,8 @@ pub fn measure(
         ),
         None => format!(
             "skipped: {} negatives and {} corpus passages are too few for {} folds",
-            sample.len(),
-            corpus.len(),
+            negatives,
+            corpus_passages,
             config.folds
         ),
     };
@@ -215,14 +229,14 @@ pub fn measure(
             "the negatives are easy to tell apart from corpus passages: a model may learn their style instead of relevance"
         );
     }
-    Ok(Measured {
+    Measured {
         report: Separability {
             measured: auc.is_some(),
             note,
             auc,
             distinct_negatives: distinct,
-            negatives: sample.len(),
-            corpus_passages: corpus.len(),
+            negatives,
+            corpus_passages,
             folds: config.folds,
             seed: config.seed,
             l2: config.l2,
@@ -233,7 +247,7 @@ pub fn measure(
         },
         corpus: Some(corpus_path),
         fingerprint: Some(encoder.fingerprint()),
-    })
+    }
 }
 
 /// What measured the separability, or why it was not measured.
