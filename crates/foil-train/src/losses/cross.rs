@@ -11,7 +11,7 @@
 //!
 //! The golden test (`tests/cross_loss_parity.rs`) compares value and gradient with PyTorch.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use foil_candle::model::CandleResult;
 use foil_core::Result;
 use serde::{Deserialize, Serialize};
@@ -39,19 +39,12 @@ impl CrossLoss {
 
 /// `mean_b(logsumexp(z_b) − z_b0)`, with the row maximum taken out before `exp`.
 fn listwise(logits: &Tensor) -> Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1).ce()?.detach();
-    let lse = logits
-        .broadcast_sub(&max)
+    let positive = logits.narrow(1, 0, 1).ce()?.squeeze(1).ce()?;
+    super::logsumexp(logits)?
+        .sub(&positive)
         .ce()?
-        .exp()
-        .ce()?
-        .sum_keepdim(D::Minus1)
-        .ce()?
-        .log()
-        .ce()?
-        .add(&max)
-        .ce()?;
-    lse.sub(&logits.narrow(1, 0, 1).ce()?).ce()?.mean_all().ce()
+        .mean_all()
+        .ce()
 }
 
 /// `mean(softplus(sign · z))` with sign −1 for the positive column and +1 for the others.
