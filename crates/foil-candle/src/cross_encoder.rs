@@ -36,6 +36,10 @@ pub struct CrossEncoderOptions {
     /// Longest pair in tokens (default 512, at most the position table).
     pub max_length: Option<usize>,
     pub activation: Activation,
+    /// `cpu` (the default), the only device a cross-encoder runs on for now: it scores with
+    /// the fused CPU kernels, and anything else is refused rather than ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl Default for CrossEncoderOptions {
@@ -44,6 +48,7 @@ impl Default for CrossEncoderOptions {
             batch_size: 32,
             max_length: None,
             activation: Activation::Sigmoid,
+            device: None,
         }
     }
 }
@@ -66,6 +71,15 @@ pub struct CrossEncoder {
 impl CrossEncoder {
     /// Loads the folder `dir`.
     pub fn load(dir: &Path, options: &CrossEncoderOptions) -> Result<Self> {
+        if let Some(device) = options.device.as_deref().filter(|&d| d != "cpu") {
+            return Err(Error::config(
+                "device",
+                format!(
+                    "{device}: cross-encoders run on the fused CPU kernels only (device cpu); \
+                     a GPU path for them is not built yet"
+                ),
+            ));
+        }
         let config = BertConfig::read(&dir.join("config.json"))?;
         if config.labels() != 1 {
             return Err(Error::Invalid(format!(

@@ -73,4 +73,17 @@ fn the_checkpoint_is_deterministic_and_refuses_bi_encoders() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("no classifier head"), "{err}");
+    // A device it cannot use is refused, not ignored; `cpu` is the fused path.
+    let options = |device: &str| CrossEncoderOptions {
+        device: Some(device.into()),
+        ..CrossEncoderOptions::default()
+    };
+    assert!(CrossEncoder::load(a.path(), &options("cpu")).is_ok());
+    let err = CrossEncoder::load(a.path(), &options("cuda:0"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, foil_core::Error::Config { field, .. } if field == "device"),
+        "{err}"
+    );
 }

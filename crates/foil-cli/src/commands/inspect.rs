@@ -89,7 +89,8 @@ pub struct InspectArgs {
     /// Longest input in tokens (default: the model's).
     #[arg(long)]
     max_length: Option<usize>,
-    /// cpu, or cuda / cuda:N for the bi-encoder (needs a build with --features cuda).
+    /// cpu, or cuda / cuda:N for a bi-encoder judge (needs a build with --features cuda); a
+    /// cross-encoder runs on the CPU only and refuses any other device.
     #[arg(long, default_value = "cpu")]
     device: String,
     #[command(flatten)]
@@ -119,6 +120,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             model: model.clone(),
             batch_size: args.batch_size,
             max_length: args.max_length,
+            device: (args.device != "cpu").then(|| args.device.clone()),
         },
         (None, None, None) => anyhow::bail!(
             "choose a judge: --judge-model NAME_OR_DIR, --cross-encoder DIR or --judge provenance"

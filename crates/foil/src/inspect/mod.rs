@@ -50,6 +50,9 @@ pub enum Judge {
         model: PathBuf,
         batch_size: usize,
         max_length: Option<usize>,
+        /// Only `cpu` (see `CrossEncoderOptions::device`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
     },
 }
 
@@ -503,10 +506,12 @@ fn judge(config: &InspectConfig, examples: &[Example], progress: &dyn Progress) 
             model,
             batch_size,
             max_length,
+            device,
         } => {
             let options = CrossEncoderOptions {
                 batch_size: *batch_size,
                 max_length: *max_length,
+                device: device.clone(),
                 ..CrossEncoderOptions::default()
             };
             let ce = CrossEncoder::load(&resolve_model(model)?, &options)?;
