@@ -6,6 +6,7 @@ use crate::error::Result;
 /// Whether a text is a query or a passage: encoders that use prompts (E5's `query: ` and
 /// `passage: `) prepend a different one to each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum TextKind {
     Query,

@@ -24,16 +24,20 @@ use crate::threads::with_threads;
 
 /// Which retriever ranks the corpus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum RetrieverKind {
+    /// Lucene BM25 over foil's in-memory inverted index.
     Bm25,
+    /// A bi-encoder (--model) and exact inner-product search.
     Dense,
-    /// BM25 and dense, fused by reciprocal rank.
+    /// BM25 and the bi-encoder (--model), fused by reciprocal rank (k = 60).
     Hybrid,
 }
 
 /// How dense retrieval scores a (query, passage) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Similarity {
     /// Cosine similarity: both sides L2-normalized, then the inner product.

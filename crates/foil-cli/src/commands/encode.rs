@@ -5,18 +5,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use foil::encode::EncodeConfig;
 use foil_core::TextKind;
 
 use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    Query,
-    Passage,
-}
 
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
@@ -27,7 +21,7 @@ pub struct EncodeArgs {
     input: PathBuf,
     /// Whether the texts are passages or queries (they get different prompts).
     #[arg(long, value_enum, default_value = "passage")]
-    kind: KindArg,
+    kind: TextKind,
     /// Output folder: header.json, ids.jsonl, vectors.f32 (row-major little-endian f32),
     /// manifest.json. A killed run resumes from what it committed.
     #[arg(long)]
@@ -55,10 +49,7 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<ExitCode> {
     let config = EncodeConfig {
         encoder,
         input: args.input,
-        kind: match args.kind {
-            KindArg::Query => TextKind::Query,
-            KindArg::Passage => TextKind::Passage,
-        },
+        kind: args.kind,
         output: args.output,
         limit: args.limit,
         cache: args.cache.dir(),

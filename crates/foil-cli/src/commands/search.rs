@@ -5,30 +5,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use foil::search::{RetrieverKind, SearchConfig, Similarity};
 use foil_bm25::Bm25Params;
 
 use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum RetrieverArg {
-    /// Lucene BM25 over foil's in-memory inverted index.
-    Bm25,
-    /// A bi-encoder (--model) and exact inner-product search.
-    Dense,
-    /// BM25 and the bi-encoder (--model), fused by reciprocal rank (k = 60).
-    Hybrid,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SimilarityArg {
-    /// Inner product of L2-normalized vectors.
-    Cosine,
-    /// Raw inner product.
-    Dot,
-}
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
@@ -40,7 +22,7 @@ pub struct SearchArgs {
     split: String,
     /// The retriever.
     #[arg(long, value_enum, default_value = "bm25")]
-    retriever: RetrieverArg,
+    retriever: RetrieverKind,
     /// Number of documents retrieved per query.
     #[arg(long, default_value_t = 1000)]
     top_k: usize,
@@ -70,7 +52,7 @@ pub struct SearchArgs {
     corpus_embeddings: Option<PathBuf>,
     /// Dense: similarity of query and passage vectors.
     #[arg(long, value_enum, default_value = "cosine")]
-    similarity: SimilarityArg,
+    similarity: Similarity,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -80,11 +62,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let config = SearchConfig {
         data: args.data,
         split: args.split,
-        retriever: match args.retriever {
-            RetrieverArg::Bm25 => RetrieverKind::Bm25,
-            RetrieverArg::Dense => RetrieverKind::Dense,
-            RetrieverArg::Hybrid => RetrieverKind::Hybrid,
-        },
+        retriever: args.retriever,
         top_k: args.top_k,
         output: args.output,
         bm25: Bm25Params {
@@ -95,10 +73,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
         encoder: args.encoder.spec(),
         corpus_embeddings: args.corpus_embeddings,
         cache: args.cache.dir(),
-        similarity: match args.similarity {
-            SimilarityArg::Cosine => Similarity::Cosine,
-            SimilarityArg::Dot => Similarity::Dot,
-        },
+        similarity: args.similarity,
         threads: args.runtime.threads,
         skip_invalid: args.policy.skip_invalid,
         tag: args.tag,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use foil::train::{CrossLoss, ModelType, TrainConfig, TrainEval};
 use foil_train::Loss;
 
@@ -24,7 +24,7 @@ pub struct TrainArgs {
     output: PathBuf,
     /// What to train: a bi-encoder, or a cross-encoder (start from `foil init-cross-encoder`).
     #[arg(long, value_enum, default_value = "bi-encoder")]
-    model_type: ModelTypeArg,
+    model_type: ModelType,
     /// The loss. Bi-encoders: infonce (= mnrl), dcl, dclw, mw, soft-infonce,
     /// multi-similarity, triplet, margin-mse, with options, e.g. "infonce:scale=20,symmetric=true"
     /// (default infonce). Cross-encoders: listwise (default) or bce.
@@ -87,20 +87,14 @@ pub struct TrainArgs {
     eval_top_k: usize,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ModelTypeArg {
-    BiEncoder,
-    CrossEncoder,
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let (model_type, loss, cross_loss) = match args.model_type {
-        ModelTypeArg::BiEncoder => (
+        ModelType::BiEncoder => (
             ModelType::BiEncoder,
             Loss::from_str(args.loss.as_deref().unwrap_or("infonce")).context("--loss")?,
             CrossLoss::Listwise,
         ),
-        ModelTypeArg::CrossEncoder => (
+        ModelType::CrossEncoder => (
             ModelType::CrossEncoder,
             Loss::default(),
             match args.loss.as_deref().unwrap_or("listwise") {

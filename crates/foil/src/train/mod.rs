@@ -57,6 +57,7 @@ use step::Trainer;
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelType {
     /// A bi-encoder: queries and passages embedded apart, a contrastive loss on the vectors.
