@@ -10,7 +10,7 @@
 //! per triplet as sentence-transformers does). A bad record is an error naming `file:line`
 //! (the row number for Parquet), or a counted skip under `--skip-invalid`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use foil_core::lines::{Line, LineReader};
@@ -396,7 +396,7 @@ pub fn read_training_file(
     let mut examples: Vec<Example> = Vec::new();
     // Where the example of a (query, positive) triplet or a labeled pair's query is.
     let mut merged: HashMap<(String, String), usize> = HashMap::new();
-    let mut queries: HashMap<String, ()> = HashMap::new();
+    let mut queries: HashSet<String> = HashSet::new();
     let mut records = 0;
     let mut truncated = false;
     for_each_record(path, options.policy, skips, |n, record, skips| {
@@ -417,12 +417,12 @@ pub fn read_training_file(
         };
         records += 1;
         let key = example.query_key().to_string();
-        if !queries.contains_key(&key) {
+        if !queries.contains(&key) {
             if options.max_queries.is_some_and(|m| queries.len() >= m) {
                 truncated = true;
                 return Ok(());
             }
-            queries.insert(key.clone(), ());
+            queries.insert(key.clone());
         }
         let merge_key = match fmt {
             Format::Triplet if options.merge_triplets => {
