@@ -1,6 +1,7 @@
-//! The CPU kernels of the inference path: matrix products through the `gemm` crate, and fused
-//! element-wise passes (bias + GELU, residual + LayerNorm, softmax) written without branches so
-//! that the compiler vectorizes them.
+//! foil's CPU kernels: matrix products through the `gemm` crate, and fused element-wise passes
+//! written without branches so that the compiler vectorizes them — forward (bias + GELU,
+//! residual + LayerNorm, softmax) for the inference path and, with their backward passes, for
+//! training ([`crate::fused`]).
 
 use gemm::Parallelism;
 
@@ -180,6 +181,18 @@ dispatch! {
 }
 
 #[inline(always)]
+fn add_rows_generic(rows: &[f32], sums: &mut [f32]) {
+    for row in rows.chunks_exact(sums.len()) {
+        sums.iter_mut().zip(row).for_each(|(s, x)| *s += x);
+    }
+}
+
+dispatch! {
+    /// Adds every row of `rows` (each `sums.len()` wide) into `sums`, in row order.
+    fn add_rows(rows: &[f32], sums: &mut [f32]) => add_rows_generic
+}
+
+#[inline(always)]
 fn add_layer_norm_generic(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) {
     let h = w.len();
     for (i, row) in x.chunks_exact_mut(h).enumerate() {
@@ -228,6 +241,206 @@ fn softmax_rows_generic(x: &mut [f32], n: usize) {
 dispatch! {
     /// Softmax of each row of length `n`, in place.
     fn softmax_rows(x: &mut [f32], n: usize) => softmax_rows_generic
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ (x − mean)², with [`LANES`] partial sums.
+#[inline(always)]
+fn centered_squares(x: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += (c[i] - mean) * (c[i] - mean);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn masked_softmax_rows_generic(x: &mut [f32], n: usize, valid: usize, scale: f32) {
+    for row in x.chunks_exact_mut(n) {
+        let (live, padded) = row.split_at_mut(valid);
+        live.iter_mut().for_each(|v| *v *= scale);
+        let m = max(live);
+        live.iter_mut().for_each(|v| *v = exp(*v - m));
+        let inv = 1.0 / sum(live);
+        live.iter_mut().for_each(|v| *v *= inv);
+        padded.fill(0.0);
+    }
+}
+
+dispatch! {
+    /// Softmax of `scale · row` over the first `valid` of each row's `n` columns; the rest get
+    /// probability 0 (padding keys).
+    fn masked_softmax_rows(x: &mut [f32], n: usize, valid: usize, scale: f32) => masked_softmax_rows_generic
+}
+
+/// One row of the softmax backward pass: `grad` of the (dropped-out) probabilities becomes the
+/// gradient of the scores, `scale · p ⊙ (g' − Σ p·g')` with `g' = grad ⊙ mask`.
+#[inline(always)]
+fn softmax_backward_row(
+    grad: &mut [f32],
+    probs: &[f32],
+    mask: Option<&[f32]>,
+    valid: usize,
+    scale: f32,
+) {
+    if let Some(mask) = mask {
+        grad.iter_mut().zip(mask).for_each(|(g, m)| *g *= m);
+    }
+    let s = dot(&grad[..valid], &probs[..valid]);
+    grad.iter_mut()
+        .zip(probs)
+        .for_each(|(g, p)| *g = scale * p * (*g - s));
+}
+
+#[inline(always)]
+fn masked_softmax_backward_rows_generic(
+    grad: &mut [f32],
+    scores: &[f32],
+    dropout: Option<&[f32]>,
+    n: usize,
+    valid: usize,
+    scale: f32,
+) {
+    let mut probs = vec![0f32; n];
+    for (i, (g, x)) in grad
+        .chunks_exact_mut(n)
+        .zip(scores.chunks_exact(n))
+        .enumerate()
+    {
+        // The probabilities again, exactly as the forward pass computed them.
+        probs.copy_from_slice(x);
+        masked_softmax_rows_generic(&mut probs, n, valid, scale);
+        let mask = dropout.map(|m| &m[i * n..(i + 1) * n]);
+        softmax_backward_row(g, &probs, mask, valid, scale);
+    }
+}
+
+dispatch! {
+    /// The backward pass of [`masked_softmax_rows`] followed by dropout (`mask`, row-major like
+    /// `scores`): `grad` of the output becomes, in place, the gradient of the scores,
+    /// `scale · p ⊙ (g' − Σ p·g')` with `g' = grad ⊙ mask`. The probabilities are recomputed
+    /// from the scores rather than kept.
+    fn masked_softmax_backward_rows(grad: &mut [f32], scores: &[f32], dropout: Option<&[f32]>, n: usize, valid: usize, scale: f32) => masked_softmax_backward_rows_generic
+}
+
+#[inline(always)]
+fn softmax_backward_rows_generic(
+    grad: &mut [f32],
+    probs: &[f32],
+    dropout: Option<&[f32]>,
+    n: usize,
+    valid: usize,
+    scale: f32,
+) {
+    for (i, (g, p)) in grad
+        .chunks_exact_mut(n)
+        .zip(probs.chunks_exact(n))
+        .enumerate()
+    {
+        let mask = dropout.map(|m| &m[i * n..(i + 1) * n]);
+        softmax_backward_row(g, p, mask, valid, scale);
+    }
+}
+
+dispatch! {
+    /// [`masked_softmax_backward_rows`] from the probabilities the forward pass kept (rows of
+    /// `n`, the first `valid` real) instead of the scores.
+    fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], dropout: Option<&[f32]>, n: usize, valid: usize, scale: f32) => softmax_backward_rows_generic
+}
+
+#[inline(always)]
+fn scale_by_generic(x: &mut [f32], factors: &[f32]) {
+    x.iter_mut().zip(factors).for_each(|(x, f)| *x *= f);
+}
+
+dispatch! {
+    /// `x[i] *= factors[i]`.
+    fn scale_by(x: &mut [f32], factors: &[f32]) => scale_by_generic
+}
+
+#[inline(always)]
+fn layer_norm_backward_generic(
+    grad: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let h = w.len();
+    let inv_h = 1.0 / h as f32;
+    for (g, x) in grad.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+        let mean = sum(x) * inv_h;
+        let rstd = 1.0 / (centered_squares(x, mean) * inv_h + eps).sqrt();
+        for j in 0..h {
+            dw[j] += g[j] * (x[j] - mean) * rstd;
+            db[j] += g[j];
+            g[j] *= w[j];
+        }
+        // With d = g ⊙ w and x̂ = (x − mean)·rstd: dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂)).
+        let d_mean = sum(g) * inv_h;
+        let dx_hat_mean = rstd * (dot(g, x) * inv_h - mean * d_mean);
+        for j in 0..h {
+            let x_hat = (x[j] - mean) * rstd;
+            g[j] = rstd * (g[j] - d_mean - x_hat * dx_hat_mean);
+        }
+    }
+}
+
+dispatch! {
+    /// LayerNorm's backward pass over rows of `x` (weight `w`): `grad` of the output becomes the
+    /// gradient of the input in place, and the rows' contributions to the weight's and the
+    /// bias's gradients are added to `dw` and `db`.
+    fn layer_norm_backward(grad: &mut [f32], x: &[f32], w: &[f32], eps: f32, dw: &mut [f32], db: &mut [f32]) => layer_norm_backward_generic
+}
+
+#[inline(always)]
+fn bias_gelu_backward_generic(grad: &mut [f32], y: &[f32], bias: &[f32], db: &mut [f32]) {
+    // d/dx 0.5·x·(1 + erf(x/√2)) = Φ(x) + x·φ(x).
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    for (g, y) in grad
+        .chunks_exact_mut(bias.len())
+        .zip(y.chunks_exact(bias.len()))
+    {
+        for j in 0..bias.len() {
+            let x = y[j] + bias[j];
+            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * x * x);
+            g[j] *= cdf + x * pdf;
+            db[j] += g[j];
+        }
+    }
+}
+
+dispatch! {
+    /// The backward pass of `gelu(y + bias)` (erf GELU) over rows: `grad` of the output becomes
+    /// the gradient of `y` in place, and its column sums are added to `db`.
+    fn bias_gelu_backward(grad: &mut [f32], y: &[f32], bias: &[f32], db: &mut [f32]) => bias_gelu_backward_generic
 }
 
 /// A strided view of a row-major matrix: element (i, j) is `data[i * row_stride + j * col_stride]`.

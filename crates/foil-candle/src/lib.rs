@@ -7,6 +7,7 @@ pub mod cross_encoder;
 pub mod decoder;
 pub mod encoder;
 pub mod fast;
+pub mod fused;
 pub mod kernels;
 pub mod model;
 pub mod modernbert;

@@ -16,6 +16,7 @@ use foil_core::{Error, Result};
 
 use crate::config::{relative_bucket, BertConfig, Family, ModelConfig, Pooling};
 use crate::decoder::TrainableDecoder;
+use crate::fused;
 use crate::modernbert::TrainableModernBert;
 use crate::weights::Weights;
 
@@ -49,15 +50,28 @@ impl Dropout {
 
     /// Zeroes each element with probability `p` and scales the rest by 1 / (1 − p).
     pub fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
-        if p <= 0.0 {
+        let Some(factors) = self.factors(x.elem_count(), p) else {
             return Ok(x.clone());
+        };
+        if fused::supported(x) {
+            return fused::dropout(x, factors).ce();
+        }
+        let mask = Tensor::from_vec(factors, x.shape(), x.device()).ce()?;
+        x.mul(&mask).ce()
+    }
+
+    /// The next `n` dropout factors: 0 with probability `p`, else 1 / (1 − p); `None` when `p`
+    /// is 0 (no dropout, and no draws).
+    pub fn factors(&mut self, n: usize, p: f64) -> Option<Vec<f32>> {
+        if p <= 0.0 {
+            return None;
         }
         let keep = 1.0 / (1.0 - p) as f32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if self.rng.next_f64() < p { 0.0 } else { keep })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device()).ce()?;
-        x.mul(&mask).ce()
+        Some(
+            (0..n)
+                .map(|_| if self.rng.next_f64() < p { 0.0 } else { keep })
+                .collect(),
+        )
     }
 }
 
@@ -69,20 +83,37 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (rows, inner) = (
-            dims[..dims.len() - 1].iter().product::<usize>(),
-            dims[dims.len() - 1],
-        );
-        let mut y = x.reshape((rows, inner))?.matmul(&self.w.as_tensor().t()?)?;
-        if let Some(b) = &self.b {
-            y = y.broadcast_add(b.as_tensor())?;
-        }
-        let mut out_dims = dims;
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.w.dims()[0];
-        y.reshape(out_dims)
+        linear(x, self.w.as_tensor(), self.b.as_ref().map(Var::as_tensor))
     }
+
+    /// `x Wᵀ` without the bias.
+    pub(crate) fn project(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        project(x, self.w.as_tensor())
+    }
+}
+
+/// `x wᵀ (+ b)` over the last dimension.
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let y = project(x, w)?;
+    match b {
+        Some(b) if fused::supported(&y) => fused::bias_add(&y, b),
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// `x wᵀ` over the last dimension.
+fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (rows, inner) = (
+        dims[..dims.len() - 1].iter().product::<usize>(),
+        dims[dims.len() - 1],
+    );
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let mut out_dims = dims;
+    let last = out_dims.len() - 1;
+    out_dims[last] = w.dims()[0];
+    y.reshape(out_dims)
 }
 
 pub(crate) struct LayerNorm {
@@ -93,9 +124,13 @@ pub(crate) struct LayerNorm {
 }
 
 impl LayerNorm {
-    /// (x − mean) / √(var + eps) · w (+ b) over the last dimension, written out so that it has
-    /// a backward pass.
+    /// (x − mean) / √(var + eps) · w (+ b) over the last dimension: one fused operation on the
+    /// CPU, written out from candle's operations elsewhere (both have backward passes).
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if fused::supported(x) {
+            let b = self.b.as_ref().map(Var::as_tensor);
+            return fused::layer_norm(x, self.w.as_tensor(), b, self.eps);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -117,6 +152,31 @@ struct Layer {
     up: Linear,
     down: Linear,
     ln2: LayerNorm,
+}
+
+impl Layer {
+    /// The query, key and value projections side by side, `[B, L, 3H]`, as one product (the
+    /// three weights are concatenated for it; the gradient flows back to each).
+    fn qkv(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let parts = [&self.query, &self.key, &self.value];
+        let w = Tensor::cat(&parts.map(|p| p.w.as_tensor()), 0)?;
+        let b = match parts.map(|p| p.b.as_ref().map(Var::as_tensor)) {
+            [Some(q), Some(k), Some(v)] => Some(Tensor::cat(&[q, k, v], 0)?),
+            [None, None, None] => None,
+            _ => candle_core::bail!("query, key and value do not all have a bias"),
+        };
+        linear(x, &w, b.as_ref())
+    }
+}
+
+/// What every layer's attention needs of a batch.
+struct AttentionMasks {
+    /// Additive mask `[B, 1, 1, L]`: 0 for tokens, the most negative float for padding.
+    bias: Tensor,
+    /// MPNet's relative position bias `[1, heads, L, L]`.
+    relative: Option<Tensor>,
+    /// Real tokens per sequence where the fused operations run (float32 on the CPU).
+    lengths: Option<Vec<usize>>,
 }
 
 /// Softmax over the last dimension; the max is detached (softmax is shift-invariant).
@@ -386,8 +446,6 @@ impl TrainableBert {
         let c = &self.config;
         let (b, l) = batch.ids.dims2().ce()?;
         let h = c.hidden_size;
-        let heads = c.num_attention_heads;
-        let d = c.head_dim();
         let ids = batch.ids.flatten_all().ce()?;
         let words = self
             .word
@@ -417,52 +475,28 @@ impl TrainableBert {
             x = dp.apply(&x, c.hidden_dropout_prob)?;
         }
         // Additive attention mask: 0 for tokens, the most negative float for padding.
-        let mask_bias = ((batch.mask.clone() - 1.0).ce()? * f32::MAX as f64)
-            .ce()?
-            .reshape((b, 1, 1, l))
-            .ce()?;
-        let relative_bias = match &self.relative_bias {
-            Some(table) => Some(self.relative_bias(table, l)?),
-            None => None,
+        let masks = AttentionMasks {
+            bias: ((batch.mask.clone() - 1.0).ce()? * f32::MAX as f64)
+                .ce()?
+                .reshape((b, 1, 1, l))
+                .ce()?,
+            relative: match &self.relative_bias {
+                Some(table) => Some(self.relative_bias(table, l)?),
+                None => None,
+            },
+            lengths: match fused::supported(&x) {
+                true => Some(lengths(&batch.mask)?),
+                false => None,
+            },
         };
-        let scale = 1.0 / (d as f64).sqrt();
         for layer in &self.layers {
-            let split = |t: Tensor| -> candle_core::Result<Tensor> {
-                t.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()
-            };
-            let q = split(layer.query.forward(&x).ce()?).ce()?;
-            let k = split(layer.key.forward(&x).ce()?).ce()?;
-            let v = split(layer.value.forward(&x).ce()?).ce()?;
-            let scores = (q.matmul(&k.t().ce()?.contiguous().ce()?).ce()? * scale).ce()?;
-            let scores = match &relative_bias {
-                Some(bias) => scores.broadcast_add(bias).ce()?,
-                None => scores,
-            };
-            let scores = scores.broadcast_add(&mask_bias).ce()?;
-            let mut probs = softmax(&scores).ce()?;
-            if let Some(dp) = dropout.as_deref_mut() {
-                probs = dp.apply(&probs, c.attention_probs_dropout_prob)?;
-            }
-            let ctx = probs
-                .matmul(&v)
-                .ce()?
-                .transpose(1, 2)
-                .ce()?
-                .contiguous()
-                .ce()?
-                .reshape((b, l, h))
-                .ce()?;
+            let ctx = self.self_attention(layer, &x, &masks, dropout.as_deref_mut())?;
             let mut attn = layer.attn_out.forward(&ctx).ce()?;
             if let Some(dp) = dropout.as_deref_mut() {
                 attn = dp.apply(&attn, c.hidden_dropout_prob)?;
             }
             x = layer.ln1.forward(&attn.add(&x).ce()?).ce()?;
-            let inner = layer.up.forward(&x).ce()?;
-            let inner = match c.hidden_act.as_str() {
-                "gelu" => inner.gelu_erf().ce()?,
-                "relu" => inner.relu().ce()?,
-                _ => inner.gelu().ce()?,
-            };
+            let inner = self.intermediate(&layer.up, &x)?;
             let mut out = layer.down.forward(&inner).ce()?;
             if let Some(dp) = dropout.as_deref_mut() {
                 out = dp.apply(&out, c.hidden_dropout_prob)?;
@@ -473,6 +507,78 @@ impl TrainableBert {
             }
         }
         Ok(x)
+    }
+
+    /// One layer's attention context `[B, L, H]`, before its output projection. On the CPU it
+    /// is one QKV product and one fused operation (MPNet, with its relative bias, fuses only the
+    /// masked softmax); elsewhere it is written out from candle's operations.
+    fn self_attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        masks: &AttentionMasks,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, l, h) = x.dims3().ce()?;
+        let (heads, d) = (c.num_attention_heads, c.head_dim());
+        let p = c.attention_probs_dropout_prob;
+        if let (Some(lengths), None) = (&masks.lengths, &masks.relative) {
+            let qkv = layer.qkv(x).ce()?;
+            let factors = dropout.and_then(|dp| dp.factors(b * heads * l * l, p));
+            return fused::attention(&qkv, heads, lengths, factors).ce();
+        }
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split(layer.query.forward(x).ce()?).ce()?;
+        let k = split(layer.key.forward(x).ce()?).ce()?;
+        let v = split(layer.value.forward(x).ce()?).ce()?;
+        let raw = q.matmul(&k.t().ce()?.contiguous().ce()?).ce()?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut scores = (raw * scale).ce()?;
+        if let Some(bias) = &masks.relative {
+            scores = scores.broadcast_add(bias).ce()?;
+        }
+        let probs = match &masks.lengths {
+            Some(lengths) => {
+                let factors = dropout
+                    .as_deref_mut()
+                    .and_then(|dp| dp.factors(scores.elem_count(), p));
+                fused::masked_softmax(&scores, 1.0, lengths, factors).ce()?
+            }
+            None => {
+                let probs = softmax(&scores.broadcast_add(&masks.bias).ce()?).ce()?;
+                match dropout {
+                    Some(dp) => dp.apply(&probs, p)?,
+                    None => probs,
+                }
+            }
+        };
+        probs
+            .matmul(&v)
+            .ce()?
+            .transpose(1, 2)
+            .ce()?
+            .contiguous()
+            .ce()?
+            .reshape((b, l, h))
+            .ce()
+    }
+
+    /// The feed-forward block's inner activation `act(x Wᵀ + b)`; erf GELU is one fused
+    /// operation on the CPU.
+    fn intermediate(&self, up: &Linear, x: &Tensor) -> Result<Tensor> {
+        let act = self.config.hidden_act.as_str();
+        if let (Some(bias), "gelu", true) = (&up.b, act, fused::supported(x)) {
+            return fused::bias_gelu(&up.project(x).ce()?, bias.as_tensor()).ce();
+        }
+        let inner = up.forward(x).ce()?;
+        match act {
+            "gelu" => inner.gelu_erf().ce(),
+            "relu" => inner.relu().ce(),
+            _ => inner.gelu().ce(),
+        }
     }
 
     /// MPNet's attention bias `[1, heads, L, L]` for sequences of length `l`, looked up in the
