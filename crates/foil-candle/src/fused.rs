@@ -112,6 +112,32 @@ pub fn bias_add(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
     y.contiguous()?.apply_op2(bias, BiasAdd)
 }
 
+/// `(y + bias) ⊙ factors + residual`, or `y + bias + residual` without dropout: the bias of a
+/// linear layer, the dropout after it and the residual connection, in one operation.
+pub fn bias_dropout_add(
+    y: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    factors: Option<Vec<f32>>,
+) -> Result<Tensor> {
+    if y.shape() != residual.shape() {
+        bail!(
+            "bias-dropout-add: {:?} against a residual of {:?}",
+            y.shape(),
+            residual.shape()
+        );
+    }
+    if let Some(f) = &factors {
+        if f.len() != y.elem_count() {
+            bail!("bias-dropout-add: {} factors for {:?}", f.len(), y.shape());
+        }
+    }
+    let op = BiasDropoutAdd {
+        factors: factors.map(Arc::from),
+    };
+    y.contiguous()?.apply_op3(bias, &residual.contiguous()?, op)
+}
+
 #[derive(Clone)]
 struct MaskedSoftmax {
     scale: f32,
@@ -523,6 +549,73 @@ impl CustomOp2 for BiasAdd {
     }
 }
 
+/// `(y + bias) ⊙ factors + residual` as one operation.
+struct BiasDropoutAdd {
+    factors: Option<Arc<[f32]>>,
+}
+
+impl CustomOp3 for BiasDropoutAdd {
+    fn name(&self) -> &'static str {
+        "bias-dropout-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        y_storage: &CpuStorage,
+        y_layout: &Layout,
+        b_storage: &CpuStorage,
+        b_layout: &Layout,
+        r_storage: &CpuStorage,
+        r_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = elements(y_storage, y_layout, self.name())?;
+        let bias = elements(b_storage, b_layout, self.name())?;
+        let residual = elements(r_storage, r_layout, self.name())?;
+        let width = bias.len();
+        if y_layout.shape().dims().last() != Some(&width) {
+            bail!(
+                "bias-dropout-add: input {:?} against a bias of {width}",
+                y_layout.shape()
+            );
+        }
+        let block = ROWS_PER_TASK * width.max(1);
+        let mut out = y.to_vec();
+        out.par_chunks_mut(block)
+            .zip(residual.par_chunks(block))
+            .enumerate()
+            .for_each(|(i, (rows, residual))| {
+                add_bias(rows, bias);
+                if let Some(f) = &self.factors {
+                    scale_by(rows, &f[i * block..i * block + rows.len()]);
+                }
+                rows.iter_mut().zip(residual).for_each(|(x, r)| *x += r);
+            });
+        Ok((CpuStorage::F32(out), y_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        bias: &Tensor,
+        _residual: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dy = match &self.factors {
+            Some(factors) => grad.apply_op1_no_bwd(&Dropout {
+                factors: factors.clone(),
+            })?,
+            None => grad.clone(),
+        };
+        let sums = ColumnSums {
+            width: bias.elem_count(),
+        };
+        let db = dy.apply_op1_no_bwd(&sums)?;
+        Ok((Some(dy), Some(db), Some(grad)))
+    }
+}
+
 /// The column sums `[W]` of a `[rows, W]` buffer, summed over blocks of rows in block order.
 struct ColumnSums {
     width: usize,
@@ -660,6 +753,20 @@ mod tests {
     }
 
     #[test]
+    fn dropout_factors_are_the_generator_drawn_in_order() {
+        // More than one parallel piece, and two calls: the second continues the stream.
+        let mut dropout = crate::model::Dropout::new(9);
+        let first = dropout.factors(200_001, 0.1).unwrap();
+        let second = dropout.factors(3, 0.1).unwrap();
+        let mut rng = foil_core::rng::SplitMix64::new(9);
+        let keep = 1.0 / 0.9f32;
+        let expected: Vec<f32> = (0..200_004)
+            .map(|_| if rng.next_f64() < 0.1 { 0.0 } else { keep })
+            .collect();
+        assert_eq!([first, second].concat(), expected);
+    }
+
+    #[test]
     fn dropout_matches_a_product_with_its_factors() {
         let x = random(&[5, 300], 8, 2.0);
         let factors = crate::model::Dropout::new(9).factors(1500, 0.1).unwrap();
@@ -722,6 +829,33 @@ mod tests {
             },
             1e-5,
         );
+    }
+
+    #[test]
+    fn bias_dropout_add_matches_the_written_out_form() {
+        let y = random(&[3, 67, 20], 12, 5.0);
+        let bias = random(&[20], 13, 1.0);
+        let residual = random(&[3, 67, 20], 14, 2.0);
+        let factors = crate::model::Dropout::new(15).factors(3 * 67 * 20, 0.2);
+        for factors in [None, factors] {
+            let written = || {
+                let mut t = y.as_tensor().broadcast_add(bias.as_tensor()).unwrap();
+                if let Some(f) = &factors {
+                    let f = Tensor::from_slice(f, t.shape(), &Device::Cpu).unwrap();
+                    t = t.mul(&f).unwrap();
+                }
+                t.add(residual.as_tensor()).unwrap()
+            };
+            check(
+                &[&y, &bias, &residual],
+                || {
+                    let (y, b, r) = (y.as_tensor(), bias.as_tensor(), residual.as_tensor());
+                    bias_dropout_add(y, b, r, factors.clone()).unwrap()
+                },
+                written,
+                1e-5,
+            );
+        }
     }
 
     #[test]

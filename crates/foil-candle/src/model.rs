@@ -13,6 +13,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var, D};
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
+use rayon::prelude::*;
 
 use crate::config::{relative_bucket, BertConfig, Family, ModelConfig, Pooling};
 use crate::decoder::TrainableDecoder;
@@ -67,11 +68,20 @@ impl Dropout {
             return None;
         }
         let keep = 1.0 / (1.0 - p) as f32;
-        Some(
-            (0..n)
-                .map(|_| if self.rng.next_f64() < p { 0.0 } else { keep })
-                .collect(),
-        )
+        // The draws of one sequence, in parallel pieces (the same values as one after another).
+        const PIECE: usize = 1 << 16;
+        let mut factors = vec![0f32; n];
+        factors
+            .par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(i, piece)| {
+                let mut rng = self.rng.ahead((i * PIECE) as u64);
+                for f in piece {
+                    *f = if rng.next_f64() < p { 0.0 } else { keep };
+                }
+            });
+        self.rng = self.rng.ahead(n as u64);
+        Some(factors)
     }
 }
 
@@ -104,6 +114,10 @@ fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Ten
 
 /// `x wᵀ` over the last dimension.
 fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    if x.rank() == 2 {
+        // Rows already: no reshapes, which would be nodes of the graph (and buffers in backward).
+        return x.matmul(&w.t()?);
+    }
     let dims = x.dims().to_vec();
     let (rows, inner) = (
         dims[..dims.len() - 1].iter().product::<usize>(),
@@ -171,6 +185,8 @@ impl Layer {
 
 /// What every layer's attention needs of a batch.
 struct AttentionMasks {
+    /// Sequences and tokens per sequence, (B, L).
+    batch: (usize, usize),
     /// Additive mask `[B, 1, 1, L]`: 0 for tokens, the most negative float for padding.
     bias: Tensor,
     /// MPNet's relative position bias `[1, heads, L, L]`.
@@ -474,8 +490,11 @@ impl TrainableBert {
         if let Some(dp) = dropout.as_deref_mut() {
             x = dp.apply(&x, c.hidden_dropout_prob)?;
         }
+        // The layers work on the rows of all tokens, [B·L, H].
+        let mut x = x.reshape((b * l, h)).ce()?;
         // Additive attention mask: 0 for tokens, the most negative float for padding.
         let masks = AttentionMasks {
+            batch: (b, l),
             bias: ((batch.mask.clone() - 1.0).ce()? * f32::MAX as f64)
                 .ce()?
                 .reshape((b, 1, 1, l))
@@ -491,25 +510,42 @@ impl TrainableBert {
         };
         for layer in &self.layers {
             let ctx = self.self_attention(layer, &x, &masks, dropout.as_deref_mut())?;
-            let mut attn = layer.attn_out.forward(&ctx).ce()?;
-            if let Some(dp) = dropout.as_deref_mut() {
-                attn = dp.apply(&attn, c.hidden_dropout_prob)?;
-            }
-            x = layer.ln1.forward(&attn.add(&x).ce()?).ce()?;
+            let attn = self.residual(&layer.attn_out, &ctx, &x, dropout.as_deref_mut())?;
+            x = layer.ln1.forward(&attn).ce()?;
             let inner = self.intermediate(&layer.up, &x)?;
-            let mut out = layer.down.forward(&inner).ce()?;
-            if let Some(dp) = dropout.as_deref_mut() {
-                out = dp.apply(&out, c.hidden_dropout_prob)?;
-            }
-            x = layer.ln2.forward(&out.add(&x).ce()?).ce()?;
+            let out = self.residual(&layer.down, &inner, &x, dropout.as_deref_mut())?;
+            x = layer.ln2.forward(&out).ce()?;
             if self.inference {
                 x = x.detach();
             }
         }
-        Ok(x)
+        x.reshape((b, l, h)).ce()
     }
 
-    /// One layer's attention context `[B, L, H]`, before its output projection. On the CPU it
+    /// `dropout(x Wᵀ + b) + residual`: the output projection of an attention or feed-forward
+    /// block and its residual connection; on the CPU, one fused operation after the product.
+    fn residual(
+        &self,
+        linear: &Linear,
+        x: &Tensor,
+        residual: &Tensor,
+        dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let p = self.config.hidden_dropout_prob;
+        if let (Some(bias), true) = (&linear.b, fused::supported(x)) {
+            let factors = dropout.and_then(|dp| dp.factors(residual.elem_count(), p));
+            let y = linear.project(x).ce()?;
+            return fused::bias_dropout_add(&y, bias.as_tensor(), residual, factors).ce();
+        }
+        let mut y = linear.forward(x).ce()?;
+        if let Some(dp) = dropout {
+            y = dp.apply(&y, p)?;
+        }
+        y.add(residual).ce()
+    }
+
+    /// One layer's attention context `[B·L, H]` for hidden states `x` `[B·L, H]`, before its
+    /// output projection. On the CPU it
     /// is one QKV product and one fused operation (MPNet, with its relative bias, fuses only the
     /// masked softmax); elsewhere it is written out from candle's operations.
     fn self_attention(
@@ -520,7 +556,7 @@ impl TrainableBert {
         mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
         let c = &self.config;
-        let (b, l, h) = x.dims3().ce()?;
+        let ((b, l), h) = (masks.batch, c.hidden_size);
         let (heads, d) = (c.num_attention_heads, c.head_dim());
         let p = c.attention_probs_dropout_prob;
         if let (Some(lengths), None) = (&masks.lengths, &masks.relative) {
@@ -562,7 +598,7 @@ impl TrainableBert {
             .ce()?
             .contiguous()
             .ce()?
-            .reshape((b, l, h))
+            .reshape((b * l, h))
             .ce()
     }
 

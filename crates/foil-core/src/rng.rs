@@ -15,13 +15,24 @@ pub struct SplitMix64 {
     state: u64,
 }
 
+/// SplitMix64's increment: the state after n draws is the seed plus n times this.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
 
+    /// The generator `n` draws ahead of this one, without drawing them: the state is a counter,
+    /// so a long sequence can be drawn in parallel pieces that each start where they belong.
+    pub fn ahead(&self, n: u64) -> Self {
+        Self {
+            state: self.state.wrapping_add(n.wrapping_mul(GAMMA)),
+        }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GAMMA);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -57,6 +68,17 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ahead_skips_exactly_that_many_draws() {
+        let mut drawn = SplitMix64::new(42);
+        let skipped = drawn.ahead(1000);
+        for _ in 0..1000 {
+            drawn.next_u64();
+        }
+        assert_eq!(drawn.clone().next_u64(), skipped.clone().next_u64());
+        assert_eq!(drawn.ahead(7).next_u64(), skipped.ahead(7).next_u64());
+    }
 
     #[test]
     fn matches_the_reference_sequence() {

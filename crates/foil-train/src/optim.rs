@@ -126,18 +126,36 @@ impl AdamW {
             let lr = lr * p.lr_scale;
             p.step += 1;
             let t = p.step as i32;
-            let mut theta = p.var.as_tensor().detach();
-            if p.decay && c.weight_decay != 0.0 {
-                theta = (theta * (1.0 - lr * c.weight_decay)).ce()?;
-            }
             let (m, v) = match p.moments.take() {
                 Some(mv) => mv,
                 None => (g.zeros_like().ce()?, g.zeros_like().ce()?),
             };
-            let m = ((m * c.beta1).ce()? + (&g * (1.0 - c.beta1)).ce()?).ce()?;
-            let v = ((v * c.beta2).ce()? + (g.sqr().ce()? * (1.0 - c.beta2)).ce()?).ce()?;
+            let decay = match p.decay && c.weight_decay != 0.0 {
+                true => Some(1.0 - lr * c.weight_decay),
+                false => None,
+            };
             let bias1 = 1.0 - c.beta1.powi(t);
             let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+            let theta = p.var.as_tensor();
+            if in_place::supported(&[theta, &g, &m, &v]) {
+                in_place::moment(&m, &g, c.beta1, false).ce()?;
+                in_place::moment(&v, &g, c.beta2, true).ce()?;
+                let update = in_place::Update {
+                    decay: decay.unwrap_or(1.0) as f32,
+                    inv_bias2_sqrt: (1.0 / bias2_sqrt) as f32,
+                    eps: c.eps as f32,
+                    step_size: (lr / bias1) as f32,
+                };
+                theta.inplace_op3(&m, &v, &update).ce()?;
+                p.moments = Some((m, v));
+                continue;
+            }
+            let mut theta = theta.detach();
+            if let Some(decay) = decay {
+                theta = (theta * decay).ce()?;
+            }
+            let m = ((m * c.beta1).ce()? + (&g * (1.0 - c.beta1)).ce()?).ce()?;
+            let v = ((v * c.beta2).ce()? + (g.sqr().ce()? * (1.0 - c.beta2)).ce()?).ce()?;
             let denom = (v.sqrt().ce()? / bias2_sqrt)
                 .ce()?
                 .affine(1.0, c.eps)
@@ -251,16 +269,18 @@ pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f
     let mut sum = 0f64;
     for (_, var) in vars {
         if let Some(g) = grads.get(var.as_tensor()) {
-            let sq = g
-                .to_dtype(DType::F64)
-                .ce()?
-                .sqr()
-                .ce()?
-                .sum_all()
-                .ce()?
-                .to_scalar::<f64>()
-                .ce()?;
-            sum += sq;
+            sum += match in_place::supported(&[g]) {
+                true => in_place::sum_of_squares(g).ce()?,
+                false => g
+                    .to_dtype(DType::F64)
+                    .ce()?
+                    .sqr()
+                    .ce()?
+                    .sum_all()
+                    .ce()?
+                    .to_scalar::<f64>()
+                    .ce()?,
+            };
         }
     }
     let norm = sum.sqrt();
@@ -274,6 +294,150 @@ pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f
         }
     }
     Ok(norm)
+}
+
+/// The optimizer's arithmetic on float32 CPU tensors, in place and in parallel: AdamW's update
+/// of a parameter is three passes over memory instead of a dozen tensor operations that each
+/// allocate a buffer. The operations and their order are those of the tensor version, so the
+/// results are the same to the bit.
+mod in_place {
+    use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+    use rayon::prelude::*;
+
+    /// Elements per parallel task (and per partial sum).
+    const BLOCK: usize = 1 << 16;
+
+    /// Whether every tensor is a contiguous float32 tensor on the CPU.
+    pub fn supported(tensors: &[&Tensor]) -> bool {
+        tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
+    }
+
+    fn elements<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+        let data = storage.as_slice::<f32>()?;
+        match layout.contiguous_offsets() {
+            Some((start, end)) => Ok(&data[start..end]),
+            None => bail!("optimizer: a tensor is not contiguous"),
+        }
+    }
+
+    fn elements_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+        let CpuStorage::F32(data) = storage else {
+            bail!("optimizer: a tensor is not float32");
+        };
+        match layout.contiguous_offsets() {
+            Some((start, end)) => Ok(&mut data[start..end]),
+            None => bail!("optimizer: a tensor is not contiguous"),
+        }
+    }
+
+    /// Σ x² in float64, summed over fixed blocks in order (the same for any thread count).
+    pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
+        let (storage, layout) = t.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            bail!("sum of squares: not a CPU tensor");
+        };
+        let x = elements(cpu, layout)?;
+        let partials: Vec<f64> = x
+            .par_chunks(BLOCK)
+            .map(|block| block.iter().map(|&v| (v as f64) * (v as f64)).sum())
+            .collect();
+        Ok(partials.iter().sum())
+    }
+
+    /// `m ← β m + (1 − β) g`, or with `square`, `m ← β m + (1 − β) g²` (the tensor version's
+    /// `m * β + g * (1 − β)`, each factor rounded to float32).
+    pub fn moment(m: &Tensor, g: &Tensor, beta: f64, square: bool) -> Result<()> {
+        m.inplace_op2(
+            g,
+            &Moment {
+                beta: beta as f32,
+                rest: (1.0 - beta) as f32,
+                square,
+            },
+        )
+    }
+
+    struct Moment {
+        beta: f32,
+        rest: f32,
+        square: bool,
+    }
+
+    impl InplaceOp2 for Moment {
+        fn name(&self) -> &'static str {
+            "adamw-moment"
+        }
+
+        fn cpu_fwd(
+            &self,
+            m_storage: &mut CpuStorage,
+            m_layout: &Layout,
+            g_storage: &CpuStorage,
+            g_layout: &Layout,
+        ) -> Result<()> {
+            let m = elements_mut(m_storage, m_layout)?;
+            let g = elements(g_storage, g_layout)?;
+            if m.len() != g.len() {
+                bail!(
+                    "adamw-moment: {} moments for {} gradients",
+                    m.len(),
+                    g.len()
+                );
+            }
+            m.par_chunks_mut(BLOCK)
+                .zip(g.par_chunks(BLOCK))
+                .for_each(|(m, g)| {
+                    for (m, &g) in m.iter_mut().zip(g) {
+                        let g = if self.square { g * g } else { g };
+                        *m = *m * self.beta + g * self.rest;
+                    }
+                });
+            Ok(())
+        }
+    }
+
+    /// `θ ← θ · decay − m / (√v · inv_bias2_sqrt + eps) · step_size`.
+    pub struct Update {
+        pub decay: f32,
+        pub inv_bias2_sqrt: f32,
+        pub eps: f32,
+        pub step_size: f32,
+    }
+
+    impl InplaceOp3 for Update {
+        fn name(&self) -> &'static str {
+            "adamw-update"
+        }
+
+        fn cpu_fwd(
+            &self,
+            t_storage: &mut CpuStorage,
+            t_layout: &Layout,
+            m_storage: &CpuStorage,
+            m_layout: &Layout,
+            v_storage: &CpuStorage,
+            v_layout: &Layout,
+        ) -> Result<()> {
+            let theta = elements_mut(t_storage, t_layout)?;
+            let m = elements(m_storage, m_layout)?;
+            let v = elements(v_storage, v_layout)?;
+            if theta.len() != m.len() || theta.len() != v.len() {
+                bail!("adamw-update: the parameter and its moments differ in size");
+            }
+            theta
+                .par_chunks_mut(BLOCK)
+                .zip(m.par_chunks(BLOCK).zip(v.par_chunks(BLOCK)))
+                .for_each(|(theta, (m, v))| {
+                    for ((t, &m), &v) in theta.iter_mut().zip(m).zip(v) {
+                        let denom = v.sqrt() * self.inv_bias2_sqrt + self.eps;
+                        *t = *t * self.decay - m / denom * self.step_size;
+                    }
+                });
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@ pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Sen
             return Err(Error::config("threads", "must be at least 1"));
         }
         builder = builder.num_threads(n);
+        // candle runs its elementwise operations on a pool of its own, sized once per process
+        // from CANDLE_NUM_THREADS (else every core): the same size as this one unless it is set.
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
     }
     let pool = builder
         .build()

@@ -17,26 +17,28 @@ use rayon::prelude::*;
 use super::elements;
 use crate::kernels::{masked_softmax_rows, matmul, scale_by, softmax_backward_rows, Mat};
 
-/// Self-attention over `qkv` `[B, L, 3H]` (each token's query, key and value projections, heads
-/// side by side in each) → the context `[B, L, H]` (heads side by side), with scores scaled by
-/// 1/√(H / heads). Sequence `b` attends to its first `lengths[b]` tokens (right padding), as an
-/// additive mask of −∞ on the rest would make it. With `dropout`, the probabilities are
-/// multiplied by its factors, `[B, heads, L, L]` row-major, before they weight the values.
+/// Self-attention over `qkv` `[B·L, 3H]` (each token's query, key and value projections, heads
+/// side by side in each; the B = `lengths.len()` sequences one after another, L tokens each) →
+/// the context `[B·L, H]` (heads side by side), with scores scaled by 1/√(H / heads). Sequence
+/// `b` attends to its first `lengths[b]` tokens (right padding), as an additive mask of −∞ on
+/// the rest would make it. With `dropout`, the probabilities are multiplied by its factors,
+/// `[B, heads, L, L]` row-major, before they weight the values.
 pub fn attention(
     qkv: &Tensor,
     heads: usize,
     lengths: &[usize],
     dropout: Option<Vec<f32>>,
 ) -> Result<Tensor> {
-    let (b, l, width) = qkv.dims3()?;
-    if heads == 0 || !width.is_multiple_of(3 * heads) || b != lengths.len() {
+    let (rows, width) = qkv.dims2()?;
+    let b = lengths.len();
+    if heads == 0 || !width.is_multiple_of(3 * heads) || b == 0 || !rows.is_multiple_of(b) {
         bail!(
-            "attention: {:?} does not split into {heads} heads of query, key and value for {} \
+            "attention: {:?} does not split into {heads} heads of query, key and value for {b} \
              sequences",
-            qkv.shape(),
-            lengths.len()
+            qkv.shape()
         );
     }
+    let l = rows / b;
     if let Some(factors) = &dropout {
         if factors.len() != b * heads * l * l {
             bail!(
@@ -94,7 +96,8 @@ impl Dims {
 
 impl Attention {
     fn dims(&self, layout: &Layout) -> Result<Dims> {
-        let (_, l, width) = layout.shape().dims3()?;
+        let (rows, width) = layout.shape().dims2()?;
+        let l = rows / self.lengths.len();
         let h = width / 3;
         Ok(Dims {
             l,
@@ -162,7 +165,7 @@ impl CustomOp1 for Attention {
         if self.probs.set(probs).is_err() {
             bail!("attention: the operation ran forward twice");
         }
-        Ok((CpuStorage::F32(ctx), Shape::from((b, l, h))))
+        Ok((CpuStorage::F32(ctx), Shape::from((b * l, h))))
     }
 
     fn bwd(&self, qkv: &Tensor, _ctx: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -263,11 +266,11 @@ mod tests {
         lengths: &[usize],
         factors: Option<&[f32]>,
     ) -> candle_core::Result<Tensor> {
-        let (b, l, width) = qkv.dims3()?;
-        let h = width / 3;
-        let d = h / heads;
+        let (rows, width) = qkv.dims2()?;
+        let (b, h) = (lengths.len(), width / 3);
+        let (l, d) = (rows / b, h / heads);
         let split = |part: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(2, part * h, h)?
+            qkv.narrow(1, part * h, h)?
                 .reshape((b, l, heads, d))?
                 .transpose(1, 2)?
                 .contiguous()
@@ -287,7 +290,7 @@ mod tests {
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
-            .reshape((b, l, h))
+            .reshape((b * l, h))
     }
 
     fn candle_nn_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
@@ -312,8 +315,8 @@ mod tests {
     fn attention_matches_the_written_out_form_with_and_without_dropout() {
         let (b, l, heads, d) = (3, 7, 2, 4);
         let lengths = [7, 3, 1];
-        let qkv = random(&[b, l, 3 * heads * d], 21);
-        let upstream = random(&[b, l, heads * d], 22);
+        let qkv = random(&[b * l, 3 * heads * d], 21);
+        let upstream = random(&[b * l, heads * d], 22);
         let factors = Dropout::new(5).factors(b * heads * l * l, 0.3).unwrap();
         for factors in [None, Some(factors)] {
             let fused = attention(qkv.as_tensor(), heads, &lengths, factors.clone()).unwrap();
@@ -328,8 +331,9 @@ mod tests {
             let diff = max_diff(&ga, &gb);
             assert!(diff < 1e-5, "gradients differ by {diff}");
             // The keys and values of padding tokens get no gradient.
-            let padded = ga.narrow(0, 1, 1).unwrap().narrow(1, 3, 4).unwrap();
-            let kv = padded.narrow(2, heads * d, 2 * heads * d).unwrap();
+            // (sequence 1's tokens 3..7 are rows 10..14).
+            let padded = ga.narrow(0, l + 3, 4).unwrap();
+            let kv = padded.narrow(1, heads * d, 2 * heads * d).unwrap();
             assert_eq!(max_diff(&kv, &kv.zeros_like().unwrap()), 0.0);
         }
     }
