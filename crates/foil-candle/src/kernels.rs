@@ -3,6 +3,7 @@
 //! residual + LayerNorm, softmax) for the inference path and, with their backward passes, for
 //! training ([`crate::fused`]).
 
+use foil_core::rng::SplitMix64;
 use gemm::Parallelism;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -371,6 +372,24 @@ dispatch! {
     /// [`masked_softmax_backward_rows`] from the probabilities the forward pass kept (rows of
     /// `n`, the first `valid` real) instead of the scores.
     fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], dropout: Option<&[f32]>, n: usize, valid: usize, scale: f32) => softmax_backward_rows_generic
+}
+
+#[inline(always)]
+fn dropout_factors_generic(out: &mut [f32], rng: &SplitMix64, threshold: u64, keep: f32) {
+    for (i, f) in out.iter_mut().enumerate() {
+        *f = if rng.peek(i as u64) >> 11 < threshold {
+            0.0
+        } else {
+            keep
+        };
+    }
+}
+
+dispatch! {
+    /// Dropout factors from the next `out.len()` draws of `rng` (which does not advance): 0 where
+    /// the draw's top 53 bits are below `threshold`, else `keep`. With threshold ⌈p·2⁵³⌉ that is
+    /// `next_f64() < p`, the float comparison, exactly.
+    fn dropout_factors(out: &mut [f32], rng: &SplitMix64, threshold: u64, keep: f32) => dropout_factors_generic
 }
 
 #[inline(always)]

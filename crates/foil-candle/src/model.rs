@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use crate::config::{relative_bucket, BertConfig, Family, ModelConfig, Pooling};
 use crate::decoder::TrainableDecoder;
 use crate::fused;
+use crate::kernels;
 use crate::modernbert::TrainableModernBert;
 use crate::weights::Weights;
 
@@ -68,17 +69,17 @@ impl Dropout {
             return None;
         }
         let keep = 1.0 / (1.0 - p) as f32;
-        // The draws of one sequence, in parallel pieces (the same values as one after another).
+        // `next_f64() < p` for each draw, compared as integers, in parallel pieces of the one
+        // sequence (the same values as drawn one after another).
+        let threshold = (p * (1u64 << 53) as f64).ceil() as u64;
         const PIECE: usize = 1 << 16;
         let mut factors = vec![0f32; n];
         factors
             .par_chunks_mut(PIECE)
             .enumerate()
             .for_each(|(i, piece)| {
-                let mut rng = self.rng.ahead((i * PIECE) as u64);
-                for f in piece {
-                    *f = if rng.next_f64() < p { 0.0 } else { keep };
-                }
+                let rng = self.rng.ahead((i * PIECE) as u64);
+                kernels::dropout_factors(piece, &rng, threshold, keep);
             });
         self.rng = self.rng.ahead(n as u64);
         Some(factors)

@@ -18,6 +18,14 @@ pub struct SplitMix64 {
 /// SplitMix64's increment: the state after n draws is the seed plus n times this.
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// SplitMix64's output function of a state.
+#[inline(always)]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
@@ -33,10 +41,16 @@ impl SplitMix64 {
 
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GAMMA);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.state)
+    }
+
+    /// The draw `i` places ahead (0: what [`SplitMix64::next_u64`] returns next), without
+    /// drawing: a pure function of `i`, so loops over it can run in vector registers.
+    #[inline(always)]
+    pub fn peek(&self, i: u64) -> u64 {
+        mix(self
+            .state
+            .wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
     }
 
     /// A uniform float in [0, 1) with 53 random bits.
@@ -78,6 +92,10 @@ mod tests {
         }
         assert_eq!(drawn.clone().next_u64(), skipped.clone().next_u64());
         assert_eq!(drawn.ahead(7).next_u64(), skipped.ahead(7).next_u64());
+        let mut next = skipped.clone();
+        for i in 0..5 {
+            assert_eq!(skipped.peek(i), next.next_u64());
+        }
     }
 
     #[test]
