@@ -17,6 +17,7 @@ use std::sync::Arc;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 mod attention;
@@ -25,7 +26,7 @@ pub use attention::attention;
 
 use crate::kernels::{
     add_bias, add_layer_norm, add_rows, bias_activation, bias_gelu_backward, layer_norm_backward,
-    masked_softmax_backward_rows, masked_softmax_rows, scale_by, Activation,
+    masked_softmax_backward_rows, masked_softmax_rows, matmul, scale_by, Activation, Mat,
 };
 
 /// Rows per parallel task, and per partial sum of a parameter's gradient.
@@ -110,6 +111,25 @@ pub fn bias_gelu(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
 /// parallel; candle's broadcast add sums it on one thread.
 pub fn bias_add(y: &Tensor, bias: &Tensor) -> Result<Tensor> {
     y.contiguous()?.apply_op2(bias, BiasAdd)
+}
+
+/// `x wᵀ (+ b)` for rows `x` `[N, in]` and a weight `[out, in]`: one node of the graph where
+/// candle's operations make three (the transpose, the product, the bias), and backward writes
+/// the weight's gradient `gᵀ x` in the weight's own layout.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let ((_, inner), (_, w_inner)) = (x.dims2()?, w.dims2()?);
+    if inner != w_inner {
+        bail!(
+            "linear: input {:?} against a weight {:?}",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match b {
+        Some(b) => x.apply_op3(&w, b, LinearOp),
+        None => x.apply_op2(&w, LinearOp),
+    }
 }
 
 /// `(y + bias) ⊙ factors + residual`, or `y + bias + residual` without dropout: the bias of a
@@ -549,6 +569,164 @@ impl CustomOp2 for BiasAdd {
     }
 }
 
+/// The thread pool's size, for the matrix products' own parallelism.
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// `x wᵀ (+ b)`: `(x, w)` or `(x, w, b)`.
+struct LinearOp;
+
+impl LinearOp {
+    fn forward(
+        x: &[f32],
+        x_layout: &Layout,
+        w: &[f32],
+        w_layout: &Layout,
+        b: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let ((rows, inner), (out, _)) = (x_layout.shape().dims2()?, w_layout.shape().dims2()?);
+        if b.is_some_and(|b| b.len() != out) {
+            bail!(
+                "linear: a bias of {} for {out} outputs",
+                b.map_or(0, <[f32]>::len)
+            );
+        }
+        let mut y = vec![0f32; rows * out];
+        let (x, w) = (Mat::new(x, rows, inner), Mat::new(w, out, inner));
+        matmul(x, w.t(), &mut y, out, false, parallelism());
+        if let Some(b) = b {
+            y.par_chunks_mut(ROWS_PER_TASK * out.max(1))
+                .for_each(|rows| add_bias(rows, b));
+        }
+        Ok((CpuStorage::F32(y), Shape::from((rows, out))))
+    }
+
+    /// The gradients of the input and of the weight (the bias's is the gradient's column sums).
+    fn backward(x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(w, &LinearGrad::Input)?;
+        let dw = grad.apply_op2_no_bwd(x, &LinearGrad::Weight)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        w_storage: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = elements(x_storage, x_layout, "linear")?;
+        let w = elements(w_storage, w_layout, "linear")?;
+        Self::forward(x, x_layout, w, w_layout, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = Self::backward(x, w, grad)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+        w_storage: &CpuStorage,
+        w_layout: &Layout,
+        b_storage: &CpuStorage,
+        b_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = elements(x_storage, x_layout, "linear")?;
+        let w = elements(w_storage, w_layout, "linear")?;
+        let b = elements(b_storage, b_layout, "linear")?;
+        Self::forward(x, x_layout, w, w_layout, Some(b))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = Self::backward(x, w, grad)?;
+        let sums = ColumnSums {
+            width: b.elem_count(),
+        };
+        let db = grad.contiguous()?.apply_op1_no_bwd(&sums)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The gradient `g` `[N, out]` of a linear layer's output against the weight `[out, in]` →
+/// the input's `g w`, or against the input `[N, in]` → the weight's `gᵀ x`.
+enum LinearGrad {
+    Input,
+    Weight,
+}
+
+impl CustomOp2 for LinearGrad {
+    fn name(&self) -> &'static str {
+        match self {
+            LinearGrad::Input => "linear-grad-input",
+            LinearGrad::Weight => "linear-grad-weight",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        g_storage: &CpuStorage,
+        g_layout: &Layout,
+        o_storage: &CpuStorage,
+        o_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = elements(g_storage, g_layout, self.name())?;
+        let other = elements(o_storage, o_layout, self.name())?;
+        let ((rows, out), (o_rows, o_cols)) =
+            (g_layout.shape().dims2()?, o_layout.shape().dims2()?);
+        let g = Mat::new(g, rows, out);
+        let (a, b, shape) = match self {
+            // [N, out] · [out, in]
+            LinearGrad::Input => (g, Mat::new(other, o_rows, o_cols), (rows, o_cols)),
+            // [out, N] · [N, in]
+            LinearGrad::Weight => (g.t(), Mat::new(other, o_rows, o_cols), (out, o_cols)),
+        };
+        if a.cols != b.rows {
+            bail!(
+                "{}: gradient {:?} against {:?}",
+                self.name(),
+                g_layout.shape(),
+                o_layout.shape()
+            );
+        }
+        let mut result = vec![0f32; shape.0 * shape.1];
+        matmul(a, b, &mut result, shape.1, false, parallelism());
+        Ok((CpuStorage::F32(result), Shape::from(shape)))
+    }
+}
+
 /// `(y + bias) ⊙ factors + residual` as one operation.
 struct BiasDropoutAdd {
     factors: Option<Arc<[f32]>>,
@@ -856,6 +1034,32 @@ mod tests {
                 1e-5,
             );
         }
+    }
+
+    #[test]
+    fn linear_matches_a_product_with_the_transposed_weight() {
+        let x = random(&[130, 24], 16, 2.0);
+        let w = random(&[40, 24], 17, 1.0);
+        let b = random(&[40], 18, 1.0);
+        let written = |bias: bool| {
+            let y = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+            match bias {
+                true => y.broadcast_add(b.as_tensor()).unwrap(),
+                false => y,
+            }
+        };
+        check(
+            &[&x, &w, &b],
+            || linear(x.as_tensor(), w.as_tensor(), Some(b.as_tensor())).unwrap(),
+            || written(true),
+            1e-5,
+        );
+        check(
+            &[&x, &w],
+            || linear(x.as_tensor(), w.as_tensor(), None).unwrap(),
+            || written(false),
+            1e-5,
+        );
     }
 
     #[test]

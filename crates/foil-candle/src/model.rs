@@ -105,6 +105,9 @@ impl Linear {
 
 /// `x wᵀ (+ b)` over the last dimension.
 fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    if x.rank() == 2 && fused::supported(x) {
+        return fused::linear(x, w, b);
+    }
     let y = project(x, w)?;
     match b {
         Some(b) if fused::supported(&y) => fused::bias_add(&y, b),
@@ -117,7 +120,10 @@ fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Ten
 fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     if x.rank() == 2 {
         // Rows already: no reshapes, which would be nodes of the graph (and buffers in backward).
-        return x.matmul(&w.t()?);
+        return match fused::supported(x) {
+            true => fused::linear(x, w, None),
+            false => x.matmul(&w.t()?),
+        };
     }
     let dims = x.dims().to_vec();
     let (rows, inner) = (
