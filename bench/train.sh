@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Training-step benchmark (issue 6): foil train vs sentence-transformers (model +
+# Training-step benchmark (issues 6, 14): foil train vs sentence-transformers (model +
 # MultipleNegativesRankingLoss + torch AdamW, what its trainer runs per step), the same batch
-# shape — 16 queries + 16 positives + 16 negatives, maximum length 128 — 2 threads each, one
-# after the other in the same run. Reports seconds per step (foil: mean over its steps from
-# the manifest; sentence-transformers: median after the first step) and peak RSS (GNU time).
+# shape — 16 queries + 16 positives + 16 negatives, maximum length 128 — 2 threads each. The
+# tools alternate, RUNS times each. Reports the median over runs of each run's median step
+# time after its first step (foil: median_step_seconds in its manifest; sentence-transformers:
+# bench/st_train.py), and peak RSS (GNU time), with the load average before and after.
 #
 #   bench/train.sh      (env: STEPS=5, RUNS=3, PYTHON=python3, FOIL=target/release/foil, MODEL, TABLE)
-# foil's figure is the mean over all its steps (the first included); sentence-transformers' is
-# the median after its first step. Needs: pip install sentence-transformers (into PYTHON's
-# environment); scripts/fetch-models.sh minilm. (`python3 -P`: bench/timeit.py
-# would otherwise shadow the standard library's timeit, which torch imports.)
+#
+# Needs: pip install sentence-transformers (into PYTHON's environment); scripts/fetch-models.sh
+# minilm. (`python3 -P`: bench/timeit.py would otherwise shadow the standard library's timeit,
+# which torch imports.)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,7 +49,7 @@ import json, statistics, sys
 out, runs, before, after = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def rss(name):
     return int(open(f"{out}/{name}.rss").read().split()[-1]) / 1024
-foil = [json.load(open(f"{out}/foil-{r}/manifest.json"))["timings"]["seconds_per_step"]
+foil = [json.load(open(f"{out}/foil-{r}/manifest.json"))["timings"]["median_step_seconds"]
         for r in range(1, runs + 1)]
 st = [json.load(open(f"{out}/st-{r}.json"))["seconds_per_step"] for r in range(1, runs + 1)]
 foil_rss = [rss(f"foil-{r}") for r in range(1, runs + 1)]

@@ -155,6 +155,9 @@ pub struct TrainSummary {
     pub last_loss: Option<f64>,
     pub seconds: f64,
     pub seconds_per_step: f64,
+    /// The median time of one step (forward, backward, optimizer) over this run's steps after
+    /// its first, which also grows the heap; `None` for a run of fewer than two steps.
+    pub median_step_seconds: Option<f64>,
     /// The evaluations during training (see [`TrainEval`]), in step order.
     pub evals: Vec<EvalPoint>,
 }
@@ -198,6 +201,7 @@ fn train(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainSummary> 
         last_loss: trainable.losses.last().map(|&l| l as f64),
         seconds,
         seconds_per_step: ran.seconds_per_step,
+        median_step_seconds: ran.median_step_seconds,
         evals: ran.evals,
     };
     write_manifest(config, &base, usable.k, &summary)?;
@@ -209,6 +213,7 @@ struct Ran {
     evals: Vec<EvalPoint>,
     /// Training time per step, evaluations left out.
     seconds_per_step: f64,
+    median_step_seconds: Option<f64>,
 }
 
 /// Runs the steps left, checkpointing every `checkpoint_every` steps and evaluating when
@@ -267,6 +272,7 @@ fn run_steps(
     // A run killed during the evaluation at its checkpoint does that evaluation first.
     evaluate(t.step)?;
     let mut eval_seconds = 0.0;
+    let mut step_seconds: Vec<f64> = Vec::new();
     let step_started = Instant::now();
     while t.step < total {
         let step = t.step;
@@ -277,9 +283,11 @@ fn run_steps(
         let seed = config
             .seed
             .wrapping_add(step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let started = Instant::now();
         let (loss, mut grads) = trainer.step(&batch, seed)?;
         clip_grad_norm(vars, &mut grads, config.max_grad_norm)?;
         t.optimizer.step(&grads, plan.schedule.lr(step))?;
+        step_seconds.push(started.elapsed().as_secs_f64());
         t.step += 1;
         t.losses.push(loss);
         progress.update(t.step);
@@ -310,7 +318,20 @@ fn run_steps(
     Ok(Ran {
         evals,
         seconds_per_step,
+        median_step_seconds: median(step_seconds.get(1..).unwrap_or_default()),
     })
+}
+
+/// The median of `xs`; `None` when empty.
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut xs = xs.to_vec();
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(xs[n / 2]),
+        _ => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
 }
 
 /// `log.jsonl`: every step's loss and learning rate.
@@ -355,5 +376,10 @@ fn write_manifest(config: &TrainConfig, base: &Base, k: usize, s: &TrainSummary)
     manifest
         .timings
         .insert("seconds_per_step".into(), s.seconds_per_step);
+    if let Some(median) = s.median_step_seconds {
+        manifest
+            .timings
+            .insert("median_step_seconds".into(), median);
+    }
     manifest.write(&config.output.join("manifest.json"))
 }
