@@ -77,7 +77,7 @@ pub fn masked_softmax(
     scores.contiguous()?.apply_op1(MaskedSoftmax {
         scale: scale as f32,
         lengths: lengths.into(),
-        dropout: dropout.map(Arc::from),
+        dropout: dropout.map(Arc::new),
     })
 }
 
@@ -88,7 +88,7 @@ pub fn dropout(x: &Tensor, factors: Vec<f32>) -> Result<Tensor> {
         bail!("dropout: {} factors for {:?}", factors.len(), x.shape());
     }
     x.contiguous()?.apply_op1(Dropout {
-        factors: factors.into(),
+        factors: Arc::new(factors),
     })
 }
 
@@ -153,7 +153,7 @@ pub fn bias_dropout_add(
         }
     }
     let op = BiasDropoutAdd {
-        factors: factors.map(Arc::from),
+        factors: factors.map(Arc::new),
     };
     y.contiguous()?.apply_op3(bias, &residual.contiguous()?, op)
 }
@@ -162,7 +162,7 @@ pub fn bias_dropout_add(
 struct MaskedSoftmax {
     scale: f32,
     lengths: Arc<[usize]>,
-    dropout: Option<Arc<[f32]>>,
+    dropout: Option<Arc<Vec<f32>>>,
 }
 
 impl MaskedSoftmax {
@@ -256,7 +256,7 @@ impl CustomOp2 for MaskedSoftmaxGrad {
 }
 
 struct Dropout {
-    factors: Arc<[f32]>,
+    factors: Arc<Vec<f32>>,
 }
 
 impl Dropout {
@@ -729,7 +729,7 @@ impl CustomOp2 for LinearGrad {
 
 /// `(y + bias) ⊙ factors + residual` as one operation.
 struct BiasDropoutAdd {
-    factors: Option<Arc<[f32]>>,
+    factors: Option<Arc<Vec<f32>>>,
 }
 
 impl CustomOp3 for BiasDropoutAdd {

@@ -50,7 +50,7 @@ pub fn attention(
     qkv.contiguous()?.apply_op1(Attention {
         heads,
         lengths: lengths.iter().map(|&n| n.min(l)).collect(),
-        dropout: dropout.map(Arc::from),
+        dropout: dropout.map(Arc::new),
         probs: Arc::new(OnceLock::new()),
     })
 }
@@ -59,7 +59,7 @@ pub fn attention(
 struct Attention {
     heads: usize,
     lengths: Arc<[usize]>,
-    dropout: Option<Arc<[f32]>>,
+    dropout: Option<Arc<Vec<f32>>>,
     /// The probabilities of the forward pass, `[B, heads, L, L]` before dropout, for backward.
     /// Each operation in the graph is its own instance, so this is set once, by its forward.
     probs: Arc<OnceLock<Vec<f32>>>,
