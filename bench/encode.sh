@@ -37,6 +37,7 @@
 #                 $FOIL_OUT (foil's output folder) and $VECTORS ($FOIL_OUT/vectors.npy) in
 #                 its environment; it should write $VECTORS from foil's own embeddings
 #                 format, for the cosine check
+#   PRECISION=f32 foil's --precision (f32, or bf16 on CPUs with AMX)
 #   PYTHON=python3
 # Output: bench/out/encode.json (summary), bench/out/encode/ (logs, timing, vectors), and a
 # Markdown table on stdout. Progress goes to stderr.
@@ -53,6 +54,9 @@ WARMUP="${WARMUP:-1}"
 MAXLEN="${MAXLEN:-256}"   # sentence-transformers max_seq_length; foil reads the folder's
 ONLY="${ONLY:-}"
 PYTHON="${PYTHON:-python3}"
+PRECISION="${PRECISION:-f32}"
+# The cosine check reads vectors.npy; bench/foil_vectors.py writes it from foil's vectors.f32.
+FOIL_EMB_EXPORT="${FOIL_EMB_EXPORT-$PYTHON -P bench/foil_vectors.py}"
 MODEL="${MODEL:-${FOIL_MODELS:-$HOME/.cache/foil/models}/all-MiniLM-L6-v2}"
 DATA="$(cd "${DATA:-../shared/data/scifact}" && pwd)"
 CORPUS="$DATA/corpus.jsonl"
@@ -106,7 +110,8 @@ if [[ "$ONLY" != st ]]; then
   # writes a fresh folder; `exec` keeps the RSS figure foil's own.
   CMDS+=(--label foil -- bash -c 'rm -rf -- "$0" && exec "$@"' "$FOIL_OUT"
          "$FOIL" encode --model "$MODEL" --input "$CORPUS" --limit "$N" --batch-size "$BATCH"
-         --threads "$THREADS" --no-cache --output "$FOIL_OUT" "${FOIL_JSON_FLAG[@]}")
+         --threads "$THREADS" --no-cache --output "$FOIL_OUT" "${FOIL_JSON_FLAG[@]}"
+         --precision "$PRECISION")
 fi
 if [[ "$ONLY" != foil ]]; then
   CMDS+=(--label st -- "$PYTHON" bench/st_encode.py --model "$MODEL" --input "$CORPUS"

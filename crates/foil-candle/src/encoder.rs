@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::{ModelConfig, Pooling, SentenceConfig};
 use crate::fast::FastBert;
+use crate::fast::Precision;
 use crate::model::{pool as pool_tensor, Batch, CandleResult, TrainableModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
@@ -30,6 +31,9 @@ pub struct EncoderOptions {
     /// Run on this device through the candle model instead of the fused CPU path
     /// (`cuda:0`; `cpu` means the fused path).
     pub device: Option<String>,
+    /// The dense products' arithmetic on the fused CPU path (default float32); bfloat16 runs
+    /// where the CPU has AMX and falls back to float32, with a warning, elsewhere.
+    pub precision: Option<Precision>,
 }
 
 /// What runs the transformer.
@@ -82,6 +86,8 @@ pub struct BertEncoder {
     batch_size: usize,
     weights_path: PathBuf,
     weights_sha256: OnceLock<String>,
+    /// The precision the encoder runs at (part of its fingerprint when not float32).
+    precision: Precision,
 }
 
 impl BertEncoder {
@@ -111,15 +117,28 @@ impl BertEncoder {
         let tokenizer = TextTokenizer::load(dir, sentence.max_length)?;
         let device = parse_device(options.device.as_deref().unwrap_or("cpu"))?;
         let weights = Weights::load(dir, device.as_ref().unwrap_or(&Device::Cpu))?;
-        let backend = match (&config, device) {
+        let requested = options.precision.unwrap_or_default();
+        let (backend, precision) = match (&config, device) {
             (ModelConfig::Encoder(bert), None) => {
-                Backend::Fast(Box::new(FastBert::new(bert, &weights)?))
+                let mut fast = FastBert::new(bert, &weights)?;
+                let precision = fast.set_precision(requested);
+                (Backend::Fast(Box::new(fast)), precision)
             }
-            (_, device) => Backend::Candle(Box::new(
-                TrainableModel::new(&config, &weights, &device.unwrap_or(Device::Cpu))?
-                    .for_inference(),
-            )),
+            (_, device) => (
+                Backend::Candle(Box::new(
+                    TrainableModel::new(&config, &weights, &device.unwrap_or(Device::Cpu))?
+                        .for_inference(),
+                )),
+                Precision::F32,
+            ),
         };
+        if precision != requested {
+            tracing::warn!(
+                "{}: bf16 needs the fused CPU path of a BERT-family encoder on a CPU with AMX \
+                 (and Linux 5.16+); encoding in float32",
+                dir.display()
+            );
+        }
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -134,7 +153,13 @@ impl BertEncoder {
             batch_size: options.batch_size.unwrap_or(32).max(1),
             weights_path: weights.path().to_path_buf(),
             weights_sha256: OnceLock::new(),
+            precision,
         })
+    }
+
+    /// The precision the encoder runs at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The model folder.
@@ -246,8 +271,13 @@ impl Encoder for BertEncoder {
             sha256_file(&self.weights_path).unwrap_or_else(|e| format!("unreadable: {e}"))
         });
         let s = &self.sentence;
+        // float32 adds nothing, so that caches written before precisions existed stay valid.
+        let precision = match self.precision {
+            Precision::F32 => "",
+            Precision::Bf16 => ";precision=bf16",
+        };
         format!(
-            "bert:weights={sha};tokenizer={};pooling={:?};normalize={};max_length={};query_prompt={:?};passage_prompt={:?}",
+            "bert:weights={sha};tokenizer={};pooling={:?};normalize={};max_length={};query_prompt={:?};passage_prompt={:?}{precision}",
             self.tokenizer.sha256(),
             s.pooling,
             s.normalize,

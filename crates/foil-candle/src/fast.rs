@@ -13,6 +13,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::amx::{self, PackedWeight};
 use crate::config::{relative_bucket, BertConfig, Family};
 use crate::kernels::{
     add_bias, add_layer_norm, bias_activation, matmul, softmax_rows, Activation, Mat,
@@ -20,17 +21,64 @@ use crate::kernels::{
 use crate::weights::Weights;
 use foil_core::Result;
 
+/// The arithmetic of the dense layers' products; everything else stays float32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// float32 throughout (the reference).
+    #[default]
+    F32,
+    /// Weights and activations rounded to bfloat16 for the dense products, float32 sums, on
+    /// AMX tiles ([`amx`]); elsewhere `F32`.
+    Bf16,
+}
+
+/// A dense layer's weight `[out, in]`: float32, or packed into AMX tiles at bfloat16.
+enum Dense {
+    F32 {
+        w: Vec<f32>,
+        out: usize,
+        inner: usize,
+    },
+    Bf16(PackedWeight),
+}
+
+impl Dense {
+    fn new(w: Vec<f32>, out: usize, inner: usize) -> Self {
+        Dense::F32 { w, out, inner }
+    }
+
+    /// The same weight in AMX tiles.
+    fn to_bf16(&self) -> Self {
+        match self {
+            Dense::F32 { w, out, inner } => Dense::Bf16(PackedWeight::new(w, *out, *inner)),
+            Dense::Bf16(_) => unreachable!("packed twice"),
+        }
+    }
+
+    /// `y = x wᵀ` for `rows` rows of `x`.
+    fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], par: Parallelism) {
+        match self {
+            Dense::F32 { w, out, inner } => {
+                let (x, w) = (Mat::new(x, rows, *inner), Mat::new(w, *out, *inner));
+                matmul(x, w.t(), y, *out, false, par);
+            }
+            Dense::Bf16(packed) => amx::matmul(x, rows, packed, y),
+        }
+    }
+}
+
 struct Layer {
     /// `[3H, H]`: query (pre-scaled), key and value projections.
-    qkv_w: Vec<f32>,
+    qkv_w: Dense,
     qkv_b: Vec<f32>,
-    out_w: Vec<f32>,
+    out_w: Dense,
     out_b: Vec<f32>,
     ln1_w: Vec<f32>,
     ln1_b: Vec<f32>,
-    up_w: Vec<f32>,
+    up_w: Dense,
     up_b: Vec<f32>,
-    down_w: Vec<f32>,
+    down_w: Dense,
     down_b: Vec<f32>,
     ln2_w: Vec<f32>,
     ln2_b: Vec<f32>,
@@ -81,15 +129,15 @@ impl FastBert {
             qkv_b.extend(w.vec(&p("attention.self.key.bias"), &[h])?);
             qkv_b.extend(w.vec(&p("attention.self.value.bias"), &[h])?);
             layers.push(Layer {
-                qkv_w,
+                qkv_w: Dense::new(qkv_w, 3 * h, h),
                 qkv_b,
-                out_w: w.vec(&p("attention.output.dense.weight"), &[h, h])?,
+                out_w: Dense::new(w.vec(&p("attention.output.dense.weight"), &[h, h])?, h, h),
                 out_b: w.vec(&p("attention.output.dense.bias"), &[h])?,
                 ln1_w: w.vec(&p("attention.output.LayerNorm.weight"), &[h])?,
                 ln1_b: w.vec(&p("attention.output.LayerNorm.bias"), &[h])?,
-                up_w: w.vec(&p("intermediate.dense.weight"), &[i, h])?,
+                up_w: Dense::new(w.vec(&p("intermediate.dense.weight"), &[i, h])?, i, h),
                 up_b: w.vec(&p("intermediate.dense.bias"), &[i])?,
-                down_w: w.vec(&p("output.dense.weight"), &[h, i])?,
+                down_w: Dense::new(w.vec(&p("output.dense.weight"), &[h, i])?, h, i),
                 down_b: w.vec(&p("output.dense.bias"), &[h])?,
                 ln2_w: w.vec(&p("output.LayerNorm.weight"), &[h])?,
                 ln2_b: w.vec(&p("output.LayerNorm.bias"), &[h])?,
@@ -145,6 +193,27 @@ impl FastBert {
             emb_ln_b: w.vec("embeddings.LayerNorm.bias", &[h])?,
             layers,
         })
+    }
+
+    /// This encoder with its dense products at `precision`; returns the precision it will run
+    /// at: `Bf16` needs AMX ([`amx::available`]), and falls back to `F32` without it.
+    pub fn set_precision(&mut self, precision: Precision) -> Precision {
+        if precision == Precision::F32 || !amx::available() {
+            return Precision::F32;
+        }
+        for layer in &mut self.layers {
+            for dense in [
+                &mut layer.qkv_w,
+                &mut layer.out_w,
+                &mut layer.up_w,
+                &mut layer.down_w,
+            ] {
+                if let Dense::F32 { .. } = dense {
+                    *dense = dense.to_bf16();
+                }
+            }
+        }
+        Precision::Bf16
     }
 
     /// The hidden size.
@@ -210,25 +279,11 @@ impl FastBert {
         let mut up = vec![0f32; total * self.intermediate];
         for layer in &self.layers {
             // Q, K, V in one product.
-            matmul(
-                Mat::new(&x, total, h),
-                Mat::new(&layer.qkv_w, 3 * h, h).t(),
-                &mut qkv,
-                3 * h,
-                false,
-                par,
-            );
+            layer.qkv_w.apply(&x, total, &mut qkv, par);
             par_rows(&mut qkv, 3 * h, |rows| add_bias(rows, &layer.qkv_b));
             self.attention(&qkv, &offsets, &mut ctx);
             // Output projection, residual, LayerNorm.
-            matmul(
-                Mat::new(&ctx, total, h),
-                Mat::new(&layer.out_w, h, h).t(),
-                &mut tmp,
-                h,
-                false,
-                par,
-            );
+            layer.out_w.apply(&ctx, total, &mut tmp, par);
             par_rows_with(&mut tmp, &x, h, |rows, res| {
                 add_bias(rows, &layer.out_b);
                 add_layer_norm(rows, Some(res), &layer.ln1_w, &layer.ln1_b, self.eps);
@@ -236,25 +291,11 @@ impl FastBert {
             std::mem::swap(&mut x, &mut tmp);
             // Feed-forward: up, bias + activation, down, residual, LayerNorm.
             let i = self.intermediate;
-            matmul(
-                Mat::new(&x, total, h),
-                Mat::new(&layer.up_w, i, h).t(),
-                &mut up,
-                i,
-                false,
-                par,
-            );
+            layer.up_w.apply(&x, total, &mut up, par);
             par_rows(&mut up, i, |rows| {
                 bias_activation(rows, &layer.up_b, self.activation)
             });
-            matmul(
-                Mat::new(&up, total, i),
-                Mat::new(&layer.down_w, h, i).t(),
-                &mut tmp,
-                h,
-                false,
-                par,
-            );
+            layer.down_w.apply(&up, total, &mut tmp, par);
             par_rows_with(&mut tmp, &x, h, |rows, res| {
                 add_bias(rows, &layer.down_b);
                 add_layer_norm(rows, Some(res), &layer.ln2_w, &layer.ln2_b, self.eps);

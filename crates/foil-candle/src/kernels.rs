@@ -393,6 +393,20 @@ dispatch! {
 }
 
 #[inline(always)]
+fn to_bf16_generic(dst: &mut [u16], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        // Round to nearest, ties to even: add 0x7fff plus the lowest kept bit, then truncate.
+        let bits = s.to_bits();
+        *d = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
+    }
+}
+
+dispatch! {
+    /// `dst[i]` = `src[i]` rounded to bfloat16 (nearest, ties to even; NaN is not expected).
+    fn to_bf16(dst: &mut [u16], src: &[f32]) => to_bf16_generic
+}
+
+#[inline(always)]
 fn scale_by_generic(x: &mut [f32], factors: &[f32]) {
     x.iter_mut().zip(factors).for_each(|(x, f)| *x *= f);
 }

@@ -2,6 +2,7 @@
 //! sentence-transformers folders, a fast fused inference path ([`fast::FastBert`]), a trainable
 //! candle model, and [`BertEncoder`], foil's bi-encoder.
 
+pub mod amx;
 pub mod config;
 pub mod cross_encoder;
 pub mod decoder;
@@ -15,3 +16,4 @@ pub mod tokenizer;
 pub mod weights;
 pub use cross_encoder::{CrossEncoder, CrossEncoderOptions};
 pub use encoder::{BertEncoder, EncoderOptions};
+pub use fast::Precision;

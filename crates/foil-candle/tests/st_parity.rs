@@ -5,7 +5,7 @@
 mod common;
 use common::minilm;
 
-use foil_candle::{BertEncoder, EncoderOptions};
+use foil_candle::{BertEncoder, EncoderOptions, Precision};
 use foil_core::{Encoder, TextKind};
 
 fn golden() -> serde_json::Value {
@@ -149,4 +149,34 @@ fn cuda_without_the_feature_is_a_clear_error() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("bad device"), "{err}");
+}
+
+#[test]
+fn bf16_stays_within_cosine_0_999_of_sentence_transformers_and_is_cached_apart() {
+    let Some(dir) = minilm() else { return };
+    let options = |precision| EncoderOptions {
+        precision: Some(precision),
+        ..Default::default()
+    };
+    let f32 = BertEncoder::load(&dir, &options(Precision::F32)).unwrap();
+    let bf16 = BertEncoder::load(&dir, &options(Precision::Bf16)).unwrap();
+    if !foil_candle::amx::available() {
+        // The fallback runs float32, and says so in its fingerprint (nothing).
+        assert_eq!(bf16.precision(), Precision::F32);
+        assert_eq!(bf16.fingerprint(), f32.fingerprint());
+        eprintln!("skipped: no AMX here");
+        return;
+    }
+    assert_eq!(bf16.precision(), Precision::Bf16);
+    assert_ne!(bf16.fingerprint(), f32.fingerprint());
+    let golden = golden();
+    let texts = common::texts(&golden);
+    let got = bf16.encode(&texts, TextKind::Passage).unwrap();
+    let mut worst = f64::INFINITY;
+    for (i, want) in common::vectors(&golden).iter().enumerate() {
+        let cos = common::cosine(got.row(i), want);
+        assert!(cos >= 0.999, "text {i} {:?}: cosine {cos}", texts[i]);
+        worst = worst.min(cos);
+    }
+    eprintln!("bf16: {} texts, minimum cosine {worst:.6}", texts.len());
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use foil::encoders::EncoderSpec;
 use foil_candle::config::Pooling;
-use foil_candle::EncoderOptions;
+use foil_candle::{EncoderOptions, Precision};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PoolingArg {
@@ -50,6 +50,17 @@ pub struct EncoderArgs {
     /// cpu (fused CPU kernels), cuda or cuda:N (needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The dense products' arithmetic: f32, or bf16 on CPUs with AMX (Sapphire Rapids and
+    /// later; elsewhere f32, with a warning). bf16 vectors differ slightly from f32 ones and
+    /// are cached apart from them.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    Bf16,
 }
 
 impl EncoderArgs {
@@ -81,6 +92,10 @@ impl EncoderArgs {
                     query_prompt: self.query_prompt.clone(),
                     passage_prompt: self.passage_prompt.clone(),
                     device: Some(self.device.clone()),
+                    precision: Some(match self.precision {
+                        PrecisionArg::F32 => Precision::F32,
+                        PrecisionArg::Bf16 => Precision::Bf16,
+                    }),
                 },
             },
         })
