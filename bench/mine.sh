@@ -4,12 +4,16 @@
 # 5 negatives, top sampling; 2 threads each; whole processes, interleaved (bench/timeit.py);
 # foil without its embedding cache, so both encode everything.
 #
-#   bench/mine.sh            (env: RUNS=1, FOIL=target/release/foil, DATA, MODEL)
-# Needs: pip install sentence-transformers datasets; scripts/fetch-models.sh.
+#   bench/mine.sh            (env: RUNS=1, PRECISION=f32, PYTHON=python3, FOIL=target/release/foil,
+#                             DATA, MODEL)
+# PRECISION is foil's --precision (bf16 on CPUs with AMX). Needs: pip install
+# sentence-transformers datasets (into PYTHON's environment); scripts/fetch-models.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 RUNS="${RUNS:-1}"
+PRECISION="${PRECISION:-f32}"
+PYTHON="${PYTHON:-python3}"
 DATA="$(cd "${DATA:-../shared/data/scifact}" && pwd)"
 MODEL="${MODEL:-$HOME/.cache/foil/models/all-MiniLM-L6-v2}"
 OUT="$ROOT/bench/out/mine"
@@ -19,12 +23,14 @@ if [[ -z "${FOIL:-}" ]]; then
   FOIL="$ROOT/target/release/foil"
 fi
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 HF_HUB_OFFLINE=1
-python3 bench/timeit.py --runs "$RUNS" --warmup 0 --logdir "$OUT/logs" --json "$OUT/timing.json" \
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$PYTHON" -P bench/timeit.py --runs "$RUNS" --warmup 0 --logdir "$OUT/logs" --json "$OUT/timing.json" \
   --label foil -- "$FOIL" mine --data "$DATA" --split train --retriever dense --model "$MODEL" \
      --range-max 50 --relative-margin 0.05 --num-negatives 5 --sampling top --threads 2 \
-     --no-cache --output "$OUT/foil" --no-progress \
-  --label st -- python3 bench/st_mine.py --data "$DATA" --model "$MODEL" --output "$OUT/st.jsonl" >&2
-python3 - "$OUT/timing.json" <<'PY' | tee "$OUT/summary.md"
+     --no-cache --output "$OUT/foil" --no-progress --precision "$PRECISION" \
+  --label st -- "$PYTHON" bench/st_mine.py --data "$DATA" --model "$MODEL" --output "$OUT/st.jsonl" >&2
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$PYTHON" - "$OUT/timing.json" <<'PY' | tee "$OUT/summary.md"
 import json, sys
 t = json.load(open(sys.argv[1]))
 c = {x["label"]: x for x in t["commands"]}
