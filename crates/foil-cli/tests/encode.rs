@@ -135,6 +135,61 @@ fn the_cache_is_keyed_by_prompt_and_kind() {
 }
 
 #[test]
+fn bf16_vectors_are_cached_apart_from_float32_ones() {
+    let Some(model) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let queries = demo(tmp.path()).join("queries.jsonl");
+    let cache = tmp.path().join("cache");
+    let run = |precision: &str, out: &str| {
+        foil(&[
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            queries.to_str().unwrap(),
+            "--precision",
+            precision,
+            "--output",
+            tmp.path().join(out).to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let vectors = |out: &str| std::fs::read(tmp.path().join(out).join("vectors.f32")).unwrap();
+    assert_eq!(json(&run("f32", "f32"))["encoded"], 60);
+    let bf16 = run("bf16", "bf16");
+    if !foil_candle::amx::available() {
+        // No AMX: float32 runs, says so, and is the float32 cache's business.
+        let stderr = String::from_utf8_lossy(&bf16.stderr);
+        assert!(stderr.contains("bf16 needs"), "{stderr}");
+        assert_eq!(json(&bf16)["cache_hits"], 60);
+        return;
+    }
+    assert_eq!(
+        json(&bf16)["encoded"],
+        60,
+        "bf16 must not read float32 vectors"
+    );
+    assert_ne!(vectors("f32"), vectors("bf16"));
+    // A second bf16 run reads the bf16 entries: the same bytes.
+    assert_eq!(json(&run("bf16", "again"))["cache_hits"], 60);
+    assert_eq!(vectors("bf16"), vectors("again"));
+    let floats = |bytes: Vec<u8>| -> Vec<f32> {
+        let words = bytes.chunks_exact(4);
+        words
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let (a, b) = (floats(vectors("f32")), floats(vectors("bf16")));
+    for (x, y) in a.chunks_exact(384).zip(b.chunks_exact(384)) {
+        let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+        let norm = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
+        assert!(dot / (norm(x) * norm(y)) > 0.999);
+    }
+}
+
+#[test]
 fn dense_search_on_the_demo_beats_chance_and_reruns_identically() {
     let Some(model) = minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
