@@ -133,8 +133,8 @@ fn long_version() -> &'static str {
 /// training step's attention scores are [48, 12, 128, 128] floats, 38 MB — costs page faults
 /// and zeroed pages again, on every op. One arena, served from the heap and not trimmed, keeps
 /// those pages: a MiniLM training step went from 4.0 to 2.7 s (2 threads) and its peak RSS from
-/// 4.1 to 2.7 GB; encoding is unchanged in speed at 25% less RSS. Small blocks still come from
-/// each thread's cache without the arena's lock.
+/// 4.1 to 2.7 GB; encoding ran within 2% of its speed at 25% less RSS. Small blocks still come
+/// from each thread's cache without the arena's lock.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator settings; it runs before any other thread exists.
