@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use crate::kernels::to_bf16;
+use crate::kernels::{bf16, to_bf16};
 
 /// Rows (and columns) of a tile; K values per A tile and per B tile's 16 rows of pairs.
 const TILE: usize = 16;
@@ -52,13 +52,6 @@ fn detect() -> bool {
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 fn detect() -> bool {
     false
-}
-
-/// Rounds to the nearest bfloat16, ties to even, as [`to_bf16`] does for slices.
-#[inline(always)]
-fn bf16(x: f32) -> u16 {
-    let bits = x.to_bits();
-    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
 /// The float32 value of a bfloat16.

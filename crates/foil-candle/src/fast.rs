@@ -48,14 +48,6 @@ impl Dense {
         Dense::F32 { w, out, inner }
     }
 
-    /// The same weight in AMX tiles.
-    fn to_bf16(&self) -> Self {
-        match self {
-            Dense::F32 { w, out, inner } => Dense::Bf16(PackedWeight::new(w, *out, *inner)),
-            Dense::Bf16(_) => unreachable!("packed twice"),
-        }
-    }
-
     /// `y = x wᵀ` for `rows` rows of `x`.
     fn apply(&self, x: &[f32], rows: usize, y: &mut [f32], par: Parallelism) {
         match self {
@@ -208,8 +200,8 @@ impl FastBert {
                 &mut layer.up_w,
                 &mut layer.down_w,
             ] {
-                if let Dense::F32 { .. } = dense {
-                    *dense = dense.to_bf16();
+                if let Dense::F32 { w, out, inner } = dense {
+                    *dense = Dense::Bf16(PackedWeight::new(w, *out, *inner));
                 }
             }
         }

@@ -37,8 +37,8 @@ pub fn supported(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
-/// The float32 elements of a contiguous input.
-fn elements<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The float32 elements of a contiguous input (`op` names the operation in the error).
+pub fn elements<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -53,6 +53,56 @@ fn sum_blocks(partials: &[Vec<f32>], width: usize) -> Vec<f32> {
         total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
     }
     total
+}
+
+/// `f(rows, bias)` over blocks of rows of a copy of `y` (rows as wide as `bias`), in parallel:
+/// the forward pass of the bias-and-activation operations.
+fn with_bias(
+    op: &str,
+    (y_storage, y_layout): (&CpuStorage, &Layout),
+    (b_storage, b_layout): (&CpuStorage, &Layout),
+    f: impl Fn(&mut [f32], &[f32]) + Sync + Send,
+) -> Result<(CpuStorage, Shape)> {
+    let y = elements(y_storage, y_layout, op)?;
+    let bias = elements(b_storage, b_layout, op)?;
+    let width = bias.len();
+    if y_layout.shape().dims().last() != Some(&width) {
+        bail!(
+            "{op}: input {:?} against a bias of {width}",
+            y_layout.shape()
+        );
+    }
+    let mut out = y.to_vec();
+    out.par_chunks_mut(ROWS_PER_TASK * width.max(1))
+        .for_each(|rows| f(rows, bias));
+    Ok((CpuStorage::F32(out), y_layout.shape().clone()))
+}
+
+/// A backward pass over rows of `width`: `f(grad, x, sums)` turns each block of the output's
+/// gradient into the input's in place, with the matching rows of `x`, and adds the block's
+/// contributions to `sums` (`sums` wide: the parameters' gradients). Returns `[rows + sums /
+/// width, width]`: the input's gradient, then the parameters', summed over blocks in order.
+fn grad_with_sums(
+    grad: &[f32],
+    x: &[f32],
+    width: usize,
+    sums: usize,
+    f: impl Fn(&mut [f32], &[f32], &mut [f32]) + Sync + Send,
+) -> (CpuStorage, Shape) {
+    let width = width.max(1);
+    let mut out = grad.to_vec();
+    let partials: Vec<Vec<f32>> = out
+        .par_chunks_mut(ROWS_PER_TASK * width)
+        .zip(x.par_chunks(ROWS_PER_TASK * width))
+        .map(|(g, x)| {
+            let mut block = vec![0f32; sums];
+            f(g, x, &mut block);
+            block
+        })
+        .collect();
+    out.extend(sum_blocks(&partials, sums));
+    let rows = out.len() / width;
+    (CpuStorage::F32(out), Shape::from((rows, width)))
 }
 
 /// Softmax of attention scores `[B, heads, L, L]` times `scale`, over the keys of each sequence
@@ -421,21 +471,11 @@ impl CustomOp3 for LayerNormGrad {
         let x = elements(x_storage, x_layout, self.name())?;
         let w = elements(w_storage, w_layout, self.name())?;
         let g = elements(g_storage, g_layout, self.name())?;
-        let h = w.len().max(1);
-        let rows = x.len() / h;
-        let mut out = g.to_vec();
-        let partials: Vec<Vec<f32>> = out
-            .par_chunks_mut(ROWS_PER_TASK * h)
-            .zip(x.par_chunks(ROWS_PER_TASK * h))
-            .map(|(g, x)| {
-                let mut sums = vec![0f32; 2 * h];
-                let (dw, db) = sums.split_at_mut(h);
-                layer_norm_backward(g, x, w, self.eps, dw, db);
-                sums
-            })
-            .collect();
-        out.extend(sum_blocks(&partials, 2 * h));
-        Ok((CpuStorage::F32(out), Shape::from((rows + 2, h))))
+        let h = w.len();
+        Ok(grad_with_sums(g, x, h, 2 * h, |g, x, sums| {
+            let (dw, db) = sums.split_at_mut(h);
+            layer_norm_backward(g, x, w, self.eps, dw, db);
+        }))
     }
 }
 
@@ -454,19 +494,10 @@ impl CustomOp2 for BiasGelu {
         b_storage: &CpuStorage,
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = elements(y_storage, y_layout, self.name())?;
-        let bias = elements(b_storage, b_layout, self.name())?;
-        let width = bias.len();
-        if y_layout.shape().dims().last() != Some(&width) {
-            bail!(
-                "bias-gelu: input {:?} against a bias of {width}",
-                y_layout.shape()
-            );
-        }
-        let mut out = y.to_vec();
-        out.par_chunks_mut(ROWS_PER_TASK * width.max(1))
-            .for_each(|rows| bias_activation(rows, bias, Activation::Gelu));
-        Ok((CpuStorage::F32(out), y_layout.shape().clone()))
+        let (y, bias) = ((y_storage, y_layout), (b_storage, b_layout));
+        with_bias(self.name(), y, bias, |rows, bias| {
+            bias_activation(rows, bias, Activation::Gelu)
+        })
     }
 
     fn bwd(
@@ -506,20 +537,9 @@ impl CustomOp3 for BiasGeluGrad {
         let y = elements(y_storage, y_layout, self.name())?;
         let bias = elements(b_storage, b_layout, self.name())?;
         let g = elements(g_storage, g_layout, self.name())?;
-        let width = bias.len().max(1);
-        let rows = y.len() / width;
-        let mut out = g.to_vec();
-        let partials: Vec<Vec<f32>> = out
-            .par_chunks_mut(ROWS_PER_TASK * width)
-            .zip(y.par_chunks(ROWS_PER_TASK * width))
-            .map(|(g, y)| {
-                let mut db = vec![0f32; width];
-                bias_gelu_backward(g, y, bias, &mut db);
-                db
-            })
-            .collect();
-        out.extend(sum_blocks(&partials, width));
-        Ok((CpuStorage::F32(out), Shape::from((rows + 1, width))))
+        Ok(grad_with_sums(g, y, bias.len(), bias.len(), |g, y, db| {
+            bias_gelu_backward(g, y, bias, db)
+        }))
     }
 }
 
@@ -538,19 +558,8 @@ impl CustomOp2 for BiasAdd {
         b_storage: &CpuStorage,
         b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = elements(y_storage, y_layout, self.name())?;
-        let bias = elements(b_storage, b_layout, self.name())?;
-        let width = bias.len();
-        if y_layout.shape().dims().last() != Some(&width) {
-            bail!(
-                "bias-add: input {:?} against a bias of {width}",
-                y_layout.shape()
-            );
-        }
-        let mut out = y.to_vec();
-        out.par_chunks_mut(ROWS_PER_TASK * width.max(1))
-            .for_each(|rows| add_bias(rows, bias));
-        Ok((CpuStorage::F32(out), y_layout.shape().clone()))
+        let (y, bias) = ((y_storage, y_layout), (b_storage, b_layout));
+        with_bias(self.name(), y, bias, add_bias)
     }
 
     fn bwd(

@@ -392,17 +392,21 @@ dispatch! {
     fn dropout_factors(out: &mut [f32], rng: &SplitMix64, threshold: u64, keep: f32) => dropout_factors_generic
 }
 
+/// `x` rounded to bfloat16: to nearest, ties to even (add 0x7fff plus the lowest kept bit,
+/// then truncate). NaN is not expected.
+#[inline(always)]
+pub fn bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
 #[inline(always)]
 fn to_bf16_generic(dst: &mut [u16], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        // Round to nearest, ties to even: add 0x7fff plus the lowest kept bit, then truncate.
-        let bits = s.to_bits();
-        *d = ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16;
-    }
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = bf16(*s));
 }
 
 dispatch! {
-    /// `dst[i]` = `src[i]` rounded to bfloat16 (nearest, ties to even; NaN is not expected).
+    /// `dst[i]` = [`bf16`]`(src[i])`.
     fn to_bf16(dst: &mut [u16], src: &[f32]) => to_bf16_generic
 }
 

@@ -18,6 +18,16 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `foil encode --json` of `input` into `out` with the embedding cache in `cache`, plus `extra`.
+fn encode_cached(model: &Path, input: &Path, out: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let mut args = vec!["encode".to_string(), "--model".into(), path(model)];
+    args.extend(["--input".into(), path(input), "--output".into(), path(out)]);
+    args.extend(["--cache-dir".into(), path(cache), "--json".into()]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    foil(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 #[test]
 fn a_killed_encode_resumes_to_the_same_bytes() {
     let Some(model) = minilm() else { return };
@@ -91,22 +101,14 @@ fn the_cache_is_keyed_by_prompt_and_kind() {
     let queries = demo(tmp.path()).join("queries.jsonl");
     let cache = tmp.path().join("cache");
     let run = |prompt: &str, kind: &str, out: &str| {
-        json(&foil(&[
-            "encode",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            queries.to_str().unwrap(),
-            "--kind",
-            kind,
-            "--query-prompt",
-            prompt,
-            "--output",
-            tmp.path().join(out).to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--json",
-        ]))
+        let extra = ["--kind", kind, "--query-prompt", prompt];
+        json(&encode_cached(
+            &model,
+            &queries,
+            &tmp.path().join(out),
+            &cache,
+            &extra,
+        ))
     };
     let first = run("query: ", "query", "a");
     assert_eq!(
@@ -141,20 +143,8 @@ fn bf16_vectors_are_cached_apart_from_float32_ones() {
     let queries = demo(tmp.path()).join("queries.jsonl");
     let cache = tmp.path().join("cache");
     let run = |precision: &str, out: &str| {
-        foil(&[
-            "encode",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            queries.to_str().unwrap(),
-            "--precision",
-            precision,
-            "--output",
-            tmp.path().join(out).to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--json",
-        ])
+        let out = tmp.path().join(out);
+        encode_cached(&model, &queries, &out, &cache, &["--precision", precision])
     };
     let vectors = |out: &str| std::fs::read(tmp.path().join(out).join("vectors.f32")).unwrap();
     assert_eq!(json(&run("f32", "f32"))["encoded"], 60);

@@ -302,6 +302,7 @@ pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f
 /// results are the same to the bit.
 mod in_place {
     use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+    use foil_candle::fused::elements;
     use rayon::prelude::*;
 
     /// Elements per parallel task (and per partial sum).
@@ -312,14 +313,6 @@ mod in_place {
         tensors
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous())
-    }
-
-    fn elements<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-        let data = storage.as_slice::<f32>()?;
-        match layout.contiguous_offsets() {
-            Some((start, end)) => Ok(&data[start..end]),
-            None => bail!("optimizer: a tensor is not contiguous"),
-        }
     }
 
     fn elements_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
@@ -338,7 +331,7 @@ mod in_place {
         let candle_core::Storage::Cpu(cpu) = &*storage else {
             bail!("sum of squares: not a CPU tensor");
         };
-        let x = elements(cpu, layout)?;
+        let x = elements(cpu, layout, "sum of squares")?;
         let partials: Vec<f64> = x
             .par_chunks(BLOCK)
             .map(|block| block.iter().map(|&v| (v as f64) * (v as f64)).sum())
@@ -378,7 +371,7 @@ mod in_place {
             g_layout: &Layout,
         ) -> Result<()> {
             let m = elements_mut(m_storage, m_layout)?;
-            let g = elements(g_storage, g_layout)?;
+            let g = elements(g_storage, g_layout, self.name())?;
             if m.len() != g.len() {
                 bail!(
                     "adamw-moment: {} moments for {} gradients",
@@ -421,8 +414,8 @@ mod in_place {
             v_layout: &Layout,
         ) -> Result<()> {
             let theta = elements_mut(t_storage, t_layout)?;
-            let m = elements(m_storage, m_layout)?;
-            let v = elements(v_storage, v_layout)?;
+            let m = elements(m_storage, m_layout, self.name())?;
+            let v = elements(v_storage, v_layout, self.name())?;
             if theta.len() != m.len() || theta.len() != v.len() {
                 bail!("adamw-update: the parameter and its moments differ in size");
             }

@@ -247,10 +247,10 @@ impl CustomOp2 for AttentionGrad {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor, Var, D};
+    use candle_core::{Device, Tensor, Var};
 
     use super::attention;
-    use crate::model::Dropout;
+    use crate::model::{softmax, Dropout};
 
     fn random(shape: &[usize], seed: u64) -> Var {
         let mut rng = foil_core::rng::SplitMix64::new(seed);
@@ -282,7 +282,7 @@ mod tests {
         }
         let bias = Tensor::from_vec(bias, (b, 1, 1, l), qkv.device())?;
         let scores = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
-        let mut probs = candle_nn_softmax(&scores.broadcast_add(&bias)?)?;
+        let mut probs = softmax(&scores.broadcast_add(&bias)?)?;
         if let Some(f) = factors {
             probs = probs.mul(&Tensor::from_slice(f, probs.shape(), qkv.device())?)?;
         }
@@ -291,11 +291,6 @@ mod tests {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b * l, h))
-    }
-
-    fn candle_nn_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
-        let e = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?.exp()?;
-        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
