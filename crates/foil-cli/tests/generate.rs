@@ -3,162 +3,20 @@
 //! recorded failures; a run killed with SIGKILL resumes from its cache to the same bytes; the
 //! API key reaches no log line, file or error.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use foil_test_support::{chat_completion, MockServer, Reply, Request};
+use serde_json::Value;
 
-// ---------------------------------------------------------------- the mock server
+// ---------------------------------------------------------------- the mock model
 
-/// What the mock answers to one request.
-#[derive(Clone, Debug)]
-enum Reply {
-    /// The scripted completion of the request.
-    Ok,
-    Status(u16, Vec<(String, String)>, String),
-    Stall(Duration),
-    Truncated,
-    WrongSchema,
-}
-
-/// A request as received.
-#[derive(Clone, Debug)]
-struct Request {
-    authorization: Option<String>,
-    body: Value,
-}
-
-impl Request {
-    fn last_message(&self) -> &str {
-        self.body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("")
-    }
-    fn seed(&self) -> u64 {
-        self.body["seed"].as_u64().unwrap_or(0)
-    }
-}
-
-type Script = dyn Fn(&Request, usize) -> Reply + Send + Sync;
-
-struct Mock {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Request>>>,
-}
-
-impl Mock {
-    /// `script(request, seen)`, `seen` counting earlier requests with the same messages and
-    /// seed; `delay` before every answer.
-    fn start(
-        delay: Duration,
-        script: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
-    ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Script> = Arc::new(script);
-        let seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-        let r = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (r, script, seen) = (r.clone(), script.clone(), seen.clone());
-                std::thread::spawn(move || serve(stream, delay, &r, &*script, &seen));
-            }
-        });
-        Mock { addr, requests }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn serve(
-    stream: TcpStream,
-    delay: Duration,
-    requests: &Mutex<Vec<Request>>,
-    script: &Script,
-    seen: &Mutex<HashMap<String, usize>>,
-) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    let (mut length, mut authorization) = (0usize, None);
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).is_err() {
-            return;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("authorization") {
-                authorization = Some(v.trim().to_string());
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let request = Request {
-        authorization,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    };
-    requests.lock().unwrap().push(request.clone());
-    let count = {
-        let mut seen = seen.lock().unwrap();
-        let key = format!("{}|{}", request.body["messages"], request.seed());
-        let n = seen.entry(key).or_insert(0);
-        *n += 1;
-        *n - 1
-    };
-    std::thread::sleep(delay);
-    let good = json!({
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion(&request)}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 9},
-    })
-    .to_string();
-    let (code, headers, text) = match script(&request, count) {
-        Reply::Ok => (200, vec![], good),
-        Reply::Status(code, headers, text) => (code, headers, text),
-        Reply::Stall(wait) => {
-            std::thread::sleep(wait);
-            return;
-        }
-        Reply::Truncated => (200, vec![], good[..good.len() / 2].to_string()),
-        Reply::WrongSchema => (200, vec![], r#"{"result": "no choices here"}"#.to_string()),
-    };
-    let mut head = format!(
-        "HTTP/1.1 {code} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        text.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut s = &stream;
-    let _ = s.write_all(head.as_bytes());
-    let _ = s.write_all(text.as_bytes());
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+/// The scripted completion of `request`.
+fn ok(request: &Request) -> Reply {
+    chat_completion(&completion(request), 50, 9)
 }
 
 fn words(text: &str) -> Vec<&str> {
@@ -216,7 +74,7 @@ fn foil_with(args: &[String], env: &[(&str, &str)]) -> Output {
     out
 }
 
-fn queries_args(mock: &Mock, output: &Path, extra: &[&str]) -> Vec<String> {
+fn queries_args(mock: &MockServer, output: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "generate",
         "queries",
@@ -279,25 +137,24 @@ fn manifest(dir: &Path) -> Value {
 /// Faults by passage title: each transient one once, two permanent ones.
 fn faulty(request: &Request, seen: usize) -> Reply {
     let p = request.last_message();
-    let once = |r: Reply| if seen == 0 { r } else { Reply::Ok };
+    let once = |r: Reply| if seen == 0 { r } else { ok(request) };
     if p.contains("Zinc") {
-        once(Reply::Status(
-            429,
-            vec![("Retry-After".into(), "0".into())],
-            r#"{"error": {"message": "rate limited"}}"#.into(),
-        ))
+        once(
+            Reply::status(429, r#"{"error": {"message": "rate limited"}}"#)
+                .header("Retry-After", "0"),
+        )
     } else if p.contains("Sleep restriction") {
-        once(Reply::Status(500, vec![], "boom".into()))
+        once(Reply::status(500, "boom"))
     } else if p.contains("Coral") {
-        once(Reply::Stall(Duration::from_millis(1500)))
+        once(Reply::stall(Duration::from_millis(1500)))
     } else if p.contains("Statins") {
-        once(Reply::Truncated)
+        once(ok(request).truncated())
     } else if p.contains("Gut microbiota") {
-        Reply::WrongSchema
+        Reply::ok(r#"{"result": "no choices here"}"#)
     } else if p.contains("Malaria") {
-        Reply::Status(503, vec![], "down for good".into())
+        Reply::status(503, "down for good")
     } else {
-        Reply::Ok
+        ok(request)
     }
 }
 
@@ -306,7 +163,7 @@ fn faulty(request: &Request, seen: usize) -> Reply {
 #[test]
 fn faults_end_as_outputs_or_recorded_failures() {
     let tmp = tempfile::tempdir().unwrap();
-    let mock = Mock::start(Duration::ZERO, faulty);
+    let mock = MockServer::start(faulty);
     let out = tmp.path().join("gen");
     // 4 of the 24 requests fail for good: the run keeps the rest and exits 3 (incomplete).
     let run = foil_unchecked(
@@ -387,7 +244,7 @@ fn faults_end_as_outputs_or_recorded_failures() {
 #[test]
 fn a_killed_run_resumes_to_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
-    let mock = Mock::start(Duration::from_millis(120), |_, _| Reply::Ok);
+    let mock = MockServer::start(|r, _| ok(r).delayed(Duration::from_millis(120)));
     let extra = ["--concurrency", "1", "--batch-size", "1"];
     let full = tmp.path().join("full");
     let first = summary(&foil_with(&queries_args(&mock, &full, &extra), &[]));
@@ -456,25 +313,20 @@ fn the_api_key_reaches_only_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let secret = format!("sk-foil-gen-{}-5e2d7a", std::process::id());
     let echo = secret.clone();
-    let mock = Mock::start(Duration::ZERO, move |request, seen| {
-        let auth = request.authorization.clone().unwrap_or_default();
+    let mock = MockServer::start(move |request, seen| {
+        let auth = request.header("authorization").unwrap_or("").to_string();
         let p = request.last_message();
         if p.contains("Zinc") && seen == 0 {
-            Reply::Status(500, vec![], format!("internal error for {auth}"))
+            Reply::status(500, format!("internal error for {auth}"))
         } else if p.contains("Coral") {
-            Reply::Status(
+            Reply::status(
                 401,
-                vec![],
                 format!(r#"{{"error": {{"message": "Incorrect API key provided: {echo}."}}}}"#),
             )
         } else if p.contains("Graphene") && seen == 0 {
-            Reply::Status(
-                429,
-                vec![("Retry-After".into(), "0".into())],
-                format!("slow down, {echo}"),
-            )
+            Reply::status(429, format!("slow down, {echo}")).header("Retry-After", "0")
         } else {
-            Reply::Ok
+            ok(request)
         }
     });
     let out = tmp.path().join("gen");
@@ -491,7 +343,7 @@ fn the_api_key_reaches_only_the_server() {
     assert!(mock
         .requests()
         .iter()
-        .all(|r| r.authorization.as_deref() == Some(format!("Bearer {secret}").as_str())));
+        .all(|r| r.header("authorization") == Some(format!("Bearer {secret}").as_str())));
     let m = manifest(&out);
     assert_eq!(m["counts"]["rejected.failed.http_401"], 2);
     let mut places = vec![
@@ -520,7 +372,7 @@ fn the_api_key_reaches_only_the_server() {
 #[test]
 fn negatives_are_written_in_mines_formats() {
     let tmp = tempfile::tempdir().unwrap();
-    let mock = Mock::start(Duration::ZERO, |_, _| Reply::Ok);
+    let mock = MockServer::start(|r, _| ok(r));
     let queries = tmp.path().join("queries");
     foil_with(
         &queries_args(&mock, &queries, &["--round-trip", "none"]),
@@ -614,7 +466,7 @@ fn wait_for_lines(path: &Path, n: usize) {
 #[test]
 fn runs_sharing_one_cache_file_store_each_answer_once_even_when_one_is_killed() {
     let tmp = tempfile::tempdir().unwrap();
-    let mock = Mock::start(Duration::from_millis(100), |_, _| Reply::Ok);
+    let mock = MockServer::start(|r, _| ok(r).delayed(Duration::from_millis(100)));
     let extra = ["--concurrency", "1", "--batch-size", "2"];
     let reference = tmp.path().join("reference");
     foil_with(&queries_args(&mock, &reference, &extra), &[]);

@@ -2,146 +2,24 @@
 //! answers in request order, and under 429 (with Retry-After), 500, stalls, truncated JSON and
 //! wrong schemas every request ends as an answer or as its own recorded failure.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foil_core::{ChatMessage, FinishReason, GenerationRequest, Generator, SamplingParams};
 use foil_openai::{ApiConfig, OpenAiChat};
-use serde_json::{json, Value};
+use foil_test_support::{chat_completion, MockServer, Reply, Request};
+use serde_json::json;
 
-/// What the mock answers.
-#[derive(Clone, Debug)]
-enum Reply {
-    /// A correct completion: `echo: <last message>`.
-    Ok,
-    Status(u16, Vec<(String, String)>, String),
-    Stall(Duration),
-    Truncated,
-    WrongSchema,
+/// A correct completion: `echo: <last message>`.
+fn echo(request: &Request) -> Reply {
+    chat_completion(&format!("echo: {}", request.last_message()), 5, 2)
 }
 
-type Script = dyn Fn(&Value, usize) -> Reply + Send + Sync;
-
-/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1; `script(body, seen)` decides
-/// each answer, `seen` counting earlier requests with the same messages.
-struct Mock {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Value>>>,
+/// 200 in the legacy completions schema: no `message`.
+fn wrong_schema() -> Reply {
+    Reply::ok(r#"{"choices": [{"text": "legacy"}]}"#)
 }
 
-impl Mock {
-    fn start(script: impl Fn(&Value, usize) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Script> = Arc::new(script);
-        let seen = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-        let b = bodies.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (b, script, seen) = (b.clone(), script.clone(), seen.clone());
-                std::thread::spawn(move || serve(stream, &b, &*script, &seen));
-            }
-        });
-        Mock { addr, bodies }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-}
-
-fn last_message(body: &Value) -> String {
-    body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-fn serve(
-    stream: TcpStream,
-    bodies: &Mutex<Vec<Value>>,
-    script: &Script,
-    seen: &Mutex<HashMap<String, usize>>,
-) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    let mut length = 0usize;
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).is_err() {
-            return;
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    bodies.lock().unwrap().push(body.clone());
-    let count = {
-        let mut seen = seen.lock().unwrap();
-        let n = seen.entry(body["messages"].to_string()).or_insert(0);
-        *n += 1;
-        *n - 1
-    };
-    let good = json!({
-        "id": "x", "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {}", last_message(&body))}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-    })
-    .to_string();
-    let (code, headers, text) = match script(&body, count) {
-        Reply::Ok => (200, vec![], good),
-        Reply::Status(code, headers, text) => (code, headers, text),
-        Reply::Stall(wait) => {
-            std::thread::sleep(wait);
-            return;
-        }
-        Reply::Truncated => (200, vec![], good[..good.len() / 2].to_string()),
-        Reply::WrongSchema => (
-            200,
-            vec![],
-            r#"{"choices": [{"text": "legacy"}]}"#.to_string(),
-        ),
-    };
-    let mut head = format!(
-        "HTTP/1.1 {code} Mock\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        text.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut s = &stream;
-    let _ = s.write_all(head.as_bytes());
-    let _ = s.write_all(text.as_bytes());
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-}
-
-fn config(mock: &Mock) -> ApiConfig {
+fn config(mock: &MockServer) -> ApiConfig {
     let mut c = ApiConfig::new(mock.url(), "mock-chat");
     c.api_key_env = "FOIL_CHAT_TEST_KEY_NEVER_SET".into();
     c.timeout = Duration::from_secs(1);
@@ -168,7 +46,7 @@ fn request(text: &str, seed: u64) -> GenerationRequest {
 
 #[test]
 fn answers_come_back_in_order_with_every_parameter_sent() {
-    let mock = Mock::start(|_, _| Reply::Ok);
+    let mock = MockServer::start(|request, _| echo(request));
     let chat = OpenAiChat::new(config(&mock)).unwrap();
     let requests: Vec<_> = (0..9).map(|i| request(&format!("r{i}"), i)).collect();
     let out = chat.generate(&requests);
@@ -179,9 +57,14 @@ fn answers_come_back_in_order_with_every_parameter_sent() {
         assert_eq!(g.finish, FinishReason::Stop);
         assert_eq!((g.prompt_tokens, g.completion_tokens), (5, 2));
     }
-    let bodies = mock.bodies();
-    assert_eq!(bodies.len(), 9);
-    for b in &bodies {
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 9);
+    for r in &requests {
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/v1/chat/completions")
+        );
+        let b = &r.body;
         assert_eq!(b["model"], "mock-chat");
         assert_eq!(
             b["messages"][0],
@@ -191,7 +74,7 @@ fn answers_come_back_in_order_with_every_parameter_sent() {
         assert!((b["top_p"].as_f64().unwrap() - 0.8).abs() < 1e-6);
         assert_eq!(b["max_tokens"], 12);
         assert_eq!(b["stop"], json!(["\n\n"]));
-        let i: u64 = last_message(b)[1..].parse().unwrap();
+        let i: u64 = r.last_message()[1..].parse().unwrap();
         assert_eq!(b["seed"], i);
     }
     assert_eq!(
@@ -202,29 +85,24 @@ fn answers_come_back_in_order_with_every_parameter_sent() {
 
 #[test]
 fn every_request_ends_as_an_answer_or_its_own_failure() {
-    let mock = Mock::start(|body, seen| {
-        let i: usize = last_message(body)[1..].parse().unwrap();
-        let transient = |r: Reply| if seen == 0 { r } else { Reply::Ok };
+    let mock = MockServer::start(|request, seen| {
+        let i: usize = request.last_message()[1..].parse().unwrap();
+        let transient = |r: Reply| if seen == 0 { r } else { echo(request) };
         match i {
-            0 => transient(Reply::Status(
-                429,
-                vec![("Retry-After".into(), "0".into())],
-                r#"{"error": {"message": "slow down"}}"#.into(),
-            )),
-            1 => transient(Reply::Status(500, vec![], "boom".into())),
-            2 => transient(Reply::Stall(Duration::from_millis(1500))),
-            3 => transient(Reply::Truncated),
-            4 => transient(Reply::WrongSchema),
-            5 => Reply::Status(500, vec![], "always down".into()),
-            6 => Reply::Truncated,
-            7 => Reply::WrongSchema,
-            8 => Reply::Stall(Duration::from_millis(1500)),
-            9 => Reply::Status(
-                400,
-                vec![],
-                r#"{"error": {"message": "bad prompt"}}"#.into(),
+            0 => transient(
+                Reply::status(429, r#"{"error": {"message": "slow down"}}"#)
+                    .header("Retry-After", "0"),
             ),
-            _ => Reply::Ok,
+            1 => transient(Reply::status(500, "boom")),
+            2 => transient(Reply::stall(Duration::from_millis(1500))),
+            3 => transient(echo(request).truncated()),
+            4 => transient(wrong_schema()),
+            5 => Reply::status(500, "always down"),
+            6 => echo(request).truncated(),
+            7 => wrong_schema(),
+            8 => Reply::stall(Duration::from_millis(1500)),
+            9 => Reply::status(400, r#"{"error": {"message": "bad prompt"}}"#),
+            _ => echo(request),
         }
     });
     let chat = OpenAiChat::new(config(&mock)).unwrap();
@@ -257,9 +135,9 @@ fn every_request_ends_as_an_answer_or_its_own_failure() {
     assert!(e.message.contains("bad prompt"), "{}", e.message);
     // 400 is not retried; always-bad answers are retried max_invalid_retries (2) times.
     let sent = |i: usize| {
-        mock.bodies()
+        mock.requests()
             .iter()
-            .filter(|b| last_message(b) == format!("r{i}"))
+            .filter(|r| r.last_message() == format!("r{i}"))
             .count()
     };
     assert_eq!(sent(9), 1);
@@ -270,11 +148,11 @@ fn every_request_ends_as_an_answer_or_its_own_failure() {
 
 #[test]
 fn retry_after_is_honoured() {
-    let mock = Mock::start(|_, seen| {
+    let mock = MockServer::start(|request, seen| {
         if seen == 0 {
-            Reply::Status(429, vec![("Retry-After".into(), "1".into())], "{}".into())
+            Reply::status(429, "{}").header("Retry-After", "1")
         } else {
-            Reply::Ok
+            echo(request)
         }
     });
     let chat = OpenAiChat::new(config(&mock)).unwrap();

@@ -1,13 +1,44 @@
 //! OpenAiEncoder against the loopback mock server: order, prefixes, dimensions, batching,
 //! retries on every kind of transient fault, and clear errors when retries run out.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{assert_close, vector, MockServer, Reply, NATIVE_DIM};
 use foil_core::{Encoder, TextKind};
 use foil_openai::{EmbeddingsConfig, OpenAiEncoder};
+use foil_test_support::{
+    embeddings, embeddings_body, vector, MockServer, Reply, Request, NATIVE_DIM,
+};
+
+/// A server that always answers with the right vectors.
+fn healthy() -> MockServer {
+    MockServer::start(|request, _| embeddings(request))
+}
+
+/// 200 with `{"object": "list"}`: no `data`.
+fn missing_data() -> Reply {
+    Reply::ok(r#"{"object": "list", "model": "mock"}"#)
+}
+
+/// 200 with one vector fewer than inputs.
+fn wrong_count(request: &Request) -> Reply {
+    Reply::ok(embeddings_body(request, 1, 0))
+}
+
+/// 200 with vectors one component longer than asked for.
+fn wrong_dim(request: &Request) -> Reply {
+    Reply::ok(embeddings_body(request, 0, 1))
+}
+
+/// An answer made from the request, for table-driven tests.
+type Answer = fn(&Request) -> Reply;
+
+/// Asserts that `actual` is close to `expected`, component by component.
+fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (k, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!((a - e).abs() <= 1e-6, "{what}[{k}]: {a} != {e}");
+    }
+}
 
 /// A config for `server` with fast backoff and no API key.
 fn config(server: &MockServer) -> EmbeddingsConfig {
@@ -37,7 +68,7 @@ fn assert_rows(embeddings: &foil_core::Embeddings, texts: &[String], prefix: &st
 
 #[test]
 fn vectors_come_back_in_input_order_with_prefixes() {
-    let server = MockServer::healthy();
+    let server = healthy();
     let mut config = config(&server);
     config.batch_size = 3;
     config.query_prefix = "query: ".into();
@@ -84,7 +115,7 @@ fn vectors_come_back_in_input_order_with_prefixes() {
 
 #[test]
 fn dimensions_are_requested_and_no_probe_is_sent() {
-    let server = MockServer::healthy();
+    let server = healthy();
     let mut config = config(&server);
     config.dimensions = Some(5);
     let encoder = OpenAiEncoder::new(config).unwrap();
@@ -101,7 +132,7 @@ fn dimensions_are_requested_and_no_probe_is_sent() {
 
 #[test]
 fn base_url_may_end_in_v1() {
-    let server = MockServer::healthy();
+    let server = healthy();
     for suffix in ["/", "/v1", "/v1/"] {
         let mut config = config(&server);
         config.api.base_url = format!("{}{suffix}", server.url());
@@ -114,7 +145,7 @@ fn base_url_may_end_in_v1() {
 
 #[test]
 fn normalization_gives_unit_vectors() {
-    let server = MockServer::healthy();
+    let server = healthy();
     let mut config = config(&server);
     config.normalize = true;
     config.dimensions = Some(NATIVE_DIM);
@@ -133,7 +164,7 @@ fn normalization_gives_unit_vectors() {
 
 #[test]
 fn empty_input_sends_nothing() {
-    let server = MockServer::healthy();
+    let server = healthy();
     let mut config = config(&server);
     config.dimensions = Some(4);
     let encoder = OpenAiEncoder::new(config).unwrap();
@@ -145,7 +176,7 @@ fn empty_input_sends_nothing() {
 
 #[test]
 fn fingerprint_names_everything_that_changes_vectors() {
-    let server = MockServer::healthy();
+    let server = healthy();
     let mut config = config(&server);
     config.api.base_url = format!("{}/v1/", server.url());
     config.dimensions = Some(256);
@@ -195,13 +226,10 @@ fn fingerprint_names_everything_that_changes_vectors() {
 
 #[test]
 fn retry_after_is_honoured() {
-    let server = MockServer::start(|_, seen| match seen {
-        0 => Reply::Status {
-            code: 429,
-            headers: vec![("Retry-After".into(), "1".into())],
-            body: r#"{"error": {"message": "rate limited"}}"#.into(),
-        },
-        _ => Reply::Embed,
+    let server = MockServer::start(|request, seen| match seen {
+        0 => Reply::status(429, r#"{"error": {"message": "rate limited"}}"#)
+            .header("Retry-After", "1"),
+        _ => embeddings(request),
     });
     let mut config = config(&server);
     config.dimensions = Some(NATIVE_DIM);
@@ -230,23 +258,22 @@ fn transient_faults_are_retried_until_every_vector_is_right() {
                 Reply::status(500, "boom"),
                 Reply::status(502, "<html>bad gateway</html>"),
             ],
-            1 => vec![Reply::Stall(Duration::from_secs(1))],
-            2 => vec![Reply::TruncatedJson],
-            3 => vec![Reply::MissingData],
-            4 => vec![Reply::WrongCount],
-            5 => vec![Reply::CutShort],
-            6 => vec![Reply::Status {
-                code: 503,
-                headers: vec![("Retry-After".into(), "0".into())],
-                body: String::new(),
-            }],
+            1 => vec![Reply::stall(Duration::from_secs(1))],
+            2 => vec![embeddings(request).truncated()],
+            3 => vec![missing_data()],
+            4 => vec![wrong_count(request)],
+            5 => vec![embeddings(request).cut_short()],
+            6 => vec![Reply::status(503, "").header("Retry-After", "0")],
             7 => vec![
                 Reply::status(429, r#"{"error": {"message": "slow down"}}"#),
-                Reply::WrongDim,
+                wrong_dim(request),
             ],
             _ => vec![],
         };
-        faults.get(seen).cloned().unwrap_or(Reply::Embed)
+        faults
+            .get(seen)
+            .cloned()
+            .unwrap_or_else(|| embeddings(request))
     });
     let mut config = config(&server);
     config.dimensions = Some(NATIVE_DIM);
@@ -310,7 +337,7 @@ fn client_errors_fail_at_once_with_the_servers_message_cut_short() {
     let server = MockServer::start(move |_, _| {
         Reply::status(
             404,
-            &format!(r#"{{"error": {{"message": "{message}", "type": "invalid_request_error"}}}}"#),
+            format!(r#"{{"error": {{"message": "{message}", "type": "invalid_request_error"}}}}"#),
         )
     });
     let mut config = config(&server);
@@ -346,7 +373,7 @@ fn a_server_with_its_routes_at_the_root_is_found_after_one_404() {
     // infinity's default: /embeddings, not /v1/embeddings.
     let server = MockServer::start(|request, _| {
         if request.path == "/embeddings" {
-            Reply::Embed
+            embeddings(request)
         } else {
             Reply::status(404, r#"{"detail": "Not Found"}"#)
         }
@@ -362,7 +389,7 @@ fn a_server_with_its_routes_at_the_root_is_found_after_one_404() {
 
 #[test]
 fn persistent_schema_errors_fail_after_a_few_retries() {
-    let server = MockServer::start(|_, _| Reply::MissingData);
+    let server = MockServer::start(|_, _| missing_data());
     let mut config = config(&server);
     config.dimensions = Some(4);
     config.batch_size = 2;
@@ -386,21 +413,16 @@ fn persistent_schema_errors_fail_after_a_few_retries() {
 
 #[test]
 fn wrong_counts_and_sizes_are_clear_errors() {
-    for (reply, expected) in [
+    let cases: [(Answer, &str); 3] = [
+        (wrong_count, "the answer holds 2 embeddings for 3 inputs"),
+        (wrong_dim, "data[0].embedding has 5 dimensions, expected 4"),
         (
-            Reply::WrongCount,
-            "the answer holds 2 embeddings for 3 inputs",
-        ),
-        (
-            Reply::WrongDim,
-            "data[0].embedding has 5 dimensions, expected 4",
-        ),
-        (
-            Reply::TruncatedJson,
+            |r| embeddings(r).truncated(),
             "the answer is not valid JSON (EOF while parsing",
         ),
-    ] {
-        let server = MockServer::start(move |_, _| reply.clone());
+    ];
+    for (reply, expected) in cases {
+        let server = MockServer::start(move |request, _| reply(request));
         let mut config = config(&server);
         config.dimensions = Some(4);
         config.api.max_invalid_retries = 0;

@@ -4,15 +4,13 @@
 //!
 //! This file installs a global tracing subscriber, so it is its own test binary.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{MockServer, Reply};
 use foil_core::{Encoder, TextKind};
 use foil_openai::{ApiKey, EmbeddingsConfig, HttpClient, OpenAiEncoder};
+use foil_test_support::{embeddings, MockServer, Reply};
 
 /// A `Write` into a shared buffer, for the subscriber.
 #[derive(Clone, Default)]
@@ -54,16 +52,16 @@ fn the_key_reaches_the_server_and_nothing_else() {
     let server = MockServer::start(move |request, seen| {
         let auth = request.header("authorization").unwrap_or("").to_string();
         match seen {
-            0 => Reply::status(500, &format!("internal error handling {auth}")),
-            1 => Reply::Status {
-                code: 429,
-                headers: vec![("Retry-After".into(), "0".into())],
-                body: format!(r#"{{"error": {{"message": "rate limit for key {echo}"}}}}"#),
-            },
-            2 => Reply::TruncatedJson,
+            0 => Reply::status(500, format!("internal error handling {auth}")),
+            1 => Reply::status(
+                429,
+                format!(r#"{{"error": {{"message": "rate limit for key {echo}"}}}}"#),
+            )
+            .header("Retry-After", "0"),
+            2 => embeddings(request).truncated(),
             _ => Reply::status(
                 401,
-                &format!(r#"{{"error": {{"message": "Incorrect API key provided: {echo}."}}}}"#),
+                format!(r#"{{"error": {{"message": "Incorrect API key provided: {echo}."}}}}"#),
             ),
         }
     });
