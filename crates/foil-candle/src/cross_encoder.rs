@@ -1,7 +1,9 @@
 //! [`CrossEncoder`]: a Hugging Face `BertForSequenceClassification` folder (such as
 //! cross-encoder/ms-marco-MiniLM-L-6-v2) or `XLMRobertaForSequenceClassification` folder (the
-//! bge-reranker family) scoring (query, passage) pairs, run by the fused CPU path; and [`init_checkpoint`], which writes such a folder from a BERT folder with a seeded
-//! random head (foil's tests use it where no trained cross-encoder can be installed).
+//! bge-reranker family) scoring (query, passage) pairs, run by the fused CPU path or, on a GPU,
+//! by the candle model; and [`init_checkpoint`], which writes such a folder from a BERT folder
+//! with a seeded random head (foil's tests use it where no trained cross-encoder can be
+//! installed).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,15 +16,16 @@ use foil_core::{Error, Reranker, Result};
 use serde::Serialize;
 
 use crate::config::BertConfig;
+use crate::encoder::parse_device;
 use crate::fast::FastBert;
-use crate::model::CandleResult;
+use crate::model::{Batch, CandleBert};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 
 /// How a logit becomes a score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Activation {
+pub enum ScoreActivation {
     /// 1 / (1 + e^−x), sentence-transformers' default for one-logit cross-encoders.
     Sigmoid,
     /// The raw logit.
@@ -35,9 +38,10 @@ pub struct CrossEncoderOptions {
     pub batch_size: usize,
     /// Longest pair in tokens (default 512, at most the position table).
     pub max_length: Option<usize>,
-    pub activation: Activation,
-    /// `cpu` (the default), the only device a cross-encoder runs on for now: it scores with
-    /// the fused CPU kernels, and anything else is refused rather than ignored.
+    pub activation: ScoreActivation,
+    /// `cpu` (the default: the fused CPU kernels), `cuda` or `cuda:N` (the candle model on a
+    /// GPU; needs the `cuda` feature), or `candle-cpu` (the candle model on the CPU, for
+    /// cross-checks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
 }
@@ -47,7 +51,7 @@ impl Default for CrossEncoderOptions {
         Self {
             batch_size: 32,
             max_length: None,
-            activation: Activation::Sigmoid,
+            activation: ScoreActivation::Sigmoid,
             device: None,
         }
     }
@@ -57,29 +61,35 @@ impl Default for CrossEncoderOptions {
 pub struct CrossEncoder {
     name: String,
     tokenizer: TextTokenizer,
-    model: FastBert,
-    hidden: usize,
-    /// `pooler.dense` (weight `[H, H]`, bias), applied with tanh to the `[CLS]` vector.
-    pooler: Option<(Vec<f32>, Vec<f32>)>,
-    classifier_w: Vec<f32>,
-    classifier_b: f32,
+    runner: Runner,
     options: CrossEncoderOptions,
     weights_path: PathBuf,
     weights_sha256: OnceLock<String>,
 }
 
+/// What runs the transformer and its head.
+enum Runner {
+    /// The fused CPU kernels, with the head computed on the host.
+    Fast {
+        model: Box<FastBert>,
+        hidden: usize,
+        /// `pooler.dense` (weight `[H, H]`, bias), applied with tanh to the `[CLS]` vector.
+        pooler: Option<(Vec<f32>, Vec<f32>)>,
+        classifier_w: Vec<f32>,
+        classifier_b: f32,
+    },
+    /// The candle model with its classifier head, on a candle device (`cuda`, or `candle-cpu`
+    /// for cross-checks); `pooler` is BERT's `pooler.dense`, which the model does not hold.
+    Candle {
+        model: Box<CandleBert>,
+        pooler: Option<(Tensor, Tensor)>,
+    },
+}
+
 impl CrossEncoder {
-    /// Loads the folder `dir`.
+    /// Loads the folder `dir` onto `options.device` (`cpu`, the default, is the fused path).
     pub fn load(dir: &Path, options: &CrossEncoderOptions) -> Result<Self> {
-        if let Some(device) = options.device.as_deref().filter(|&d| d != "cpu") {
-            return Err(Error::config(
-                "device",
-                format!(
-                    "{device}: cross-encoders run on the fused CPU kernels only (device cpu); \
-                     a GPU path for them is not built yet"
-                ),
-            ));
-        }
+        let device = parse_device(options.device.as_deref().unwrap_or("cpu"))?;
         let config = BertConfig::read(&dir.join("config.json"))?;
         if config.labels() != 1 {
             return Err(Error::Invalid(format!(
@@ -88,7 +98,7 @@ impl CrossEncoder {
                 config.labels()
             )));
         }
-        let weights = Weights::load(dir, &Device::Cpu)?;
+        let weights = Weights::load(dir, device.as_ref().unwrap_or(&Device::Cpu))?;
         let h = config.hidden_size;
         // BERT: pooler (dense + tanh) then `classifier`; (XLM-)RoBERTa (bge-reranker): the same
         // two layers, named `classifier.dense` and `classifier.out_proj`.
@@ -104,13 +114,37 @@ impl CrossEncoder {
                 dir.display()
             )));
         }
-        let pooler = if weights.contains(&format!("{dense}.weight")) {
-            Some((
-                weights.vec(&format!("{dense}.weight"), &[h, h])?,
-                weights.vec(&format!("{dense}.bias"), &[h])?,
-            ))
-        } else {
-            None
+        let has_dense = weights.contains(&format!("{dense}.weight"));
+        let runner = match device {
+            None => Runner::Fast {
+                model: Box::new(FastBert::new(&config, &weights)?),
+                hidden: h,
+                pooler: match has_dense {
+                    true => Some((
+                        weights.vec(&format!("{dense}.weight"), &[h, h])?,
+                        weights.vec(&format!("{dense}.bias"), &[h])?,
+                    )),
+                    false => None,
+                },
+                classifier_w: weights.vec(&format!("{out}.weight"), &[1, h])?,
+                classifier_b: weights.vec(&format!("{out}.bias"), &[1])?[0],
+            },
+            Some(device) => {
+                let mut model = CandleBert::new(&config, &weights, &device)?;
+                model.set_inference(true);
+                // (XLM-)RoBERTa's `classifier.dense` is part of the model's head.
+                let pooler = match has_dense && dense == "pooler.dense" {
+                    true => Some((
+                        weights.get("pooler.dense.weight", &[h, h])?.clone(),
+                        weights.get("pooler.dense.bias", &[h])?.clone(),
+                    )),
+                    false => None,
+                };
+                Runner::Candle {
+                    model: Box::new(model),
+                    pooler,
+                }
+            }
         };
         let max_length = options.max_length.unwrap_or(512).min(config.max_tokens());
         Ok(Self {
@@ -119,11 +153,7 @@ impl CrossEncoder {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             tokenizer: TextTokenizer::load(dir, max_length)?,
-            model: FastBert::new(&config, &weights)?,
-            hidden: h,
-            pooler,
-            classifier_w: weights.vec(&format!("{out}.weight"), &[1, h])?,
-            classifier_b: weights.vec(&format!("{out}.bias"), &[1])?[0],
+            runner,
             options: options.clone(),
             weights_path: weights.path().to_path_buf(),
             weights_sha256: OnceLock::new(),
@@ -133,39 +163,71 @@ impl CrossEncoder {
     /// The raw logits of `pairs`.
     pub fn logits(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
         let encoded = self.tokenizer.encode_pairs(pairs)?;
-        let h = self.hidden;
+        // Longest first, so each batch holds pairs of similar length.
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(encoded[i].0.len()), i));
         let mut out = vec![0f32; encoded.len()];
-        let mut cls = vec![0f32; h];
         for batch in order.chunks(self.options.batch_size.max(1)) {
-            let ids: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].0.as_slice()).collect();
-            let types: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].1.as_slice()).collect();
-            let (hidden, offsets) = self.model.forward(&ids, Some(&types));
-            for (b, &i) in batch.iter().enumerate() {
-                let first = &hidden[offsets[b] * h..offsets[b] * h + h];
-                match &self.pooler {
-                    Some((w, bias)) => {
-                        for (j, c) in cls.iter_mut().enumerate() {
-                            let row = &w[j * h..(j + 1) * h];
-                            let z: f32 =
-                                row.iter().zip(first).map(|(a, x)| a * x).sum::<f32>() + bias[j];
-                            *c = z.tanh();
-                        }
-                    }
-                    None => cls.copy_from_slice(first),
+            let logits = match &self.runner {
+                Runner::Fast {
+                    model,
+                    hidden,
+                    pooler,
+                    classifier_w,
+                    classifier_b,
+                } => {
+                    let ids: Vec<&[u32]> = batch.iter().map(|&i| encoded[i].0.as_slice()).collect();
+                    let types: Vec<&[u32]> =
+                        batch.iter().map(|&i| encoded[i].1.as_slice()).collect();
+                    let (states, offsets) = model.forward(&ids, Some(&types));
+                    let h = *hidden;
+                    (0..batch.len())
+                        .map(|b| {
+                            let first = &states[offsets[b] * h..offsets[b] * h + h];
+                            head_logit(first, pooler.as_ref(), classifier_w, *classifier_b)
+                        })
+                        .collect()
                 }
-                out[i] = self
-                    .classifier_w
-                    .iter()
-                    .zip(&cls)
-                    .map(|(a, x)| a * x)
-                    .sum::<f32>()
-                    + self.classifier_b;
+                Runner::Candle { model, pooler } => {
+                    let ids: Vec<Vec<u32>> = batch.iter().map(|&i| encoded[i].0.clone()).collect();
+                    let types: Vec<Vec<u32>> =
+                        batch.iter().map(|&i| encoded[i].1.clone()).collect();
+                    let input = Batch::new(&ids, Some(&types), model.device())?;
+                    let states = model.forward(&input, None)?;
+                    let pooler = pooler.as_ref().map(|(w, b)| (w, b));
+                    let logits = model.classify(&states, pooler)?;
+                    logits.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?
+                }
+            };
+            for (&i, logit) in batch.iter().zip(logits) {
+                out[i] = logit;
             }
         }
         Ok(out)
     }
+}
+
+/// The one-logit head on a `[CLS]` vector: `classifier(tanh(pooler(cls)))`, or
+/// `classifier(cls)` for a checkpoint without a pooler.
+fn head_logit(
+    cls: &[f32],
+    pooler: Option<&(Vec<f32>, Vec<f32>)>,
+    classifier_w: &[f32],
+    classifier_b: f32,
+) -> f32 {
+    let dot = |a: &[f32], x: &[f32]| a.iter().zip(x).map(|(a, x)| a * x).sum::<f32>();
+    let pooled: Vec<f32>;
+    let input = match pooler {
+        Some((w, bias)) => {
+            let h = cls.len();
+            pooled = (0..h)
+                .map(|j| (dot(&w[j * h..(j + 1) * h], cls) + bias[j]).tanh())
+                .collect();
+            &pooled
+        }
+        None => cls,
+    };
+    dot(classifier_w, input) + classifier_b
 }
 
 impl Reranker for CrossEncoder {
@@ -187,7 +249,7 @@ impl Reranker for CrossEncoder {
 
     fn score(&self, pairs: &[(&str, &str)]) -> Result<Vec<f32>> {
         let mut logits = self.logits(pairs)?;
-        if self.options.activation == Activation::Sigmoid {
+        if self.options.activation == ScoreActivation::Sigmoid {
             logits
                 .iter_mut()
                 .for_each(|x| *x = 1.0 / (1.0 + (-*x).exp()));
@@ -237,11 +299,11 @@ pub fn init_checkpoint(base: &Path, output: &Path, seed: u64) -> Result<()> {
     }
     tensors.insert(
         "classifier.weight".into(),
-        Tensor::from_vec(head, (1, h), &Device::Cpu).ce()?,
+        Tensor::from_vec(head, (1, h), &Device::Cpu)?,
     );
     tensors.insert(
         "classifier.bias".into(),
-        Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).ce()?,
+        Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu)?,
     );
     std::fs::create_dir_all(output).map_err(|e| Error::io(output, e))?;
     let model_path = output.join("model.safetensors");

@@ -1,4 +1,4 @@
-//! [`TrainableDecoder`]: a Qwen2- / Qwen3-style decoder embedder on candle tensors with
+//! [`CandleDecoder`]: a Qwen2- / Qwen3-style decoder embedder on candle tensors with
 //! autograd (Qwen3-Embedding, gte-Qwen2), for encoding and fine-tuning.
 //!
 //! It follows Hugging Face's `Qwen2Model` / `Qwen3Model` operation for operation, in float32
@@ -14,9 +14,7 @@ use candle_core::{Device, Tensor, Var, D};
 use foil_core::Result;
 
 use crate::config::DecoderConfig;
-use crate::model::{
-    attend, attention_bias, rotary_tables, rotate, Batch, CandleResult, Dropout, Linear,
-};
+use crate::model::{attend, attention_bias, rotary_tables, rotate, Batch, Dropout, Linear};
 use crate::weights::Weights;
 
 /// `x / √(mean(x²) + eps) · w` over the last dimension, written out so that it has a backward
@@ -50,7 +48,7 @@ struct Layer {
 }
 
 /// A trainable decoder embedder.
-pub struct TrainableDecoder {
+pub struct CandleDecoder {
     /// Inference only: each layer's output is detached, so that the autograd graph of the
     /// layers before is freed (memory of one layer, not of all).
     inference: bool,
@@ -62,7 +60,7 @@ pub struct TrainableDecoder {
     norm: RmsNorm,
 }
 
-impl TrainableDecoder {
+impl CandleDecoder {
     /// Builds the model from loaded weights (copied into fresh variables named as
     /// `Qwen2Model` / `Qwen3Model` name them, so a saved model loads in transformers).
     pub fn new(config: &DecoderConfig, w: &Weights, device: &Device) -> Result<Self> {
@@ -75,8 +73,8 @@ impl TrainableDecoder {
         let eps = config.rms_norm_eps;
         let mut vars = Vec::new();
         let mut var = |name: String, shape: &[usize]| -> Result<Var> {
-            let t = w.get(&name, shape)?.to_device(device).ce()?;
-            let v = Var::from_tensor(&t).ce()?;
+            let t = w.get(&name, shape)?.to_device(device)?;
+            let v = Var::from_tensor(&t)?;
             vars.push((name, v.clone()));
             Ok(v)
         };
@@ -170,71 +168,61 @@ impl TrainableDecoder {
     /// dropout is applied when `dropout` is given and the config has any.
     pub fn forward(&self, batch: &Batch, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let c = &self.config;
-        let (b, l) = batch.ids.dims2().ce()?;
+        let (b, l) = batch.ids.dims2()?;
         let (h, heads, kv, d) = (
             c.hidden_size,
             c.num_attention_heads,
             c.kv_heads(),
             c.head_dim(),
         );
-        let ids = batch.ids.flatten_all().ce()?;
-        let mut x = self.embed.as_tensor().index_select(&ids, 0).ce()?;
+        let ids = batch.ids.flatten_all()?;
+        let mut x = self.embed.as_tensor().index_select(&ids, 0)?;
         if let Some(pad) = c.pad_token_id {
             // The padding token's row is looked up but not trained (PyTorch's padding_idx).
-            let trained = ids
-                .ne(pad)
-                .ce()?
-                .to_dtype(x.dtype())
-                .ce()?
-                .unsqueeze(1)
-                .ce()?;
-            let frozen = (1.0 - &trained).ce()?;
+            let trained = ids.ne(pad)?.to_dtype(x.dtype())?.unsqueeze(1)?;
+            let frozen = (1.0 - &trained)?;
             x = x
-                .broadcast_mul(&trained)
-                .ce()?
-                .add(&x.detach().broadcast_mul(&frozen).ce()?)
-                .ce()?;
+                .broadcast_mul(&trained)?
+                .add(&x.detach().broadcast_mul(&frozen)?)?;
         }
-        let mut x = x.reshape((b, l, h)).ce()?;
+        let mut x = x.reshape((b, l, h))?;
         // Causal: a token sees the real tokens at or before it. Half of f32's range, so that
         // two maskings never sum to infinity.
         let mask = attention_bias(&batch.mask, -f32::MAX / 2.0, |query, key| key <= query)?;
         let (cos, sin) = rotary_tables(l, d, c.rope_theta, &self.device)?;
         for layer in &self.layers {
             // [B, L, n·d] → [B, n, L, d], per-head norm first where the model has one.
-            let split = |t: Tensor, n: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
-                let t = t.reshape((b, l, n, d)).ce()?;
-                let t = match norm {
-                    Some(norm) => norm.forward(&t).ce()?,
-                    None => t,
+            let split =
+                |t: Tensor, n: usize, norm: Option<&RmsNorm>| -> candle_core::Result<Tensor> {
+                    let t = t.reshape((b, l, n, d))?;
+                    let t = match norm {
+                        Some(norm) => norm.forward(&t)?,
+                        None => t,
+                    };
+                    t.transpose(1, 2)?.contiguous()
                 };
-                t.transpose(1, 2).ce()?.contiguous().ce()
-            };
-            let y = layer.input_norm.forward(&x).ce()?;
-            let q = split(layer.q.forward(&y).ce()?, heads, layer.q_norm.as_ref())?;
-            let k = split(layer.k.forward(&y).ce()?, kv, layer.k_norm.as_ref())?;
-            let v = split(layer.v.forward(&y).ce()?, kv, None)?;
-            let q = rotate(&q, &cos, &sin).ce()?;
-            let k = share(&rotate(&k, &cos, &sin).ce()?, heads / kv).ce()?;
-            let v = share(&v, heads / kv).ce()?;
+            let y = layer.input_norm.forward(&x)?;
+            let q = split(layer.q.forward(&y)?, heads, layer.q_norm.as_ref())?;
+            let k = split(layer.k.forward(&y)?, kv, layer.k_norm.as_ref())?;
+            let v = split(layer.v.forward(&y)?, kv, None)?;
+            let q = rotate(&q, &cos, &sin)?;
+            let k = share(&rotate(&k, &cos, &sin)?, heads / kv)?;
+            let v = share(&v, heads / kv)?;
             let dropout = dropout.as_deref_mut().map(|dp| (dp, c.attention_dropout));
             let ctx = attend(&q, &k, &v, &mask, dropout)?;
-            x = x.add(&layer.o.forward(&ctx).ce()?).ce()?;
-            let y = layer.post_norm.forward(&x).ce()?;
+            x = x.add(&layer.o.forward(&ctx)?)?;
+            let y = layer.post_norm.forward(&x)?;
             let glu = layer
                 .gate
-                .forward(&y)
-                .ce()?
-                .silu()
-                .ce()?
-                .mul(&layer.up.forward(&y).ce()?)
-                .ce()?;
-            x = x.add(&layer.down.forward(&glu).ce()?).ce()?;
+                .forward(&y)?
+                .silu()?
+                .mul(&layer.up.forward(&y)?)?;
+            x = x.add(&layer.down.forward(&glu)?)?;
             if self.inference {
                 x = x.detach();
             }
         }
-        self.norm.forward(&x).ce()
+        Ok(self.norm.forward(&x)?)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::{ModelConfig, Pooling, SentenceConfig};
 use crate::fast::FastBert;
 use crate::fast::Precision;
-use crate::model::{pool as pool_tensor, Batch, CandleResult, TrainableModel};
+use crate::model::{pool as pool_tensor, Batch, CandleModel};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Weights;
 
@@ -42,7 +42,7 @@ enum Backend {
     Fast(Box<FastBert>),
     /// The candle model, on any candle device (CUDA, or the CPU for decoders and
     /// cross-checks).
-    Candle(Box<TrainableModel>),
+    Candle(Box<CandleModel>),
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`; `None` means the fused CPU path.
@@ -70,7 +70,7 @@ pub fn parse_device(name: &str) -> Result<Option<Device>> {
                     "device {name}: this foil was built without CUDA (build with --features cuda on a machine with nvcc)"
                 )));
             }
-            Device::new_cuda(ordinal).map(Some).ce()
+            Ok(Some(Device::new_cuda(ordinal)?))
         }
     }
 }
@@ -126,7 +126,7 @@ impl BertEncoder {
             }
             (_, device) => (
                 Backend::Candle(Box::new(
-                    TrainableModel::new(&config, &weights, &device.unwrap_or(Device::Cpu))?
+                    CandleModel::new(&config, &weights, &device.unwrap_or(Device::Cpu))?
                         .for_inference(),
                 )),
                 Precision::F32,
@@ -214,13 +214,8 @@ impl BertEncoder {
                     let input = Batch::new(&seqs, None, model.device())?;
                     let hidden = model.forward(&input, None)?;
                     let pooled = pool_tensor(&hidden, &input.mask, self.sentence.pooling, false)?;
-                    let pooled: Vec<f32> = pooled
-                        .to_device(&Device::Cpu)
-                        .ce()?
-                        .flatten_all()
-                        .ce()?
-                        .to_vec1()
-                        .ce()?;
+                    let pooled: Vec<f32> =
+                        pooled.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
                     for (b, &i) in batch.iter().enumerate() {
                         out[i * h..(i + 1) * h].copy_from_slice(&pooled[b * h..(b + 1) * h]);
                     }

@@ -1,4 +1,4 @@
-//! [`TrainableBert`]: BERT on candle tensors with autograd, for fine-tuning.
+//! [`CandleBert`]: BERT on candle tensors with autograd, for fine-tuning.
 //!
 //! candle-transformers' BERT cannot be trained: its fused LayerNorm has no backward pass and its
 //! dropout does nothing, so gradients silently vanish. This model is built only from candle
@@ -16,26 +16,11 @@ use foil_core::{Error, Result};
 use rayon::prelude::*;
 
 use crate::config::{relative_bucket, BertConfig, Family, ModelConfig, Pooling};
-use crate::decoder::TrainableDecoder;
+use crate::decoder::CandleDecoder;
 use crate::fused;
 use crate::kernels;
-use crate::modernbert::TrainableModernBert;
+use crate::modernbert::CandleModernBert;
 use crate::weights::Weights;
-
-fn ce(e: candle_core::Error) -> Error {
-    Error::backend("a candle tensor operation", e)
-}
-
-/// Converts candle errors into foil's.
-pub trait CandleResult<T> {
-    fn ce(self) -> Result<T>;
-}
-
-impl<T> CandleResult<T> for candle_core::Result<T> {
-    fn ce(self) -> Result<T> {
-        self.map_err(ce)
-    }
-}
 
 /// Seeded dropout: each call draws its mask from the generator, so a training run with the same
 /// seed drops the same units.
@@ -51,15 +36,15 @@ impl Dropout {
     }
 
     /// Zeroes each element with probability `p` and scales the rest by 1 / (1 − p).
-    pub fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+    pub fn apply(&mut self, x: &Tensor, p: f64) -> candle_core::Result<Tensor> {
         let Some(factors) = self.factors(x.elem_count(), p) else {
             return Ok(x.clone());
         };
         if fused::supported(x) {
-            return fused::dropout(x, factors).ce();
+            return fused::dropout(x, factors);
         }
-        let mask = Tensor::from_vec(factors, x.shape(), x.device()).ce()?;
-        x.mul(&mask).ce()
+        let mask = Tensor::from_vec(factors, x.shape(), x.device())?;
+        x.mul(&mask)
     }
 
     /// The next `n` dropout factors: 0 with probability `p`, else 1 / (1 − p); `None` when `p`
@@ -217,23 +202,19 @@ pub(crate) fn attend(
     v: &Tensor,
     bias: &Tensor,
     dropout: Option<(&mut Dropout, f64)>,
-) -> Result<Tensor> {
-    let (b, n, l, d) = q.dims4().ce()?;
+) -> candle_core::Result<Tensor> {
+    let (b, n, l, d) = q.dims4()?;
     let scale = 1.0 / (d as f64).sqrt();
-    let scores = (q.matmul(&k.t().ce()?.contiguous().ce()?).ce()? * scale).ce()?;
-    let mut probs = softmax(&scores.broadcast_add(bias).ce()?).ce()?;
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let mut probs = softmax(&scores.broadcast_add(bias)?)?;
     if let Some((dp, p)) = dropout {
         probs = dp.apply(&probs, p)?;
     }
     probs
-        .matmul(v)
-        .ce()?
-        .transpose(1, 2)
-        .ce()?
-        .contiguous()
-        .ce()?
+        .matmul(v)?
+        .transpose(1, 2)?
+        .contiguous()?
         .reshape((b, l, n * d))
-        .ce()
 }
 
 /// Rotary position tables `[L, d]` (cos, sin) for positions 0..L, as transformers computes
@@ -261,8 +242,8 @@ pub(crate) fn rotary_tables(
         }
     }
     Ok((
-        Tensor::from_vec(cos, (l, d), device).ce()?,
-        Tensor::from_vec(sin, (l, d), device).ce()?,
+        Tensor::from_vec(cos, (l, d), device)?,
+        Tensor::from_vec(sin, (l, d), device)?,
     ))
 }
 
@@ -276,8 +257,9 @@ pub(crate) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Res
     x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
 }
 
-/// A trainable BERT encoder (optionally with a sequence-classification head).
-pub struct TrainableBert {
+/// A BERT-family encoder built from candle operations (optionally with a sequence-classification
+/// head): trainable, and the CUDA inference path.
+pub struct CandleBert {
     /// Inference only: each layer's output is detached, so that the autograd graph of the
     /// layers before is freed (memory of one layer, not of all).
     inference: bool,
@@ -328,16 +310,16 @@ impl Batch {
                 .for_each(|m| *m = 1.0);
         }
         Ok(Self {
-            ids: Tensor::from_vec(ids, (b, l), device).ce()?,
-            type_ids: Tensor::from_vec(types, (b, l), device).ce()?,
-            mask: Tensor::from_vec(mask, (b, l), device).ce()?,
+            ids: Tensor::from_vec(ids, (b, l), device)?,
+            type_ids: Tensor::from_vec(types, (b, l), device)?,
+            mask: Tensor::from_vec(mask, (b, l), device)?,
         })
     }
 }
 
-impl TrainableBert {
+impl CandleBert {
     /// Builds the model from loaded weights (copied into fresh variables). Variables are named
-    /// as the family's checkpoints name them, so [`TrainableBert::save`] writes a folder of the
+    /// as the family's checkpoints name them, so [`CandleBert::save`] writes a folder of the
     /// same family.
     pub fn new(config: &BertConfig, w: &Weights, device: &Device) -> Result<Self> {
         let h = config.hidden_size;
@@ -346,8 +328,8 @@ impl TrainableBert {
         let mut vars = Vec::new();
         let mut var = |bert_name: &str, shape: &[usize]| -> Result<Var> {
             let name = family.tensor_name(bert_name);
-            let t = w.get(&name, shape)?.to_device(device).ce()?;
-            let v = Var::from_tensor(&t).ce()?;
+            let t = w.get(&name, shape)?.to_device(device)?;
+            let v = Var::from_tensor(&t)?;
             vars.push((name, v.clone()));
             Ok(v)
         };
@@ -467,45 +449,37 @@ impl TrainableBert {
     /// Last hidden states `[B, L, H]` of a batch; dropout is applied when `dropout` is given.
     pub fn forward(&self, batch: &Batch, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let c = &self.config;
-        let (b, l) = batch.ids.dims2().ce()?;
+        let (b, l) = batch.ids.dims2()?;
         let h = c.hidden_size;
-        let ids = batch.ids.flatten_all().ce()?;
+        let ids = batch.ids.flatten_all()?;
         let words = self
             .word
             .as_tensor()
-            .index_select(&ids, 0)
-            .ce()?
-            .reshape((b, l, h))
-            .ce()?;
+            .index_select(&ids, 0)?
+            .reshape((b, l, h))?;
         // Padding gets positions too; attention and pooling never read them.
         let positions = self
             .position
             .as_tensor()
-            .narrow(0, c.position_offset(), l)
-            .ce()?;
-        let mut x = words.broadcast_add(&positions).ce()?;
+            .narrow(0, c.position_offset(), l)?;
+        let mut x = words.broadcast_add(&positions)?;
         if let Some(token_type) = &self.token_type {
             let types = token_type
                 .as_tensor()
-                .index_select(&batch.type_ids.flatten_all().ce()?, 0)
-                .ce()?
-                .reshape((b, l, h))
-                .ce()?;
-            x = x.add(&types).ce()?;
+                .index_select(&batch.type_ids.flatten_all()?, 0)?
+                .reshape((b, l, h))?;
+            x = x.add(&types)?;
         }
-        x = self.emb_ln.forward(&x).ce()?;
+        x = self.emb_ln.forward(&x)?;
         if let Some(dp) = dropout.as_deref_mut() {
             x = dp.apply(&x, c.hidden_dropout_prob)?;
         }
         // The layers work on the rows of all tokens, [B·L, H].
-        let mut x = x.reshape((b * l, h)).ce()?;
+        let mut x = x.reshape((b * l, h))?;
         // Additive attention mask: 0 for tokens, the most negative float for padding.
         let masks = AttentionMasks {
             batch: (b, l),
-            bias: ((batch.mask.clone() - 1.0).ce()? * f32::MAX as f64)
-                .ce()?
-                .reshape((b, 1, 1, l))
-                .ce()?,
+            bias: ((batch.mask.clone() - 1.0)? * f32::MAX as f64)?.reshape((b, 1, 1, l))?,
             relative: match &self.relative_bias {
                 Some(table) => Some(self.relative_bias(table, l)?),
                 None => None,
@@ -518,15 +492,15 @@ impl TrainableBert {
         for layer in &self.layers {
             let ctx = self.self_attention(layer, &x, &masks, dropout.as_deref_mut())?;
             let attn = self.residual(&layer.attn_out, &ctx, &x, dropout.as_deref_mut())?;
-            x = layer.ln1.forward(&attn).ce()?;
+            x = layer.ln1.forward(&attn)?;
             let inner = self.intermediate(&layer.up, &x)?;
             let out = self.residual(&layer.down, &inner, &x, dropout.as_deref_mut())?;
-            x = layer.ln2.forward(&out).ce()?;
+            x = layer.ln2.forward(&out)?;
             if self.inference {
                 x = x.detach();
             }
         }
-        x.reshape((b, l, h)).ce()
+        Ok(x.reshape((b, l, h))?)
     }
 
     /// `dropout(x Wᵀ + b) + residual`: the output projection of an attention or feed-forward
@@ -537,18 +511,18 @@ impl TrainableBert {
         x: &Tensor,
         residual: &Tensor,
         dropout: Option<&mut Dropout>,
-    ) -> Result<Tensor> {
+    ) -> candle_core::Result<Tensor> {
         let p = self.config.hidden_dropout_prob;
         if let (Some(bias), true) = (&linear.b, fused::supported(x)) {
             let factors = dropout.and_then(|dp| dp.factors(residual.elem_count(), p));
-            let y = linear.project(x).ce()?;
-            return fused::bias_dropout_add(&y, bias.as_tensor(), residual, factors).ce();
+            let y = linear.project(x)?;
+            return fused::bias_dropout_add(&y, bias.as_tensor(), residual, factors);
         }
-        let mut y = linear.forward(x).ce()?;
+        let mut y = linear.forward(x)?;
         if let Some(dp) = dropout {
             y = dp.apply(&y, p)?;
         }
-        y.add(residual).ce()
+        y.add(residual)
     }
 
     /// One layer's attention context `[B·L, H]` for hidden states `x` `[B·L, H]`, before its
@@ -561,37 +535,37 @@ impl TrainableBert {
         x: &Tensor,
         masks: &AttentionMasks,
         mut dropout: Option<&mut Dropout>,
-    ) -> Result<Tensor> {
+    ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let ((b, l), h) = (masks.batch, c.hidden_size);
         let (heads, d) = (c.num_attention_heads, c.head_dim());
         let p = c.attention_probs_dropout_prob;
         if let (Some(lengths), None) = (&masks.lengths, &masks.relative) {
-            let qkv = layer.qkv(x).ce()?;
+            let qkv = layer.qkv(x)?;
             let factors = dropout.and_then(|dp| dp.factors(b * heads * l * l, p));
-            return fused::attention(&qkv, heads, lengths, factors).ce();
+            return fused::attention(&qkv, heads, lengths, factors);
         }
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
             t.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()
         };
-        let q = split(layer.query.forward(x).ce()?).ce()?;
-        let k = split(layer.key.forward(x).ce()?).ce()?;
-        let v = split(layer.value.forward(x).ce()?).ce()?;
-        let raw = q.matmul(&k.t().ce()?.contiguous().ce()?).ce()?;
+        let q = split(layer.query.forward(x)?)?;
+        let k = split(layer.key.forward(x)?)?;
+        let v = split(layer.value.forward(x)?)?;
+        let raw = q.matmul(&k.t()?.contiguous()?)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let mut scores = (raw * scale).ce()?;
+        let mut scores = (raw * scale)?;
         if let Some(bias) = &masks.relative {
-            scores = scores.broadcast_add(bias).ce()?;
+            scores = scores.broadcast_add(bias)?;
         }
         let probs = match &masks.lengths {
             Some(lengths) => {
                 let factors = dropout
                     .as_deref_mut()
                     .and_then(|dp| dp.factors(scores.elem_count(), p));
-                fused::masked_softmax(&scores, 1.0, lengths, factors).ce()?
+                fused::masked_softmax(&scores, 1.0, lengths, factors)?
             }
             None => {
-                let probs = softmax(&scores.broadcast_add(&masks.bias).ce()?).ce()?;
+                let probs = softmax(&scores.broadcast_add(&masks.bias)?)?;
                 match dropout {
                     Some(dp) => dp.apply(&probs, p)?,
                     None => probs,
@@ -599,51 +573,42 @@ impl TrainableBert {
             }
         };
         probs
-            .matmul(&v)
-            .ce()?
-            .transpose(1, 2)
-            .ce()?
-            .contiguous()
-            .ce()?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
             .reshape((b * l, h))
-            .ce()
     }
 
     /// The feed-forward block's inner activation `act(x Wᵀ + b)`; erf GELU is one fused
     /// operation on the CPU.
-    fn intermediate(&self, up: &Linear, x: &Tensor) -> Result<Tensor> {
+    fn intermediate(&self, up: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
         let act = self.config.hidden_act.as_str();
         if let (Some(bias), "gelu", true) = (&up.b, act, fused::supported(x)) {
-            return fused::bias_gelu(&up.project(x).ce()?, bias.as_tensor()).ce();
+            return fused::bias_gelu(&up.project(x)?, bias.as_tensor());
         }
-        let inner = up.forward(x).ce()?;
+        let inner = up.forward(x)?;
         match act {
-            "gelu" => inner.gelu_erf().ce(),
-            "relu" => inner.relu().ce(),
-            _ => inner.gelu().ce(),
+            "gelu" => inner.gelu_erf(),
+            "relu" => inner.relu(),
+            _ => inner.gelu(),
         }
     }
 
     /// MPNet's attention bias `[1, heads, L, L]` for sequences of length `l`, looked up in the
     /// `[buckets, heads]` table (so its gradient reaches the table).
-    fn relative_bias(&self, table: &Var, l: usize) -> Result<Tensor> {
-        let (buckets, heads) = table.as_tensor().dims2().ce()?;
+    fn relative_bias(&self, table: &Var, l: usize) -> candle_core::Result<Tensor> {
+        let (buckets, heads) = table.as_tensor().dims2()?;
         let index: Vec<u32> = (0..l)
             .flat_map(|query| (0..l).map(move |key| relative_bucket(query, key, buckets) as u32))
             .collect();
-        let index = Tensor::from_vec(index, l * l, &self.device).ce()?;
+        let index = Tensor::from_vec(index, l * l, &self.device)?;
         table
             .as_tensor()
-            .index_select(&index, 0)
-            .ce()?
-            .reshape((l, l, heads))
-            .ce()?
-            .permute((2, 0, 1))
-            .ce()?
-            .contiguous()
-            .ce()?
+            .index_select(&index, 0)?
+            .reshape((l, l, heads))?
+            .permute((2, 0, 1))?
+            .contiguous()?
             .unsqueeze(0)
-            .ce()
     }
 
     /// The classifier's logits `[B, labels]` from the `[CLS]` vector (cross-encoders). Hugging
@@ -655,20 +620,14 @@ impl TrainableBert {
             .classifier
             .as_ref()
             .ok_or_else(|| Error::Invalid("this checkpoint has no classifier head".into()))?;
-        let mut cls = hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?;
+        let mut cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
         if let Some(dense) = &self.head_dense {
-            cls = dense.forward(&cls).ce()?.tanh().ce()?;
+            cls = dense.forward(&cls)?.tanh()?;
         }
         if let Some((w, b)) = pooler {
-            cls = cls
-                .matmul(&w.t().ce()?)
-                .ce()?
-                .broadcast_add(b)
-                .ce()?
-                .tanh()
-                .ce()?;
+            cls = cls.matmul(&w.t()?)?.broadcast_add(b)?.tanh()?;
         }
-        head.forward(&cls).ce()
+        Ok(head.forward(&cls)?)
     }
 
     /// Saves the variables as `model.safetensors` under Hugging Face's names.
@@ -678,14 +637,8 @@ impl TrainableBert {
 }
 
 /// The number of real tokens of each sequence of a right-padded batch's `[B, L]` mask.
-pub(crate) fn lengths(mask: &Tensor) -> Result<Vec<usize>> {
-    let sums: Vec<f32> = mask
-        .sum(1)
-        .ce()?
-        .to_device(&Device::Cpu)
-        .ce()?
-        .to_vec1()
-        .ce()?;
+pub(crate) fn lengths(mask: &Tensor) -> candle_core::Result<Vec<usize>> {
+    let sums: Vec<f32> = mask.sum(1)?.to_device(&Device::Cpu)?.to_vec1()?;
     Ok(sums.into_iter().map(|n| n as usize).collect())
 }
 
@@ -695,8 +648,8 @@ pub(crate) fn attention_bias(
     mask: &Tensor,
     blocked: f32,
     sees: impl Fn(usize, usize) -> bool,
-) -> Result<Tensor> {
-    let (b, l) = mask.dims2().ce()?;
+) -> candle_core::Result<Tensor> {
+    let (b, l) = mask.dims2()?;
     let mut bias = vec![0f32; b * l * l];
     for (s, n) in lengths(mask)?.into_iter().enumerate() {
         for query in 0..l {
@@ -707,67 +660,61 @@ pub(crate) fn attention_bias(
             }
         }
     }
-    Tensor::from_vec(bias, (b, 1, l, l), mask.device()).ce()
+    Tensor::from_vec(bias, (b, 1, l, l), mask.device())
 }
 
 /// Pools hidden states `[B, L, H]` of a right-padded batch into `[B, H]` (mean over real
 /// tokens, `[CLS]`, or the last real token) and L2-normalizes them when `normalize`.
 pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling, normalize: bool) -> Result<Tensor> {
     let pooled = match pooling {
-        Pooling::Cls => hidden.narrow(1, 0, 1).ce()?.squeeze(1).ce()?,
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
         Pooling::Mean => {
-            let m = mask.unsqueeze(2).ce()?;
-            let sum = hidden.broadcast_mul(&m).ce()?.sum(1).ce()?;
-            let count = m.sum(1).ce()?.clamp(1e-9, f64::MAX).ce()?;
-            sum.broadcast_div(&count).ce()?
+            let m = mask.unsqueeze(2)?;
+            let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+            let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+            sum.broadcast_div(&count)?
         }
         Pooling::LastToken => {
-            let (b, l, h) = hidden.dims3().ce()?;
+            let (b, l, h) = hidden.dims3()?;
             let rows: Vec<u32> = lengths(mask)?
                 .iter()
                 .enumerate()
                 .map(|(i, &n)| (i * l + n.max(1) - 1) as u32)
                 .collect();
-            let rows = Tensor::from_vec(rows, b, hidden.device()).ce()?;
-            hidden
-                .reshape((b * l, h))
-                .ce()?
-                .index_select(&rows, 0)
-                .ce()?
+            let rows = Tensor::from_vec(rows, b, hidden.device())?;
+            hidden.reshape((b * l, h))?.index_select(&rows, 0)?
         }
     };
     if normalize {
         let norm = pooled
-            .sqr()
-            .ce()?
-            .sum_keepdim(1)
-            .ce()?
-            .sqrt()
-            .ce()?
-            .clamp(1e-12, f64::MAX)
-            .ce()?;
-        pooled.broadcast_div(&norm).ce()
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        Ok(pooled.broadcast_div(&norm)?)
     } else {
         Ok(pooled)
     }
 }
 
-/// A trainable transformer of any family foil runs: a BERT-family encoder, ModernBERT or a
-/// decoder embedder. Training and the candle inference path use this; only BERT-family
-/// encoders have a cross-encoder head.
-pub enum TrainableModel {
-    Encoder(TrainableBert),
-    ModernBert(TrainableModernBert),
-    Decoder(TrainableDecoder),
+/// A transformer of any family foil runs, built from candle operations: a BERT-family encoder,
+/// ModernBERT or a decoder embedder. It is what training runs (autograd on any device), and
+/// what encodes where the fused CPU path of [`crate::fast`] does not (CUDA, ModernBERT,
+/// decoders; `for_inference` drops the autograd graph as it goes). Only BERT-family encoders
+/// have a cross-encoder head.
+pub enum CandleModel {
+    Encoder(CandleBert),
+    ModernBert(CandleModernBert),
+    Decoder(CandleDecoder),
 }
 
-impl TrainableModel {
+impl CandleModel {
     /// Builds the model of `config` from loaded weights.
     pub fn new(config: &ModelConfig, w: &Weights, device: &Device) -> Result<Self> {
         Ok(match config {
-            ModelConfig::Encoder(c) => Self::Encoder(TrainableBert::new(c, w, device)?),
-            ModelConfig::ModernBert(c) => Self::ModernBert(TrainableModernBert::new(c, w, device)?),
-            ModelConfig::Decoder(c) => Self::Decoder(TrainableDecoder::new(c, w, device)?),
+            ModelConfig::Encoder(c) => Self::Encoder(CandleBert::new(c, w, device)?),
+            ModelConfig::ModernBert(c) => Self::ModernBert(CandleModernBert::new(c, w, device)?),
+            ModelConfig::Decoder(c) => Self::Decoder(CandleDecoder::new(c, w, device)?),
         })
     }
 
@@ -826,7 +773,7 @@ impl TrainableModel {
     }
 
     /// The encoder, for what only encoders do (cross-encoder heads).
-    pub fn encoder(&self) -> Option<&TrainableBert> {
+    pub fn encoder(&self) -> Option<&CandleBert> {
         match self {
             Self::Encoder(m) => Some(m),
             Self::ModernBert(_) | Self::Decoder(_) => None,
@@ -857,7 +804,6 @@ fn save_vars(vars: &[(String, Var)], path: &Path) -> Result<()> {
                 .and_then(|t| t.to_dtype(DType::F32))
                 .map(|t| (n.clone(), t))
         })
-        .collect::<candle_core::Result<_>>()
-        .ce()?;
+        .collect::<candle_core::Result<_>>()?;
     candle_core::safetensors::save(&tensors, path).map_err(|e| Error::format(path, e.to_string()))
 }

@@ -1,4 +1,4 @@
-//! [`TrainableModernBert`]: ModernBERT encoders (ModernBERT-base/large and the embedders built
+//! [`CandleModernBert`]: ModernBERT encoders (ModernBERT-base/large and the embedders built
 //! on them, such as gte-modernbert and modernbert-embed) on candle tensors with autograd.
 //!
 //! It follows Hugging Face's `ModernBertModel` with eager attention operation for operation:
@@ -16,7 +16,7 @@ use foil_core::Result;
 
 use crate::config::ModernBertConfig;
 use crate::model::{
-    attend, attention_bias, rotary_tables, rotate, Batch, CandleResult, Dropout, LayerNorm, Linear,
+    attend, attention_bias, rotary_tables, rotate, Batch, Dropout, LayerNorm, Linear,
 };
 use crate::weights::Weights;
 
@@ -32,7 +32,7 @@ struct Layer {
 }
 
 /// A trainable ModernBERT encoder.
-pub struct TrainableModernBert {
+pub struct CandleModernBert {
     /// Inference only: each layer's output is detached, so that the autograd graph of the
     /// layers before is freed (memory of one layer, not of all).
     inference: bool,
@@ -45,15 +45,15 @@ pub struct TrainableModernBert {
     final_norm: LayerNorm,
 }
 
-impl TrainableModernBert {
+impl CandleModernBert {
     /// Builds the model from loaded weights (copied into fresh variables named as
     /// `ModernBertModel` names them, so a saved model loads in transformers).
     pub fn new(config: &ModernBertConfig, w: &Weights, device: &Device) -> Result<Self> {
         let (h, inner) = (config.hidden_size, config.intermediate_size);
         let mut vars = Vec::new();
         let mut var = |name: String, shape: &[usize]| -> Result<Var> {
-            let t = w.get(&name, shape)?.to_device(device).ce()?;
-            let v = Var::from_tensor(&t).ce()?;
+            let t = w.get(&name, shape)?.to_device(device)?;
+            let v = Var::from_tensor(&t)?;
             vars.push((name, v.clone()));
             Ok(v)
         };
@@ -147,11 +147,11 @@ impl TrainableModernBert {
     /// where the config has any, when `dropout` is given.
     pub fn forward(&self, batch: &Batch, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
         let c = &self.config;
-        let (b, l) = batch.ids.dims2().ce()?;
+        let (b, l) = batch.ids.dims2()?;
         let (h, heads, d) = (c.hidden_size, c.num_attention_heads, c.head_dim());
-        let ids = batch.ids.flatten_all().ce()?;
-        let x = self.embed.as_tensor().index_select(&ids, 0).ce()?;
-        let mut x = self.embed_norm.forward(&x.reshape((b, l, h)).ce()?).ce()?;
+        let ids = batch.ids.flatten_all()?;
+        let x = self.embed.as_tensor().index_select(&ids, 0)?;
+        let mut x = self.embed_norm.forward(&x.reshape((b, l, h))?)?;
         if let Some(dp) = dropout.as_deref_mut() {
             x = dp.apply(&x, c.embedding_dropout)?;
         }
@@ -168,50 +168,41 @@ impl TrainableModernBert {
                 (&local_mask, &local_rope)
             };
             let y = match &layer.attn_norm {
-                Some(norm) => norm.forward(&x).ce()?,
+                Some(norm) => norm.forward(&x)?,
                 None => x.clone(),
             };
             // [B, L, 3·H] → three [B, heads, L, d].
-            let qkv = layer
-                .qkv
-                .forward(&y)
-                .ce()?
-                .reshape((b, l, 3, heads, d))
-                .ce()?;
-            let head = |j: usize| -> Result<Tensor> {
-                qkv.narrow(2, j, 1)
-                    .ce()?
-                    .squeeze(2)
-                    .ce()?
-                    .transpose(1, 2)
-                    .ce()?
+            let qkv = layer.qkv.forward(&y)?.reshape((b, l, 3, heads, d))?;
+            let head = |j: usize| -> candle_core::Result<Tensor> {
+                qkv.narrow(2, j, 1)?
+                    .squeeze(2)?
+                    .transpose(1, 2)?
                     .contiguous()
-                    .ce()
             };
-            let q = rotate(&head(0)?, cos, sin).ce()?;
-            let k = rotate(&head(1)?, cos, sin).ce()?;
+            let q = rotate(&head(0)?, cos, sin)?;
+            let k = rotate(&head(1)?, cos, sin)?;
             let v = head(2)?;
             let attention_dropout = dropout.as_deref_mut().map(|dp| (dp, c.attention_dropout));
             let ctx = attend(&q, &k, &v, mask, attention_dropout)?;
-            x = x.add(&layer.out.forward(&ctx).ce()?).ce()?;
-            let y = layer.mlp_norm.forward(&x).ce()?;
-            let wi = layer.wi.forward(&y).ce()?;
+            x = x.add(&layer.out.forward(&ctx)?)?;
+            let y = layer.mlp_norm.forward(&x)?;
+            let wi = layer.wi.forward(&y)?;
             let inner = c.intermediate_size;
-            let input = wi.narrow(2, 0, inner).ce()?;
-            let gate = wi.narrow(2, inner, inner).ce()?;
+            let input = wi.narrow(2, 0, inner)?;
+            let gate = wi.narrow(2, inner, inner)?;
             let act = match c.hidden_activation.as_str() {
-                "gelu" => input.gelu_erf().ce()?,
-                _ => input.gelu().ce()?,
+                "gelu" => input.gelu_erf()?,
+                _ => input.gelu()?,
             };
-            let mut glu = act.mul(&gate).ce()?;
+            let mut glu = act.mul(&gate)?;
             if let Some(dp) = dropout.as_deref_mut() {
                 glu = dp.apply(&glu, c.mlp_dropout)?;
             }
-            x = x.add(&layer.wo.forward(&glu).ce()?).ce()?;
+            x = x.add(&layer.wo.forward(&glu)?)?;
             if self.inference {
                 x = x.detach();
             }
         }
-        self.final_norm.forward(&x).ce()
+        Ok(self.final_norm.forward(&x)?)
     }
 }

@@ -39,22 +39,29 @@ fn scores_match_transformers_and_sentence_transformers() {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let ce = CrossEncoder::load(dir.path(), &CrossEncoderOptions::default()).unwrap();
-    let logits = ce.logits(&refs).unwrap();
-    let scores = ce.score(&refs).unwrap();
-    for i in 0..refs.len() {
-        let want = golden["logits"][i].as_f64().unwrap() as f32;
-        assert!(
-            (logits[i] - want).abs() < 1e-5,
-            "pair {i}: logit {} vs {want}",
-            logits[i]
-        );
-        let want = golden["sentence_transformers_scores"][i].as_f64().unwrap() as f32;
-        assert!(
-            (scores[i] - want).abs() < 1e-5,
-            "pair {i}: score {} vs {want}",
-            scores[i]
-        );
+    // `cpu` is the fused path; `candle-cpu` runs the candle model, which `cuda` runs on a GPU.
+    for (device, tolerance) in [("cpu", 1e-5), ("candle-cpu", 1e-4)] {
+        let options = CrossEncoderOptions {
+            device: Some(device.into()),
+            ..CrossEncoderOptions::default()
+        };
+        let ce = CrossEncoder::load(dir.path(), &options).unwrap();
+        let logits = ce.logits(&refs).unwrap();
+        let scores = ce.score(&refs).unwrap();
+        for i in 0..refs.len() {
+            let want = golden["logits"][i].as_f64().unwrap() as f32;
+            assert!(
+                (logits[i] - want).abs() < tolerance,
+                "{device}, pair {i}: logit {} vs {want}",
+                logits[i]
+            );
+            let want = golden["sentence_transformers_scores"][i].as_f64().unwrap() as f32;
+            assert!(
+                (scores[i] - want).abs() < tolerance,
+                "{device}, pair {i}: score {} vs {want}",
+                scores[i]
+            );
+        }
     }
 }
 
@@ -73,17 +80,18 @@ fn the_checkpoint_is_deterministic_and_refuses_bi_encoders() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("no classifier head"), "{err}");
-    // A device it cannot use is refused, not ignored; `cpu` is the fused path.
+    // A device this build cannot use is refused, not ignored.
     let options = |device: &str| CrossEncoderOptions {
         device: Some(device.into()),
         ..CrossEncoderOptions::default()
     };
     assert!(CrossEncoder::load(a.path(), &options("cpu")).is_ok());
-    let err = CrossEncoder::load(a.path(), &options("cuda:0"))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(&err, foil_core::Error::Config { field, .. } if field == "device"),
-        "{err}"
-    );
+    if !candle_core::utils::cuda_is_available() {
+        let err = CrossEncoder::load(a.path(), &options("cuda:0"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("built without CUDA"), "{err}");
+    }
+    let err = CrossEncoder::load(a.path(), &options("gpu")).err().unwrap();
+    assert!(err.to_string().contains("bad device"), "{err}");
 }

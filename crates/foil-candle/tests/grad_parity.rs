@@ -10,7 +10,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use foil_candle::config::Pooling;
-use foil_candle::model::{pool, Batch, TrainableModel};
+use foil_candle::model::{pool, Batch, CandleModel};
 
 mod common;
 
@@ -37,7 +37,7 @@ fn unpad(seqs: Vec<Vec<u32>>, mask: &serde_json::Value) -> Vec<Vec<u32>> {
 }
 
 /// Mean or CLS pooling, normalization, scaled similarities and cross-entropy with the diagonal.
-fn loss(model: &TrainableModel, q: &Batch, p: &Batch, pooling: Pooling, scale: f64) -> Tensor {
+fn loss(model: &CandleModel, q: &Batch, p: &Batch, pooling: Pooling, scale: f64) -> Tensor {
     let hq = model.forward(q, None).unwrap();
     let hp = model.forward(p, None).unwrap();
     let eq = pool(&hq, &q.mask, pooling, true).unwrap();
@@ -107,7 +107,7 @@ fn tiny_qwen3_gradients_match_pytorch() {
 fn check_sampled_gradients(family: &str, pooling: Pooling) {
     let dir = common::fixtures().join("tiny").join(family);
     let golden = common::fixture(&format!("tiny/{family}_gradients.json"));
-    let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
+    let model = CandleModel::load(&dir, &Device::Cpu).unwrap();
     let batch = |side: &str| {
         let seqs = unpad(
             ids(&golden[format!("{side}_input_ids")]),
@@ -187,7 +187,7 @@ fn check_gradients(dir: &Path, fixture: &str) {
         .unwrap(),
     )
     .unwrap();
-    let model = TrainableModel::load(dir, &Device::Cpu).unwrap();
+    let model = CandleModel::load(dir, &Device::Cpu).unwrap();
     let q = unpad(
         ids(&golden["query_input_ids"]),
         &golden["query_attention_mask"],

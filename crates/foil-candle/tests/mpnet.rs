@@ -6,7 +6,7 @@
 
 use candle_core::Device;
 use foil_candle::config::{relative_bucket, Family, ModelConfig};
-use foil_candle::model::TrainableModel;
+use foil_candle::model::CandleModel;
 use foil_candle::{BertEncoder, EncoderOptions};
 use foil_core::{Encoder, TextKind};
 
@@ -70,7 +70,7 @@ fn mpnet_matches_sentence_transformers() {
 #[test]
 fn a_saved_mpnet_keeps_its_names_and_its_embeddings() {
     let Some(dir) = common::mpnet() else { return };
-    let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
+    let model = CandleModel::load(&dir, &Device::Cpu).unwrap();
     let names: Vec<&str> = model.vars().iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"encoder.layer.0.attention.attn.q.weight"));
     assert!(names.contains(&"encoder.relative_attention_bias.weight"));

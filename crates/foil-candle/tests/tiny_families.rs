@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use candle_core::Device;
-use foil_candle::model::TrainableModel;
+use foil_candle::model::CandleModel;
 use foil_candle::weights::Weights;
 use foil_candle::{BertEncoder, CrossEncoder, CrossEncoderOptions, EncoderOptions};
 use foil_core::{Encoder, TextKind};
@@ -86,7 +86,7 @@ fn a_saved_model_keeps_the_checkpoints_names_shapes_and_embeddings() {
     for family in FAMILIES {
         let dir = fixtures().join(family);
         let weights = Weights::load(&dir, &Device::Cpu).unwrap();
-        let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
+        let model = CandleModel::load(&dir, &Device::Cpu).unwrap();
 
         let out = common::saved_copy(&dir, &model);
 
@@ -121,21 +121,28 @@ fn an_xlm_roberta_reranker_scores_like_transformers() {
         .iter()
         .map(|p| (p[0].as_str().unwrap(), p[1].as_str().unwrap()))
         .collect();
-    let model = CrossEncoder::load(&dir, &CrossEncoderOptions::default()).unwrap();
-    let logits = model.logits(&pairs).unwrap();
-    let mut worst = 0f64;
-    for (i, want) in golden["logits"].as_array().unwrap().iter().enumerate() {
-        let diff = (logits[i] as f64 - want.as_f64().unwrap()).abs();
-        worst = worst.max(diff);
-        assert!(
-            diff <= 1e-5,
-            "pair {i} {:?}: {} vs {want}",
-            pairs[i],
-            logits[i]
+    // The fused CPU path (`cpu`) and the candle model (`candle-cpu`, what `cuda` runs).
+    for device in ["cpu", "candle-cpu"] {
+        let options = CrossEncoderOptions {
+            device: Some(device.into()),
+            ..CrossEncoderOptions::default()
+        };
+        let model = CrossEncoder::load(&dir, &options).unwrap();
+        let logits = model.logits(&pairs).unwrap();
+        let mut worst = 0f64;
+        for (i, want) in golden["logits"].as_array().unwrap().iter().enumerate() {
+            let diff = (logits[i] as f64 - want.as_f64().unwrap()).abs();
+            worst = worst.max(diff);
+            assert!(
+                diff <= 1e-5,
+                "{device}, pair {i} {:?}: {} vs {want}",
+                pairs[i],
+                logits[i]
+            );
+        }
+        eprintln!(
+            "xlm-roberta reranker on {device}: {} pairs, max |Δ logit| {worst:e}",
+            pairs.len()
         );
     }
-    eprintln!(
-        "xlm-roberta reranker: {} pairs, max |Δ logit| {worst:e}",
-        pairs.len()
-    );
 }

@@ -13,6 +13,20 @@ pub enum TextKind {
     Passage,
 }
 
+/// How a (query, passage) pair of vectors is scored: by retrieval, mining and the training losses.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Similarity {
+    /// Cosine similarity: both sides L2-normalized, then the inner product.
+    #[default]
+    Cosine,
+    /// The raw inner product.
+    Dot,
+}
+
 /// A batch of vectors, row-major: row `i` is `data[i * dim..(i + 1) * dim]`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Embeddings {

@@ -44,6 +44,15 @@ pub enum Error {
     Invalid(String),
 }
 
+/// The tensor library's errors become [`Error::Backend`] where model or loss code returns to
+/// foil: inside it, candle's own `Result` is kept, and `?` converts it once at that boundary.
+#[cfg(feature = "candle")]
+impl From<candle_core::Error> for Error {
+    fn from(error: candle_core::Error) -> Self {
+        Error::backend("a candle tensor operation", error)
+    }
+}
+
 /// `Result` with foil-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -4,17 +4,17 @@
 //! Each on-disk format is owned by one module: [`beir`] (corpus, queries, qrels), [`trec`]
 //! (run files), [`manifest`] (the `manifest.json` every output gets). Reading bad input either
 //! fails with an error that names `file:line` or, when the caller asked for it, skips the
-//! record and counts it in a [`SkipReport`]. [`eval`] computes trec_eval's measures.
+//! record and counts it in a [`SkipReport`]. [`metrics`] computes trec_eval's measures.
 
 pub mod beir;
 pub mod encoder;
 pub mod error;
-pub mod eval;
 pub mod fsutil;
 pub mod generator;
 pub mod lines;
 pub mod lock;
 pub mod manifest;
+pub mod metrics;
 pub mod progress;
 pub mod reranker;
 pub mod retriever;
@@ -23,7 +23,7 @@ pub mod skip;
 pub mod trec;
 
 pub use beir::{Document, Qrels, Query};
-pub use encoder::{Embeddings, Encoder, TextKind};
+pub use encoder::{Embeddings, Encoder, Similarity, TextKind};
 pub use error::{Error, Result};
 pub use generator::{
     ChatMessage, FinishReason, GenerateError, Generation, GenerationRequest, Generator, Role,

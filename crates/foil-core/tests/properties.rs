@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use foil_core::eval::{evaluate, EvalConfig, Measure, MeasureAt};
+use foil_core::metrics::{evaluate, EvalConfig, Measure, MeasureAt};
 use foil_core::trec::ScoredDoc;
 use foil_core::{InputPolicy, Qrels, Run, SkipReport};
 use proptest::prelude::*;

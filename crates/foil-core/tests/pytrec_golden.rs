@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use foil_core::eval::{evaluate, EvalConfig};
+use foil_core::metrics::{evaluate, EvalConfig};
 use foil_core::{InputPolicy, Qrels, Run, SkipReport};
 
 fn fixture(name: &str) -> PathBuf {

@@ -22,7 +22,6 @@ use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use foil_candle::model::CandleResult;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +127,7 @@ impl AdamW {
             let t = p.step as i32;
             let (m, v) = match p.moments.take() {
                 Some(mv) => mv,
-                None => (g.zeros_like().ce()?, g.zeros_like().ce()?),
+                None => (g.zeros_like()?, g.zeros_like()?),
             };
             let decay = match p.decay && c.weight_decay != 0.0 {
                 true => Some(1.0 - lr * c.weight_decay),
@@ -138,30 +137,27 @@ impl AdamW {
             let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
             let theta = p.var.as_tensor();
             if in_place::supported(&[theta, &g, &m, &v]) {
-                in_place::moment(&m, &g, c.beta1, false).ce()?;
-                in_place::moment(&v, &g, c.beta2, true).ce()?;
+                in_place::moment(&m, &g, c.beta1, false)?;
+                in_place::moment(&v, &g, c.beta2, true)?;
                 let update = in_place::Update {
                     decay: decay.unwrap_or(1.0) as f32,
                     inv_bias2_sqrt: (1.0 / bias2_sqrt) as f32,
                     eps: c.eps as f32,
                     step_size: (lr / bias1) as f32,
                 };
-                theta.inplace_op3(&m, &v, &update).ce()?;
+                theta.inplace_op3(&m, &v, &update)?;
                 p.moments = Some((m, v));
                 continue;
             }
             let mut theta = theta.detach();
             if let Some(decay) = decay {
-                theta = (theta * decay).ce()?;
+                theta = (theta * decay)?;
             }
-            let m = ((m * c.beta1).ce()? + (&g * (1.0 - c.beta1)).ce()?).ce()?;
-            let v = ((v * c.beta2).ce()? + (g.sqr().ce()? * (1.0 - c.beta2)).ce()?).ce()?;
-            let denom = (v.sqrt().ce()? / bias2_sqrt)
-                .ce()?
-                .affine(1.0, c.eps)
-                .ce()?;
-            let update = (m.div(&denom).ce()? * (lr / bias1)).ce()?;
-            p.var.set(&theta.sub(&update).ce()?).ce()?;
+            let m = ((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
+            let v = ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+            let denom = (v.sqrt()? / bias2_sqrt)?.affine(1.0, c.eps)?;
+            let update = (m.div(&denom)? * (lr / bias1))?;
+            p.var.set(&theta.sub(&update)?)?;
             p.moments = Some((m, v));
         }
         Ok(())
@@ -173,17 +169,11 @@ impl AdamW {
         let mut tensors = HashMap::new();
         for p in &self.params {
             let Some((m, v)) = &p.moments else { continue };
-            tensors.insert(
-                format!("{}.exp_avg", p.name),
-                m.to_device(&Device::Cpu).ce()?,
-            );
-            tensors.insert(
-                format!("{}.exp_avg_sq", p.name),
-                v.to_device(&Device::Cpu).ce()?,
-            );
+            tensors.insert(format!("{}.exp_avg", p.name), m.to_device(&Device::Cpu)?);
+            tensors.insert(format!("{}.exp_avg_sq", p.name), v.to_device(&Device::Cpu)?);
             tensors.insert(
                 format!("{}.step", p.name),
-                Tensor::new(&[p.step as f64], &Device::Cpu).ce()?,
+                Tensor::new(&[p.step as f64], &Device::Cpu)?,
             );
         }
         candle_core::safetensors::save(&tensors, path)
@@ -218,14 +208,11 @@ impl AdamW {
             }
             let (device, dtype) = (p.var.device().clone(), p.var.dtype());
             let to = |t: Tensor| t.to_device(&device).and_then(|t| t.to_dtype(dtype));
-            p.moments = Some((to(m).ce()?, to(v).ce()?));
+            p.moments = Some((to(m)?, to(v)?));
             p.step = step
-                .to_dtype(DType::F64)
-                .ce()?
-                .flatten_all()
-                .ce()?
-                .to_vec1::<f64>()
-                .ce()?
+                .to_dtype(DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?
                 .first()
                 .copied()
                 .unwrap_or(0.0) as u64;
@@ -270,16 +257,12 @@ pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f
     for (_, var) in vars {
         if let Some(g) = grads.get(var.as_tensor()) {
             sum += match in_place::supported(&[g]) {
-                true => in_place::sum_of_squares(g).ce()?,
+                true => in_place::sum_of_squares(g)?,
                 false => g
-                    .to_dtype(DType::F64)
-                    .ce()?
-                    .sqr()
-                    .ce()?
-                    .sum_all()
-                    .ce()?
-                    .to_scalar::<f64>()
-                    .ce()?,
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?,
             };
         }
     }
@@ -288,7 +271,7 @@ pub fn clip_grad_norm(vars: &[(String, Var)], grads: &mut GradStore, max_norm: f
     if coef < 1.0 {
         for (_, var) in vars {
             if let Some(g) = grads.get(var.as_tensor()) {
-                let scaled = (g.detach() * coef).ce()?;
+                let scaled = (g.detach() * coef)?;
                 grads.insert(var.as_tensor(), scaled);
             }
         }

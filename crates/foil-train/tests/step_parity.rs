@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Var};
 use foil_candle::config::Pooling;
-use foil_candle::model::{pool, Batch, TrainableModel};
+use foil_candle::model::{pool, Batch, CandleModel};
 use foil_core::rng::SplitMix64;
 use foil_train::losses::InfoNce;
 use foil_train::{clip_grad_norm, AdamW, AdamWConfig, Loss, LossInput};
@@ -29,7 +29,7 @@ fn unpadded(ids: &serde_json::Value, mask: &serde_json::Value) -> Vec<Vec<u32>> 
 fn one_training_step_matches_sentence_transformers() {
     let Some(dir) = common::minilm() else { return };
     let golden = common::golden("minilm_step.json");
-    let model = TrainableModel::load(&dir, &Device::Cpu).unwrap();
+    let model = CandleModel::load(&dir, &Device::Cpu).unwrap();
     let q = Batch::new(
         &unpadded(&golden["query_input_ids"], &golden["query_attention_mask"]),
         None,

@@ -2,7 +2,7 @@
 //! `ids.jsonl`, `vectors.f32`) and its `manifest.json`.
 //!
 //! The store is appended chunk by chunk and committed after each, so a killed run resumes
-//! where it stopped; vectors already in the embedding cache ([`crate::cache`]) are not
+//! where it stopped; vectors already in the embedding cache ([`crate::embedding_cache`]) are not
 //! recomputed.
 
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ use foil_dense::store::{EmbeddingsWriter, StoreHeader, StoreSpec};
 use foil_dense::{EmbeddingsView, Provenance};
 use serde::Serialize;
 
-use crate::cache::{CacheStats, EmbeddingCache};
-use crate::encoders::EncoderSpec;
+use crate::embedding_cache::{CacheStats, EmbeddingCache};
+use crate::encoder_spec::EncoderSpec;
 use crate::threads::with_threads;
 
 /// Texts per chunk: the unit of progress, of commits, and of length-sorted batching.

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use foil_core::eval::significance::{paired_tests, PairedTest};
-use foil_core::eval::{evaluate, EvalConfig, Evaluation, MeasureAt};
+use foil_core::metrics::significance::{paired_tests, PairedTest};
+use foil_core::metrics::{evaluate, EvalConfig, Evaluation, MeasureAt};
 use foil_core::{InputPolicy, Qrels, Result, Run, SkipReport};
 use serde_json::{json, Map, Value};
 

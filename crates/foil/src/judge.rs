@@ -12,7 +12,7 @@
 //! ([`foil_core::SamplingParams::top_logprobs`]): logits of a local GGUF model, `top_logprobs`
 //! of a served one. Nothing is sampled, so a judgment does not depend on a seed.
 //!
-//! Requests go through the generation cache ([`crate::generate::cache`]): batched, resumable
+//! Requests go through the generation cache ([`crate::generate::answer_cache`]): batched, resumable
 //! after a kill, shared safely by concurrent runs. A pair whose request fails, or whose top
 //! tokens hold neither answer, has no judgment; callers count it.
 //!
@@ -32,7 +32,7 @@ use foil_core::{
 };
 use serde::Serialize;
 
-use crate::generate::cache::GenerationCache;
+use crate::generate::answer_cache::GenerationCache;
 use crate::generate::template::{Task, Template};
 use crate::generate::{run_requests, GeneratorSpec, Job, StepStats};
 
@@ -69,7 +69,7 @@ impl JudgeConfig {
 /// The default judgment cache: `$FOIL_CACHE/judge/cache.jsonl`, else
 /// `~/.cache/foil/judge/cache.jsonl`.
 pub fn default_cache_file() -> PathBuf {
-    crate::cache::default_cache_dir()
+    crate::embedding_cache::default_cache_dir()
         .parent()
         .map(|p| p.join("judge/cache.jsonl"))
         .unwrap_or_else(|| PathBuf::from("judge-cache.jsonl"))

@@ -5,7 +5,7 @@
 //! - [`search`]: rank a corpus for the judged queries of a BEIR split and write a TREC run.
 //! - [`demo`]: the built-in dataset the README's main command runs on.
 //! - [`encode`]: texts → an embeddings store, through the embedding [`cache`], with any
-//!   encoder of [`encoders`] (a local BERT folder or an OpenAI-compatible server).
+//!   encoder of [`encoder_spec`] (a local BERT folder or an OpenAI-compatible server).
 //! - [`mine`]: hard negatives for (query, positive) pairs, with sentence-transformers'
 //!   filters and formats; pairs from qrels or from tables ([`table`]: JSON Lines and Parquet).
 //! - [`generate`]: synthetic queries for a corpus and corpus-free hard negatives, from an LLM
@@ -21,10 +21,10 @@
 //! - [`rerank`]: rescore the top of a run with a cross-encoder.
 //! - [`eval`]: evaluate runs against qrels as trec_eval does; compare two runs with paired tests.
 
-pub mod cache;
 pub mod demo;
+pub mod embedding_cache;
 pub mod encode;
-pub mod encoders;
+pub mod encoder_spec;
 pub mod eval;
 pub mod experiment;
 pub mod formats;

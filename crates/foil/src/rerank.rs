@@ -57,6 +57,9 @@ pub struct RerankConfig {
     pub batch_size: usize,
     pub max_length: Option<usize>,
     pub threads: Option<usize>,
+    /// `cpu` (the fused CPU path, also when `None`), `cuda` or `cuda:N`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// What a rerank run did.
@@ -78,12 +81,13 @@ pub fn run(config: &RerankConfig, progress: &dyn Progress) -> Result<RerankSumma
         passages: full,
     } = Texts::read(&paths, policy, &mut skips)?;
     let input = Run::read(&config.run, policy, &mut skips)?;
-    let dir = crate::encoders::resolve_model(&config.cross_encoder)?;
+    let dir = crate::encoder_spec::resolve_model(&config.cross_encoder)?;
     let ce = CrossEncoder::load(
         &dir,
         &CrossEncoderOptions {
             batch_size: config.batch_size,
             max_length: config.max_length,
+            device: config.device.clone(),
             ..CrossEncoderOptions::default()
         },
     )?;

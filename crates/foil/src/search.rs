@@ -12,13 +12,14 @@ use foil_core::lock::{Lock, Mode};
 use foil_core::manifest::Manifest;
 use foil_core::trec::{Run, ScoredDoc};
 use foil_core::{
-    Error, Fused, InputPolicy, Progress, Qrels, Query, Result, Retriever, SkipReport, TextKind,
+    Error, Fused, InputPolicy, Progress, Qrels, Query, Result, Retriever, Similarity, SkipReport,
+    TextKind,
 };
 use foil_dense::StoredEmbeddings;
 use serde::Serialize;
 
 use crate::encode::encode_all;
-use crate::encoders::EncoderSpec;
+use crate::encoder_spec::EncoderSpec;
 use crate::retrievers::DenseRetriever;
 use crate::threads::with_threads;
 
@@ -33,17 +34,6 @@ pub enum RetrieverKind {
     Dense,
     /// BM25 and the bi-encoder (--model), fused by reciprocal rank (k = 60).
     Hybrid,
-}
-
-/// How dense retrieval scores a (query, passage) pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum Similarity {
-    /// Cosine similarity: both sides L2-normalized, then the inner product.
-    Cosine,
-    /// The raw inner product.
-    Dot,
 }
 
 /// Configuration of a search run.

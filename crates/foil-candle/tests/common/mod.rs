@@ -109,7 +109,7 @@ pub fn min_cosine(got: &foil_core::Embeddings, golden: &serde_json::Value) -> f6
 
 /// A copy of the model folder `dir` (its files and sub-folders, one level deep) with `model`'s
 /// variables saved as its weights.
-pub fn saved_copy(dir: &Path, model: &foil_candle::model::TrainableModel) -> tempfile::TempDir {
+pub fn saved_copy(dir: &Path, model: &foil_candle::model::CandleModel) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use foil::cache::admin;
+use foil::embedding_cache::admin;
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -42,7 +42,7 @@ impl Target {
     fn root(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(foil::cache::default_cache_dir)
+            .unwrap_or_else(foil::embedding_cache::default_cache_dir)
     }
 }
 
@@ -114,7 +114,7 @@ fn stats(t: &Target) -> anyhow::Result<ExitCode> {
 
 /// `bert:weights=53aa…;…|kind=Passage` → `bert:weights=53aa51172d14… kind=Passage`.
 /// The model part of an encoder's fingerprint, cut short, and the kind of text.
-fn short_encoder(provenance: &foil::cache::Provenance) -> String {
+fn short_encoder(provenance: &foil::embedding_cache::Provenance) -> String {
     let fingerprint = &provenance.encoder;
     let head: String = fingerprint
         .split(';')

@@ -7,10 +7,11 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use foil::eval::{evaluate_files, evaluation_json, evaluation_table};
-use foil::search::{RetrieverKind, SearchConfig, Similarity};
+use foil::search::{RetrieverKind, SearchConfig};
 use foil_bm25::Bm25Params;
-use foil_core::eval::{EvalConfig, Measure};
 use foil_core::fsutil::write_atomic;
+use foil_core::metrics::{EvalConfig, Measure};
+use foil_core::Similarity;
 use foil_core::{InputPolicy, SkipReport};
 
 use crate::progress::Bars;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use foil::encoders::EncoderSpec;
+use foil::encoder_spec::EncoderSpec;
 use foil_candle::config::Pooling;
 use foil_candle::{EncoderOptions, Precision};
 
@@ -122,7 +122,7 @@ impl CacheArgs {
             Some(
                 self.cache_dir
                     .clone()
-                    .unwrap_or_else(foil::cache::default_cache_dir),
+                    .unwrap_or_else(foil::embedding_cache::default_cache_dir),
             )
         }
     }

@@ -10,7 +10,7 @@ use clap::Args;
 use foil::eval::{
     compare, comparison_json, comparison_table, evaluate_files, evaluation_json, evaluation_table,
 };
-use foil_core::eval::{EvalConfig, Evaluation, Measure, MeasureAt};
+use foil_core::metrics::{EvalConfig, Evaluation, Measure, MeasureAt};
 use foil_core::{InputPolicy, SkipReport};
 
 #[derive(Debug, Args)]

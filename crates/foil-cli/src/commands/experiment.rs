@@ -35,16 +35,16 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         println!(
             "| {} | {:.4} | {:.4} | {:.4} | {} |",
             r.name,
-            m(foil_core::eval::MeasureAt {
-                measure: foil_core::eval::Measure::Ndcg,
+            m(foil_core::metrics::MeasureAt {
+                measure: foil_core::metrics::Measure::Ndcg,
                 k: 10
             }),
-            m(foil_core::eval::MeasureAt {
-                measure: foil_core::eval::Measure::P,
+            m(foil_core::metrics::MeasureAt {
+                measure: foil_core::metrics::Measure::P,
                 k: 10
             }),
-            m(foil_core::eval::MeasureAt {
-                measure: foil_core::eval::Measure::Recall,
+            m(foil_core::metrics::MeasureAt {
+                measure: foil_core::metrics::Measure::Recall,
                 k: 100
             }),
             r.stats

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use foil::encoders::EncoderSpec;
+use foil::encoder_spec::EncoderSpec;
 use foil::generate::negatives::{NegativeMode, NegativesConfig};
 use foil::generate::queries::{QueriesConfig, RoundTrip, Selection};
 use foil::generate::{GeneratorSpec, Sampling, StepStats};
 use foil_candle::EncoderOptions;
+use foil_core::SamplingParams;
 
 use super::common_args::{InputArgs, RunArgs};
 use super::failures::MaxFailed;
@@ -57,10 +58,10 @@ pub struct GeneratorArgs {
     #[arg(long, default_value_t = 5)]
     max_retries: u32,
     /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = SamplingParams::default().temperature)]
     temperature: f32,
     /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = SamplingParams::default().top_p)]
     top_p: f32,
     /// The most tokens generated per request (default: 64 for queries, 256 for negatives).
     #[arg(long)]
@@ -335,7 +336,7 @@ fn queries(args: QueriesArgs) -> anyhow::Result<ExitCode> {
         round_trip,
         round_trip_k: args.round_trip_k,
         cache: g.cache.clone(),
-        embedding_cache: Some(foil::cache::default_cache_dir()),
+        embedding_cache: Some(foil::embedding_cache::default_cache_dir()),
         batch_size: g.batch_size,
         threads: g.runtime.threads,
         skip_invalid: g.policy.skip_invalid,

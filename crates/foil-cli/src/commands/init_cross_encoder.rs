@@ -20,7 +20,7 @@ pub struct InitCrossEncoderArgs {
 }
 
 pub fn run(args: InitCrossEncoderArgs) -> anyhow::Result<ExitCode> {
-    let base = foil::encoders::resolve_model(&args.base)?;
+    let base = foil::encoder_spec::resolve_model(&args.base)?;
     foil_candle::cross_encoder::init_checkpoint(&base, &args.output, args.seed)
         .context("cannot write the cross-encoder checkpoint")?;
     eprintln!(

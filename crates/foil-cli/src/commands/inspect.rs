@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use foil::encoders::EncoderSpec;
+use foil::encoder_spec::EncoderSpec;
 use foil::formats::Format;
 use foil::inspect::separability::{self, SeparabilityConfig};
 use foil::inspect::{InspectConfig, Judge, DEFAULT_DELTAS, DEFAULT_RIDGE};
@@ -89,8 +89,8 @@ pub struct InspectArgs {
     /// Longest input in tokens (default: the model's).
     #[arg(long)]
     max_length: Option<usize>,
-    /// cpu, or cuda / cuda:N for a bi-encoder judge (needs a build with --features cuda); a
-    /// cross-encoder runs on the CPU only and refuses any other device.
+    /// cpu (fused CPU kernels), cuda or cuda:N for the judge model (needs a build with
+    /// --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
     #[command(flatten)]

@@ -6,28 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use foil::formats::Format;
-use foil::mine::filter::{Filters, Sampling};
+use foil::mine::filter::{Filters, NegativeSampling};
 use foil::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge};
-use foil::mine::{MineConfig, MineRetriever, PairsSource};
+use foil::mine::{MineConfig, PairsSource};
+use foil::search::RetrieverKind;
 use foil_bm25::Bm25Params;
 
 use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
 use super::judge_args::JudgeArgs;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum RetrieverArg {
-    Bm25,
-    Dense,
-    /// Reciprocal-rank fusion of BM25 and dense.
-    Hybrid,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SamplingArg {
-    Top,
-    Random,
-}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PresetArg {
@@ -86,7 +73,7 @@ pub struct MineArgs {
     parquet: bool,
     /// Where candidates come from.
     #[arg(long, value_enum, default_value = "dense")]
-    retriever: RetrieverArg,
+    retriever: RetrieverKind,
     #[command(flatten)]
     encoder: EncoderArgs,
     /// Rescore candidates and positives with this cross-encoder (BertForSequenceClassification
@@ -109,7 +96,7 @@ pub struct MineArgs {
     judge_threshold: Option<f32>,
     /// Drop false negatives, or make them positives of the query (RLHN).
     #[arg(long, value_enum, default_value = "drop")]
-    judge_action: JudgeActionArg,
+    judge_action: JudgeAction,
     /// Candidates chosen beyond --num-negatives, to replace false negatives.
     #[arg(long, default_value_t = 2)]
     judge_reserve: usize,
@@ -117,10 +104,10 @@ pub struct MineArgs {
     #[arg(long, default_value_t = 10)]
     judge_depth: usize,
     /// Skip the best `range_min` candidates (raw ranks, positives not counted).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Filters::default().range_min)]
     range_min: usize,
     /// Consider only the best `range_max` candidates (positives not counted).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = Filters::default().range_max)]
     range_max: usize,
     /// Keep candidates scoring at most this.
     #[arg(long)]
@@ -135,12 +122,12 @@ pub struct MineArgs {
     #[arg(long)]
     relative_margin: Option<f32>,
     /// Negatives per (query, positive).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Filters::default().num_negatives)]
     num_negatives: usize,
     #[arg(long, value_enum, default_value = "top")]
-    sampling: SamplingArg,
+    sampling: NegativeSampling,
     /// Seed of random sampling.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = Filters::default().seed)]
     seed: u64,
     /// A named filter preset (sets --relative-margin).
     #[arg(long, value_enum)]
@@ -156,9 +143,9 @@ pub struct MineArgs {
     /// Output folder.
     #[arg(long)]
     output: PathBuf,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = Bm25Params::default().k1)]
     k1: f32,
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = Bm25Params::default().b)]
     b: f32,
     #[command(flatten)]
     cache: CacheArgs,
@@ -173,12 +160,6 @@ pub enum JudgeUseArg {
     Filter,
     Teacher,
     Rescore,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum JudgeActionArg {
-    Drop,
-    Positive,
 }
 
 pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
@@ -219,10 +200,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
                         margin: args.judge_margin,
                     },
                 },
-                action: match args.judge_action {
-                    JudgeActionArg::Drop => JudgeAction::Drop,
-                    JudgeActionArg::Positive => JudgeAction::Positive,
-                },
+                action: args.judge_action,
                 reserve: args.judge_reserve,
                 teacher: use_ == JudgeUseArg::Teacher,
             }),
@@ -237,11 +215,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
         corpus_embeddings: args.corpus_embeddings,
         query_embeddings: args.query_embeddings,
         parquet: args.parquet,
-        retriever: match args.retriever {
-            RetrieverArg::Bm25 => MineRetriever::Bm25,
-            RetrieverArg::Dense => MineRetriever::Dense,
-            RetrieverArg::Hybrid => MineRetriever::Hybrid,
-        },
+        retriever: args.retriever,
         encoder: args.encoder.spec(),
         bm25: Bm25Params {
             k1: args.k1,
@@ -256,10 +230,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
             absolute_margin: args.absolute_margin,
             relative_margin,
             num_negatives: args.num_negatives,
-            sampling: match args.sampling {
-                SamplingArg::Top => Sampling::Top,
-                SamplingArg::Random => Sampling::Random,
-            },
+            sampling: args.sampling,
             seed: args.seed,
         },
         formats: args.formats.iter().map(|&f| f.into()).collect(),

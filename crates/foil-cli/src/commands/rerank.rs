@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use foil::rerank::RerankConfig;
+use foil_candle::CrossEncoderOptions;
 
 use super::common_args::RunArgs;
 
@@ -26,11 +27,14 @@ pub struct RerankArgs {
     /// The reranked run.
     #[arg(long)]
     output: PathBuf,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = CrossEncoderOptions::default().batch_size)]
     batch_size: usize,
     /// Longest (query, passage) pair in tokens (default 512).
     #[arg(long)]
     max_length: Option<usize>,
+    /// cpu (fused CPU kernels), cuda or cuda:N (needs a build with --features cuda).
+    #[arg(long)]
+    device: Option<String>,
     #[command(flatten)]
     runtime: RunArgs,
 }
@@ -45,6 +49,7 @@ pub fn run(args: RerankArgs) -> anyhow::Result<ExitCode> {
         batch_size: args.batch_size,
         max_length: args.max_length,
         threads: args.runtime.threads,
+        device: args.device,
     };
     let s = foil::rerank::run(&config, &args.runtime.progress()).context("reranking failed")?;
     eprintln!(

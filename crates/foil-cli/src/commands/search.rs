@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use foil::search::{RetrieverKind, SearchConfig, Similarity};
+use foil::search::{RetrieverKind, SearchConfig};
 use foil_bm25::Bm25Params;
+use foil_core::Similarity;
 
 use super::common_args::{InputArgs, RunArgs};
 use super::encoder_args::{CacheArgs, EncoderArgs};
@@ -30,10 +31,10 @@ pub struct SearchArgs {
     #[arg(long)]
     output: PathBuf,
     /// BM25 term-frequency saturation k1 (Anserini's default).
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = Bm25Params::default().k1)]
     k1: f32,
     /// BM25 length normalization b (Anserini's default).
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = Bm25Params::default().b)]
     b: f32,
     /// BM25 index file: loaded when it was built from this corpus, otherwise built and saved.
     #[arg(long)]

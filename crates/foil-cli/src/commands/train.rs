@@ -31,7 +31,7 @@ pub struct TrainArgs {
     #[arg(long)]
     loss: Option<String>,
     /// Rows (queries) per batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     batch_size: usize,
     /// Texts per forward pass; smaller than the batch's text count runs GradCache.
     #[arg(long)]
@@ -39,22 +39,22 @@ pub struct TrainArgs {
     /// Hard negatives per row (default: as many as every row has).
     #[arg(long)]
     max_negatives: Option<usize>,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
     /// Stop after this many steps.
     #[arg(long)]
     max_steps: Option<u64>,
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     lr: f64,
     /// Cross-encoders: the classifier head's learning rate (default: --lr). A fresh head
     /// trained at an encoder's rate needs thousands of steps; e.g. 100× --lr for small data.
     #[arg(long)]
     head_lr: Option<f64>,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = TrainConfig::default().warmup_ratio)]
     warmup_ratio: f64,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
     weight_decay: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainConfig::default().max_grad_norm)]
     max_grad_norm: f64,
     /// Longest input in tokens (default: the model's).
     #[arg(long)]
@@ -62,15 +62,15 @@ pub struct TrainArgs {
     /// Train without dropout (for exact comparisons).
     #[arg(long)]
     no_dropout: bool,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
     /// Checkpoint every N steps (0: only at the end); a rerun resumes from the checkpoint.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     checkpoint_every: u64,
     #[command(flatten)]
     runtime: RunArgs,
     /// Train on `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value_t = TrainConfig::default().device)]
     device: String,
     /// Evaluate on this BEIR folder during training (nDCG@10, MAP@10, MRR@10, Recall@100 to
     /// eval.jsonl): a bi-encoder by dense retrieval, a cross-encoder by reranking BM25's top k.

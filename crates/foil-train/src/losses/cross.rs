@@ -12,7 +12,6 @@
 //! The golden test (`tests/cross_loss_parity.rs`) compares value and gradient with PyTorch.
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::Result;
 use serde::{Deserialize, Serialize};
 
@@ -31,37 +30,27 @@ impl CrossLoss {
     /// The loss of `logits` `[B, 1 + K]`, a scalar.
     pub fn compute(self, logits: &Tensor) -> Result<Tensor> {
         match self {
-            CrossLoss::Listwise => listwise(logits),
-            CrossLoss::Bce => bce(logits),
+            CrossLoss::Listwise => Ok(listwise(logits)?),
+            CrossLoss::Bce => Ok(bce(logits)?),
         }
     }
 }
 
 /// `mean_b(logsumexp(z_b) − z_b0)`, with the row maximum taken out before `exp`.
-fn listwise(logits: &Tensor) -> Result<Tensor> {
-    let positive = logits.narrow(1, 0, 1).ce()?.squeeze(1).ce()?;
-    super::logsumexp(logits)?
-        .sub(&positive)
-        .ce()?
-        .mean_all()
-        .ce()
+fn listwise(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let positive = logits.narrow(1, 0, 1)?.squeeze(1)?;
+    super::logsumexp(logits)?.sub(&positive)?.mean_all()
 }
 
 /// `mean(softplus(sign · z))` with sign −1 for the positive column and +1 for the others.
-fn bce(logits: &Tensor) -> Result<Tensor> {
-    let (b, n) = logits.dims2().ce()?;
+fn bce(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, n) = logits.dims2()?;
     let mut sign = vec![1f64; b * n];
     for row in sign.chunks_mut(n) {
         row[0] = -1.0;
     }
-    let sign = Tensor::from_vec(sign, (b, n), logits.device())
-        .ce()?
-        .to_dtype(logits.dtype())
-        .ce()?;
-    let x = logits.mul(&sign).ce()?;
-    let tail = (x.abs().ce()?.neg().ce()?.exp().ce()? + 1.0)
-        .ce()?
-        .log()
-        .ce()?;
-    x.relu().ce()?.add(&tail).ce()?.mean_all().ce()
+    let sign = Tensor::from_vec(sign, (b, n), logits.device())?.to_dtype(logits.dtype())?;
+    let x = logits.mul(&sign)?;
+    let tail = (x.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    x.relu()?.add(&tail)?.mean_all()
 }

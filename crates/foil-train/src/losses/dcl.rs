@@ -22,7 +22,6 @@
 //! negatives join the denominator when asked for.
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -93,31 +92,31 @@ fn decoupled(
     rng: &mut SplitMix64,
 ) -> Result<Tensor> {
     let scored = Scored::new(input, similarity)?;
-    let (b, n) = scored.raw.dims2().ce()?;
+    let (b, n) = scored.raw.dims2()?;
     if n < 2 && mixing.is_none() {
         return Err(Error::Invalid(
             "dcl needs a negative: a batch of 2 or more, or hard negatives".into(),
         ));
     }
-    let logits = (&scored.raw * scale).ce()?;
+    let logits = (&scored.raw * scale)?;
     let positive = diagonal(&logits)?;
     let mask = diagonal_mask(b, n, logits.dtype(), logits.device())?;
-    let mut negatives = logits.add(&mask).ce()?;
+    let mut negatives = logits.add(&mask)?;
     if let Some(extra) = scored.mixed(mixing, similarity, scale, rng)? {
-        negatives = Tensor::cat(&[&negatives, &extra], 1).ce()?;
+        negatives = Tensor::cat(&[&negatives, &extra], 1)?;
     }
     let positive = match sigma {
         Some(sigma) => {
-            let s = (diagonal(&scored.raw)? / sigma).ce()?;
-            let max = s.max_keepdim(0).ce()?.detach();
-            let e = s.broadcast_sub(&max).ce()?.exp().ce()?;
-            let softmax = e.broadcast_div(&e.sum_keepdim(0).ce()?).ce()?;
-            let weight = softmax.affine(-(b as f64), 2.0).ce()?;
-            positive.mul(&weight).ce()?
+            let s = (diagonal(&scored.raw)? / sigma)?;
+            let max = s.max_keepdim(0)?.detach();
+            let e = s.broadcast_sub(&max)?.exp()?;
+            let softmax = e.broadcast_div(&e.sum_keepdim(0)?)?;
+            let weight = softmax.affine(-(b as f64), 2.0)?;
+            positive.mul(&weight)?
         }
         None => positive,
     };
-    logsumexp(&negatives)?.sub(&positive).ce()?.mean_all().ce()
+    Ok(logsumexp(&negatives)?.sub(&positive)?.mean_all()?)
 }
 
 /// DCL loss (see the module docs).

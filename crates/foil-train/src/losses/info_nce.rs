@@ -19,12 +19,11 @@
 //! negatives ([`Mixing`]) to the query→document denominator.
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{diagonal, focal, logsumexp, matrix, LossInput, Mixing, Similarity};
+use super::{diagonal, focal, logsumexp, matrix, prepare, LossInput, Mixing, Similarity};
 
 /// InfoNCE / MultipleNegativesRanking options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,9 +70,9 @@ pub(crate) struct Scored {
 impl Scored {
     pub fn new(input: &LossInput, similarity: Similarity) -> Result<Self> {
         input.dims()?;
-        let queries = similarity.prepare(input.queries)?;
-        let positives = similarity.prepare(input.positives)?;
-        let docs = similarity.prepare(&input.docs()?)?;
+        let queries = prepare(similarity, input.queries)?;
+        let positives = prepare(similarity, input.positives)?;
+        let docs = prepare(similarity, &input.docs()?)?;
         let raw = matrix(&queries, &docs)?;
         Ok(Self {
             queries,
@@ -98,7 +97,7 @@ impl Scored {
             ));
         }
         let logits = m.logits(&self.queries, &self.docs, &self.raw, rng)?;
-        Ok(Some((logits * scale).ce()?))
+        Ok(Some((logits * scale)?))
     }
 }
 
@@ -109,23 +108,23 @@ pub(crate) fn cross_entropy_rows(
     scale: f64,
     log_weights: Option<&Tensor>,
     extra: Option<&Tensor>,
-) -> Result<Tensor> {
-    let logits = (&scored.raw * scale).ce()?;
+) -> candle_core::Result<Tensor> {
+    let logits = (&scored.raw * scale)?;
     let positive = diagonal(&logits)?;
     let mut all = match log_weights {
-        Some(w) => logits.add(w).ce()?,
+        Some(w) => logits.add(w)?,
         None => logits,
     };
     if let Some(extra) = extra {
-        all = Tensor::cat(&[&all, extra], 1).ce()?;
+        all = Tensor::cat(&[&all, extra], 1)?;
     }
-    logsumexp(&all)?.sub(&positive).ce()
+    logsumexp(&all)?.sub(&positive)
 }
 
 /// The passage→query terms `[B]` of the symmetric loss.
-pub(crate) fn backward_rows(scored: &Scored, scale: f64) -> Result<Tensor> {
-    let logits = (matrix(&scored.positives, &scored.queries)? * scale).ce()?;
-    logsumexp(&logits)?.sub(&diagonal(&logits)?).ce()
+pub(crate) fn backward_rows(scored: &Scored, scale: f64) -> candle_core::Result<Tensor> {
+    let logits = (matrix(&scored.positives, &scored.queries)? * scale)?;
+    logsumexp(&logits)?.sub(&diagonal(&logits)?)
 }
 
 impl InfoNce {
@@ -142,7 +141,7 @@ pub fn info_nce(input: &LossInput, opts: &InfoNce, rng: &mut SplitMix64) -> Resu
     let mut rows = focal(&rows, opts.focal_gamma)?;
     if opts.symmetric {
         let back = focal(&backward_rows(&scored, opts.scale)?, opts.focal_gamma)?;
-        rows = (rows.add(&back).ce()? * 0.5).ce()?;
+        rows = (rows.add(&back)? * 0.5)?;
     }
-    rows.mean_all().ce()
+    Ok(rows.mean_all()?)
 }

@@ -10,11 +10,10 @@
 //! constant. Dot-product similarity by default, as sentence-transformers.
 
 use candle_core::{Tensor, D};
-use foil_candle::model::CandleResult;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{row_dot, LossInput, Similarity};
+use super::{prepare, row_dot, LossInput, Similarity};
 
 /// MarginMSE options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,20 +33,17 @@ impl Default for MarginMse {
 /// MarginMSE loss (see the module docs); needs hard negatives and teacher margins or scores.
 pub fn margin_mse(input: &LossInput, opts: &MarginMse) -> Result<Tensor> {
     let negatives = input.require_negatives("margin-mse")?;
-    let (b, k, _) = negatives.dims3().ce()?;
+    let (b, k, _) = negatives.dims3()?;
     let teacher = input
         .teacher
         .ok_or_else(|| Error::Invalid("margin-mse needs teacher scores".into()))?
         .detach()
-        .to_dtype(input.queries.dtype())
-        .ce()?;
+        .to_dtype(input.queries.dtype())?;
     let target = match teacher.dims() {
         &[tb, tk] if tb == b && tk == k => teacher,
         &[tb, tk] if tb == b && tk == k + 1 => teacher
-            .narrow(1, 0, 1)
-            .ce()?
-            .broadcast_sub(&teacher.narrow(1, 1, k).ce()?)
-            .ce()?,
+            .narrow(1, 0, 1)?
+            .broadcast_sub(&teacher.narrow(1, 1, k)?)?,
         other => {
             return Err(Error::Invalid(format!(
                 "margin-mse teacher is {other:?}; expected margins [{b}, {k}] or scores [{b}, {}]",
@@ -55,17 +51,11 @@ pub fn margin_mse(input: &LossInput, opts: &MarginMse) -> Result<Tensor> {
             )))
         }
     };
-    let q = opts.similarity.prepare(input.queries)?;
-    let p = opts.similarity.prepare(input.positives)?;
-    let n = opts.similarity.prepare(&negatives)?;
+    let q = prepare(opts.similarity, input.queries)?;
+    let p = prepare(opts.similarity, input.positives)?;
+    let n = prepare(opts.similarity, &negatives)?;
     let pos = row_dot(&q, &p)?;
-    let neg = q
-        .unsqueeze(1)
-        .ce()?
-        .broadcast_mul(&n)
-        .ce()?
-        .sum(D::Minus1)
-        .ce()?;
-    let margin = pos.unsqueeze(1).ce()?.broadcast_sub(&neg).ce()?;
-    margin.sub(&target).ce()?.sqr().ce()?.mean_all().ce()
+    let neg = q.unsqueeze(1)?.broadcast_mul(&n)?.sum(D::Minus1)?;
+    let margin = pos.unsqueeze(1)?.broadcast_sub(&neg)?;
+    Ok(margin.sub(&target)?.sqr()?.mean_all()?)
 }

@@ -20,7 +20,6 @@
 //! needs cosine similarity.
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -59,8 +58,8 @@ impl Mixing {
         scores: &Tensor,
         rng: &mut SplitMix64,
     ) -> Result<Tensor> {
-        let (b, d) = queries.dims2().ce()?;
-        let (n, _) = docs.dims2().ce()?;
+        let (b, d) = queries.dims2()?;
+        let (n, _) = docs.dims2()?;
         if self.hardest == 0 || n < 2 {
             return Err(Error::Invalid(
                 "hard-negative mixing needs at least one negative and hardest ≥ 1".into(),
@@ -105,16 +104,9 @@ impl Mixing {
                 );
             }
         }
-        let h = Tensor::from_vec(points, (b, count, d), queries.device())
-            .ce()?
-            .to_dtype(queries.dtype())
-            .ce()?;
-        queries
-            .unsqueeze(1)
-            .ce()?
-            .broadcast_mul(&h)
-            .ce()?
-            .sum(2)
-            .ce()
+        let h =
+            Tensor::from_vec(points, (b, count, d), queries.device())?.to_dtype(queries.dtype())?;
+        let mixed = queries.unsqueeze(1)?.broadcast_mul(&h)?.sum(2)?;
+        Ok(mixed)
     }
 }

@@ -35,28 +35,15 @@ pub use soft_info_nce::{soft_info_nce, SoftInfoNce};
 pub use triplet::{triplet, Distance, Triplet};
 
 use candle_core::{DType, Device, Tensor, D};
-use foil_candle::model::CandleResult;
+pub use foil_core::Similarity;
 use foil_core::{Error, Result};
-use serde::{Deserialize, Serialize};
 
-/// How a query and a document are scored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Similarity {
-    /// Cosine: both sides L2-normalized (`x / max(‖x‖, 1e-12)`, as `F.normalize`), then dot.
-    #[default]
-    Cosine,
-    /// Plain dot product.
-    Dot,
-}
-
-impl Similarity {
-    /// The embeddings as this similarity sees them: unit rows for cosine, unchanged for dot.
-    pub fn prepare(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Similarity::Cosine => normalize(x),
-            Similarity::Dot => Ok(x.clone()),
-        }
+/// The embeddings as `similarity` sees them: unit rows for cosine (`x / max(‖x‖, 1e-12)`, as
+/// PyTorch's `F.normalize`), unchanged for dot.
+pub fn prepare(similarity: Similarity, x: &Tensor) -> candle_core::Result<Tensor> {
+    match similarity {
+        Similarity::Cosine => normalize(x),
+        Similarity::Dot => Ok(x.clone()),
     }
 }
 
@@ -108,8 +95,8 @@ impl<'a> LossInput<'a> {
 
     /// `(B, d)` after checking that queries and positives agree.
     pub fn dims(&self) -> Result<(usize, usize)> {
-        let (b, d) = self.queries.dims2().ce()?;
-        let (pb, pd) = self.positives.dims2().ce()?;
+        let (b, d) = self.queries.dims2()?;
+        let (pb, pd) = self.positives.dims2()?;
         if (pb, pd) != (b, d) {
             return Err(Error::Invalid(format!(
                 "positives are [{pb}, {pd}] but queries are [{b}, {d}]"
@@ -124,7 +111,7 @@ impl<'a> LossInput<'a> {
     /// The number of hard negatives per query (0 without negatives).
     pub fn negatives_per_query(&self) -> Result<usize> {
         Ok(match self.negatives_3d()? {
-            Some(n) => n.dims3().ce()?.1,
+            Some(n) => n.dims3()?.1,
             None => 0,
         })
     }
@@ -137,7 +124,7 @@ impl<'a> LossInput<'a> {
         };
         let shaped = match n.dims() {
             &[nb, _, nd] if nb == b && nd == d => n.clone(),
-            &[rows, nd] if nd == d && rows % b == 0 => n.reshape((b, rows / b, d)).ce()?,
+            &[rows, nd] if nd == d && rows % b == 0 => n.reshape((b, rows / b, d))?,
             other => {
                 return Err(Error::Invalid(format!(
                     "negatives are {other:?}; expected [{b}, K, {d}] or [{b}·K, {d}]"
@@ -150,7 +137,7 @@ impl<'a> LossInput<'a> {
     /// The required hard negatives as `[B, K, d]` with K ≥ 1.
     pub fn require_negatives(&self, loss: &str) -> Result<Tensor> {
         match self.negatives_3d()? {
-            Some(n) if n.dims3().ce()?.1 > 0 => Ok(n),
+            Some(n) if n.dims3()?.1 > 0 => Ok(n),
             _ => Err(Error::Invalid(format!("{loss} needs hard negatives"))),
         }
     }
@@ -160,8 +147,8 @@ impl<'a> LossInput<'a> {
         let (_, d) = self.dims()?;
         match self.negatives_3d()? {
             Some(n) => {
-                let flat = n.reshape(((), d)).ce()?;
-                Tensor::cat(&[self.positives, &flat], 0).ce()
+                let flat = n.reshape(((), d))?;
+                Ok(Tensor::cat(&[self.positives, &flat], 0)?)
             }
             None => Ok(self.positives.clone()),
         }
@@ -169,71 +156,48 @@ impl<'a> LossInput<'a> {
 }
 
 /// `x / max(‖x‖₂, 1e-12)` over the last dimension, as `torch.nn.functional.normalize`.
-pub fn normalize(x: &Tensor) -> Result<Tensor> {
+pub fn normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     let norm = x
-        .sqr()
-        .ce()?
-        .sum_keepdim(D::Minus1)
-        .ce()?
-        .sqrt()
-        .ce()?
-        .clamp(1e-12, f64::MAX)
-        .ce()?;
-    x.broadcast_div(&norm).ce()
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
+    x.broadcast_div(&norm)
 }
 
 /// `a · bᵀ`, `[Na, Nb]`.
-pub(crate) fn matrix(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    a.contiguous().ce()?.matmul(&b.t().ce()?).ce()
+pub(crate) fn matrix(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    a.contiguous()?.matmul(&b.t()?)
 }
 
 /// Row-wise dot products of two `[N, d]` matrices, `[N]`.
-pub(crate) fn row_dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    a.mul(b).ce()?.sum(D::Minus1).ce()
+pub(crate) fn row_dot(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    a.mul(b)?.sum(D::Minus1)
 }
 
 /// The diagonal `x[i, i]` of a `[B, N]` matrix (N ≥ B), `[B]`.
-pub(crate) fn diagonal(x: &Tensor) -> Result<Tensor> {
-    let b = x.dims2().ce()?.0;
-    let idx = Tensor::arange(0u32, b as u32, x.device())
-        .ce()?
-        .unsqueeze(1)
-        .ce()?;
-    x.gather(&idx, 1).ce()?.squeeze(1).ce()
+pub(crate) fn diagonal(x: &Tensor) -> candle_core::Result<Tensor> {
+    let b = x.dims2()?.0;
+    let idx = Tensor::arange(0u32, b as u32, x.device())?.unsqueeze(1)?;
+    x.gather(&idx, 1)?.squeeze(1)
 }
 
 /// `log Σ_j exp(x[i, j])` over the last dimension, with the (detached) row max taken out first.
 /// Entries of −∞ contribute nothing.
-pub(crate) fn logsumexp(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1).ce()?.detach();
-    x.broadcast_sub(&max)
-        .ce()?
-        .exp()
-        .ce()?
-        .sum_keepdim(D::Minus1)
-        .ce()?
-        .log()
-        .ce()?
-        .add(&max)
-        .ce()?
+pub(crate) fn logsumexp(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    x.broadcast_sub(&max)?
+        .exp()?
+        .sum_keepdim(D::Minus1)?
+        .log()?
+        .add(&max)?
         .squeeze(D::Minus1)
-        .ce()
 }
 
 /// `log(1 + eˣ)`, computed as `max(x, 0) + log(1 + e^−|x|)` so that it never overflows.
-pub(crate) fn softplus(x: &Tensor) -> Result<Tensor> {
-    let tail = x
-        .abs()
-        .ce()?
-        .neg()
-        .ce()?
-        .exp()
-        .ce()?
-        .affine(1.0, 1.0)
-        .ce()?
-        .log()
-        .ce()?;
-    x.relu().ce()?.add(&tail).ce()
+pub(crate) fn softplus(x: &Tensor) -> candle_core::Result<Tensor> {
+    let tail = x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+    x.relu()?.add(&tail)
 }
 
 /// A constant `[rows, cols]` tensor from host values, in `dtype` on `device`.
@@ -243,15 +207,17 @@ pub(crate) fn constant(
     cols: usize,
     dtype: DType,
     device: &Device,
-) -> Result<Tensor> {
-    Tensor::from_vec(values, (rows, cols), device)
-        .ce()?
-        .to_dtype(dtype)
-        .ce()
+) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(values, (rows, cols), device)?.to_dtype(dtype)
 }
 
 /// `[B, N]` additive mask: −∞ on the diagonal (the positive column), 0 elsewhere.
-pub(crate) fn diagonal_mask(b: usize, n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+pub(crate) fn diagonal_mask(
+    b: usize,
+    n: usize,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let mut m = vec![0f64; b * n];
     for i in 0..b {
         m[i * n + i] = f64::NEG_INFINITY;
@@ -260,33 +226,25 @@ pub(crate) fn diagonal_mask(b: usize, n: usize, dtype: DType, device: &Device) -
 }
 
 /// A tensor's values as f64 on the host (for decisions that take no gradient).
-pub(crate) fn host(x: &Tensor) -> Result<Vec<f64>> {
+pub(crate) fn host(x: &Tensor) -> candle_core::Result<Vec<f64>> {
     x.detach()
-        .to_dtype(DType::F64)
-        .ce()?
-        .flatten_all()
-        .ce()?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
         .to_vec1::<f64>()
-        .ce()
 }
 
 /// Focal reweighting of per-row cross-entropy terms: `ℓᵢ · (1 − pᵢ)^γ` with `pᵢ = e^−ℓᵢ` the
 /// softmax probability of the positive (Lin et al., 2017, "Focal Loss for Dense Object
 /// Detection"). The weight is differentiated too, as in the focal loss. γ = 0 leaves the terms.
-pub(crate) fn focal(rows: &Tensor, gamma: f64) -> Result<Tensor> {
+pub(crate) fn focal(rows: &Tensor, gamma: f64) -> candle_core::Result<Tensor> {
     if gamma == 0.0 {
         return Ok(rows.clone());
     }
     let weight = rows
-        .neg()
-        .ce()?
-        .exp()
-        .ce()?
-        .affine(-1.0, 1.0)
-        .ce()?
-        .maximum(0.0)
-        .ce()?
-        .powf(gamma)
-        .ce()?;
-    rows.mul(&weight).ce()
+        .neg()?
+        .exp()?
+        .affine(-1.0, 1.0)?
+        .maximum(0.0)?
+        .powf(gamma)?;
+    rows.mul(&weight)
 }

@@ -11,7 +11,6 @@
 //! (in-batch positives and all hard negatives). Defaults α = 2, β = 50, λ (`base`) = 0.5.
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::Result;
 use serde::{Deserialize, Serialize};
 
@@ -43,23 +42,20 @@ impl Default for MultiSimilarity {
 /// Multi-Similarity loss (see the module docs).
 pub fn multi_similarity(input: &LossInput, opts: &MultiSimilarity) -> Result<Tensor> {
     let scored = Scored::new(input, opts.similarity)?;
-    let (b, n) = scored.raw.dims2().ce()?;
+    let (b, n) = scored.raw.dims2()?;
     let positive = diagonal(&scored.raw)?;
-    let pos_term = (softplus(&positive.affine(-opts.alpha, opts.alpha * opts.base).ce()?)?
-        / opts.alpha)
-        .ce()?;
+    let pos_term =
+        (softplus(&positive.affine(-opts.alpha, opts.alpha * opts.base)?)? / opts.alpha)?;
     let shifted = scored
         .raw
-        .affine(opts.beta, -opts.beta * opts.base)
-        .ce()?
+        .affine(opts.beta, -opts.beta * opts.base)?
         .add(&diagonal_mask(
             b,
             n,
             scored.raw.dtype(),
             scored.raw.device(),
-        )?)
-        .ce()?;
-    let one = Tensor::zeros((b, 1), shifted.dtype(), shifted.device()).ce()?;
-    let neg_term = (logsumexp(&Tensor::cat(&[&one, &shifted], 1).ce()?)? / opts.beta).ce()?;
-    pos_term.add(&neg_term).ce()?.mean_all().ce()
+        )?)?;
+    let one = Tensor::zeros((b, 1), shifted.dtype(), shifted.device())?;
+    let neg_term = (logsumexp(&Tensor::cat(&[&one, &shifted], 1)?)? / opts.beta)?;
+    Ok(pos_term.add(&neg_term)?.mean_all()?)
 }

@@ -18,7 +18,6 @@
 //! `softplus` computed stably; `scale` plays the role of the paper's inverse temperature.
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +45,8 @@ impl Default for Mw {
 /// MW loss (see the module docs).
 pub fn mw(input: &LossInput, opts: &Mw) -> Result<Tensor> {
     let scored = Scored::new(input, opts.similarity)?;
-    let logits = (&scored.raw * opts.scale).ce()?;
-    let (b, n) = logits.dims2().ce()?;
+    let logits = (&scored.raw * opts.scale)?;
+    let (b, n) = logits.dims2()?;
     if n < 2 {
         return Err(Error::Invalid(
             "mw needs a negative: a batch of 2 or more, or hard negatives".into(),
@@ -57,13 +56,11 @@ pub fn mw(input: &LossInput, opts: &Mw) -> Result<Tensor> {
         .filter(|&x| x / n != x % n)
         .map(|x| x as u32)
         .collect();
-    let off = Tensor::from_vec(off, b * n - b, logits.device()).ce()?;
-    let negative = logits.flatten_all().ce()?.index_select(&off, 0).ce()?;
+    let off = Tensor::from_vec(off, b * n - b, logits.device())?;
+    let negative = logits.flatten_all()?.index_select(&off, 0)?;
     let positive = diagonal(&logits)?;
     let diff = negative
-        .unsqueeze(0)
-        .ce()?
-        .broadcast_sub(&positive.unsqueeze(1).ce()?)
-        .ce()?;
-    softplus(&diff)?.mean_all().ce()
+        .unsqueeze(0)?
+        .broadcast_sub(&positive.unsqueeze(1)?)?;
+    Ok(softplus(&diff)?.mean_all()?)
 }

@@ -16,7 +16,6 @@
 //! asked for, weigh 1; `focal_gamma` as in [`InfoNce`](super::InfoNce).
 
 use candle_core::Tensor;
-use foil_candle::model::CandleResult;
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -90,7 +89,13 @@ fn log_weights(input: &LossInput, b: usize, k: usize) -> Result<Tensor> {
             )))
         }
     }
-    constant(log_w, b, n, input.queries.dtype(), input.queries.device())
+    Ok(constant(
+        log_w,
+        b,
+        n,
+        input.queries.dtype(),
+        input.queries.device(),
+    )?)
 }
 
 /// Soft-InfoNCE loss (see the module docs).
@@ -106,5 +111,5 @@ pub fn soft_info_nce(
     let mixing = Mixing::new(opts.mix_hardest, opts.mix_synthetic, opts.mix_query);
     let extra = scored.mixed(mixing, opts.similarity, opts.scale, rng)?;
     let rows = cross_entropy_rows(&scored, opts.scale, Some(&log_w), extra.as_ref())?;
-    focal(&rows, opts.focal_gamma)?.mean_all().ce()
+    Ok(focal(&rows, opts.focal_gamma)?.mean_all()?)
 }

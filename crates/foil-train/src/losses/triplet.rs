@@ -10,7 +10,6 @@
 //! cosine distance `1 − cos(x, y)`.
 
 use candle_core::{Tensor, D};
-use foil_candle::model::CandleResult;
 use foil_core::Result;
 use serde::{Deserialize, Serialize};
 
@@ -48,46 +47,29 @@ pub fn triplet(input: &LossInput, opts: &Triplet) -> Result<Tensor> {
     let q = input.queries;
     let (d_pos, d_neg) = match opts.distance {
         Distance::Euclidean => {
-            let pos = q
-                .sub(input.positives)
-                .ce()?
-                .sqr()
-                .ce()?
-                .sum(D::Minus1)
-                .ce()?;
+            let pos = q.sub(input.positives)?.sqr()?.sum(D::Minus1)?;
             let neg = q
-                .unsqueeze(1)
-                .ce()?
-                .broadcast_sub(&negatives)
-                .ce()?
-                .sqr()
-                .ce()?
-                .sum(D::Minus1)
-                .ce()?;
-            (pos.sqrt().ce()?, neg.sqrt().ce()?)
+                .unsqueeze(1)?
+                .broadcast_sub(&negatives)?
+                .sqr()?
+                .sum(D::Minus1)?;
+            (pos.sqrt()?, neg.sqrt()?)
         }
         Distance::Cosine => {
             let qn = normalize(q)?;
             let pos = row_dot(&qn, &normalize(input.positives)?)?;
             let neg = qn
-                .unsqueeze(1)
-                .ce()?
-                .broadcast_mul(&normalize(&negatives)?)
-                .ce()?
-                .sum(D::Minus1)
-                .ce()?;
-            (pos.affine(-1.0, 1.0).ce()?, neg.affine(-1.0, 1.0).ce()?)
+                .unsqueeze(1)?
+                .broadcast_mul(&normalize(&negatives)?)?
+                .sum(D::Minus1)?;
+            (pos.affine(-1.0, 1.0)?, neg.affine(-1.0, 1.0)?)
         }
     };
-    d_pos
-        .unsqueeze(1)
-        .ce()?
-        .broadcast_sub(&d_neg)
-        .ce()?
-        .affine(1.0, opts.margin)
-        .ce()?
-        .relu()
-        .ce()?
-        .mean_all()
-        .ce()
+    let rows = d_pos
+        .unsqueeze(1)?
+        .broadcast_sub(&d_neg)?
+        .affine(1.0, opts.margin)?
+        .relu()?
+        .mean_all()?;
+    Ok(rows)
 }

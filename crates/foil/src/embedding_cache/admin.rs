@@ -2,7 +2,7 @@
 //! checksums, ids in step with vectors, duplicates, uncommitted tails), and compaction
 //! ([`gc`]: drops damaged chunks, duplicates, uncommitted tails and stores of an older format,
 //! and rewrites each store compactly). The same for a generation cache file
-//! ([`crate::generate::cache`]).
+//! ([`crate::generate::answer_cache`]).
 //!
 //! `gc` takes each store's users lock exclusively: while any process has the store open it is
 //! refused, naming the store and the holder.
@@ -19,7 +19,7 @@ use foil_dense::store::{
 use foil_dense::{EmbeddingsView, Provenance};
 use serde::Serialize;
 
-use crate::generate::cache as gen_cache;
+use crate::generate::answer_cache;
 
 /// Rows per chunk of a compacted store.
 const GC_CHUNK: usize = 8192;
@@ -292,7 +292,7 @@ impl GenerationCheck {
 
 /// Checks every line of a generation cache file, beside processes that use it.
 pub fn verify_generation(path: &Path) -> Result<GenerationCheck> {
-    let _users = Lock::acquire(&gen_cache::users_lock_path(path), Mode::Shared)?;
+    let _users = Lock::acquire(&answer_cache::users_lock_path(path), Mode::Shared)?;
     let (check, _) = scan_generation(path)?;
     Ok(check)
 }
@@ -310,11 +310,11 @@ pub struct GenerationGc {
 /// Rewrites a generation cache file with the first valid answer of each key, every line with
 /// its checksum. Refused while another process has the file open.
 pub fn gc_generation(path: &Path) -> Result<GenerationGc> {
-    let _users = Lock::require(&gen_cache::users_lock_path(path), Mode::Exclusive)?;
+    let _users = Lock::require(&answer_cache::users_lock_path(path), Mode::Exclusive)?;
     let (check, records) = scan_generation(path)?;
     let mut file = foil_core::fsutil::AtomicFile::create(path)?;
     for record in &records {
-        let mut line = gen_cache::encode_line(record)?;
+        let mut line = answer_cache::encode_line(record)?;
         line.push(b'\n');
         std::io::Write::write_all(file.writer(), &line).map_err(|e| Error::io(path, e))?;
     }
@@ -331,7 +331,7 @@ pub fn gc_generation(path: &Path) -> Result<GenerationGc> {
 }
 
 /// Reads a generation cache file: its check and the first valid record of each key.
-fn scan_generation(path: &Path) -> Result<(GenerationCheck, Vec<gen_cache::CacheRecord>)> {
+fn scan_generation(path: &Path) -> Result<(GenerationCheck, Vec<answer_cache::CacheRecord>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut check = GenerationCheck {
@@ -345,8 +345,8 @@ fn scan_generation(path: &Path) -> Result<(GenerationCheck, Vec<gen_cache::Cache
     for (n, line) in bytes[..whole].split_inclusive(|&b| b == b'\n').enumerate() {
         check.lines += 1;
         let line = &line[..line.len() - 1];
-        match gen_cache::decode_line(line) {
-            gen_cache::Line::Record(record) => {
+        match answer_cache::decode_line(line) {
+            answer_cache::Line::Record(record) => {
                 if !serde_json::from_slice::<serde_json::Value>(line)
                     .is_ok_and(|v| v.get("crc32").is_some())
                 {
@@ -358,8 +358,8 @@ fn scan_generation(path: &Path) -> Result<(GenerationCheck, Vec<gen_cache::Cache
                     check.duplicate_lines += 1;
                 }
             }
-            gen_cache::Line::Empty => {}
-            gen_cache::Line::Invalid(reason) => {
+            answer_cache::Line::Empty => {}
+            answer_cache::Line::Invalid(reason) => {
                 check
                     .invalid
                     .push(format!("{}:{}: {reason}", path.display(), n + 1))
@@ -530,7 +530,7 @@ mod tests {
         use foil_core::{FinishReason, Generation};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.jsonl");
-        let record = |key: &str, text: &str| gen_cache::CacheRecord {
+        let record = |key: &str, text: &str| answer_cache::CacheRecord {
             key: key.into(),
             template: "t@1".into(),
             step: "query".into(),
@@ -539,7 +539,7 @@ mod tests {
         };
         let mut text = String::new();
         for r in [record("a", "one"), record("b", "two"), record("a", "three")] {
-            text.push_str(std::str::from_utf8(&gen_cache::encode_line(&r).unwrap()).unwrap());
+            text.push_str(std::str::from_utf8(&answer_cache::encode_line(&r).unwrap()).unwrap());
             text.push('\n');
         }
         let text = text.replacen("two", "twx", 1) + "{\"key\":\"c";
@@ -557,7 +557,7 @@ mod tests {
         );
         assert!(check.partial_bytes > 0 && !check.is_ok());
 
-        let users = Lock::acquire(&gen_cache::users_lock_path(&path), Mode::Shared).unwrap();
+        let users = Lock::acquire(&answer_cache::users_lock_path(&path), Mode::Shared).unwrap();
         assert!(gc_generation(&path).is_err(), "refused while in use");
         drop(users);
         let done = gc_generation(&path).unwrap();
@@ -567,7 +567,7 @@ mod tests {
             after.is_ok() && after.partial_bytes == 0 && after.answers == 1,
             "{after:?}"
         );
-        let cache = gen_cache::GenerationCache::open(&path).unwrap();
+        let cache = answer_cache::GenerationCache::open(&path).unwrap();
         assert_eq!(cache.get("a").unwrap().text, "one");
     }
 }

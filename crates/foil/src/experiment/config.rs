@@ -239,13 +239,14 @@ pub struct TrainSection {
 
 impl Default for TrainSection {
     fn default() -> Self {
+        let train = crate::train::TrainConfig::default();
         TrainSection {
             loss: "infonce".into(),
-            batch_size: 16,
-            epochs: 1,
+            batch_size: train.batch_size,
+            epochs: train.epochs,
             max_steps: None,
             max_length: Some(128),
-            lr: 2e-5,
+            lr: train.lr,
         }
     }
 }
@@ -283,7 +284,7 @@ fn llm() -> Option<LlmSetting> {
 /// The LLM the experiment uses unless told otherwise.
 pub const DEFAULT_LLM: &str = "qwen";
 fn embedding_cache() -> Option<PathBuf> {
-    Some(crate::cache::default_cache_dir())
+    Some(crate::embedding_cache::default_cache_dir())
 }
 
 impl ExperimentConfig {

@@ -26,23 +26,23 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use foil_bm25::Bm25Params;
-use foil_core::eval::{EvalConfig, Evaluation};
 use foil_core::fsutil::{hex, sha256_file, write_atomic};
 use foil_core::manifest::Manifest;
+use foil_core::metrics::{EvalConfig, Evaluation};
 use foil_core::{Error, InputPolicy, Progress, Result, SkipReport};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::encoders::EncoderSpec;
+use crate::encoder_spec::EncoderSpec;
 use crate::formats::Format;
 use crate::generate::{self, GeneratorSpec, Sampling};
 use crate::inspect::{self, Judge};
 use crate::judge::JudgeConfig;
-use crate::mine::filter::{Filters, Sampling as MineSampling};
+use crate::mine::filter::{Filters, NegativeSampling};
 use crate::mine::judged::{FalseNegativeRule, JudgeAction, JudgeRescore, MineJudge};
-use crate::mine::{self, MineConfig, MineRetriever, PairsSource};
+use crate::mine::{self, MineConfig, PairsSource};
 use crate::search::{self, RetrieverKind, SearchConfig};
 use crate::train::{self, TrainConfig};
 pub use report::{PipelineResult, Statistics};
@@ -174,7 +174,7 @@ impl<'a> Experiment<'a> {
             model: PathBuf::from(&config.encoder),
             options: Default::default(),
         };
-        let encoder_key = crate::encoders::resolve_model(Path::new(&config.encoder))
+        let encoder_key = crate::encoder_spec::resolve_model(Path::new(&config.encoder))
             .and_then(|dir| sha256_file(&dir.join("model.safetensors")))?;
         let generator = config.llm.as_ref().map(|llm| llm.spec(config.threads));
         let generator_key = config.llm.as_ref().map(llm_key).transpose()?;
@@ -375,7 +375,7 @@ impl<'a> Experiment<'a> {
         let (config, progress, data) = (self.config, self.progress, &self.config.data);
         let base_key =
             key(&json!({"encoder": self.encoder_key, "data": self.data_key, "eval": config.eval}));
-        let base_model = crate::encoders::resolve_model(Path::new(&config.encoder))?;
+        let base_model = crate::encoder_spec::resolve_model(Path::new(&config.encoder))?;
         let base_run = steps.step("runs/base", &base_key, |dir| {
             dense_run(config, &base_model, dir, progress)
         })?;
@@ -394,7 +394,7 @@ impl<'a> Experiment<'a> {
                     encoder: None,
                     corpus_embeddings: None,
                     cache: None,
-                    similarity: search::Similarity::Cosine,
+                    similarity: foil_core::Similarity::Cosine,
                     threads: config.threads,
                     skip_invalid: false,
                     tag: "bm25".into(),
@@ -525,7 +525,7 @@ fn negatives(
         dir: pairs.to_path_buf(),
         split: config.train_split.clone(),
     };
-    let mine = |retriever: MineRetriever,
+    let mine = |retriever: RetrieverKind,
                 cross_encoder: Option<PathBuf>,
                 judge: Option<MineJudge>,
                 judge_rescore: Option<JudgeRescore>,
@@ -561,10 +561,10 @@ fn negatives(
         "n-tuple.jsonl"
     };
     match method {
-        Method::Bm25 => mine(MineRetriever::Bm25, None, None, None, Format::NTuple)?,
-        Method::Dense => mine(MineRetriever::Dense, None, None, None, Format::NTuple)?,
+        Method::Bm25 => mine(RetrieverKind::Bm25, None, None, None, Format::NTuple)?,
+        Method::Dense => mine(RetrieverKind::Dense, None, None, None, Format::NTuple)?,
         Method::CrossEncoder => mine(
-            MineRetriever::Bm25,
+            RetrieverKind::Bm25,
             Some(config.cross_encoder.clone().ok_or_else(|| {
                 Error::Invalid(
                     "the cross-encoder method needs `cross_encoder` in the config".into(),
@@ -575,7 +575,7 @@ fn negatives(
             Format::NTuple,
         )?,
         Method::Judge => mine(
-            MineRetriever::Bm25,
+            RetrieverKind::Bm25,
             None,
             None,
             Some(JudgeRescore {
@@ -585,14 +585,14 @@ fn negatives(
             Format::NTuple,
         )?,
         Method::Bm25Judged => mine(
-            MineRetriever::Bm25,
+            RetrieverKind::Bm25,
             None,
             Some(mine_judge(false)?),
             None,
             Format::NTuple,
         )?,
         Method::Bm25Teacher => mine(
-            MineRetriever::Bm25,
+            RetrieverKind::Bm25,
             None,
             Some(mine_judge(true)?),
             None,
@@ -616,7 +616,7 @@ fn mine_filters(config: &ExperimentConfig) -> Filters {
         range_max: n.range_max,
         relative_margin: n.relative_margin,
         num_negatives: n.num_negatives,
-        sampling: MineSampling::Top,
+        sampling: NegativeSampling::Top,
         seed: config.seed,
         ..Filters::default()
     }
@@ -699,7 +699,7 @@ fn dense_run(
             }),
             corpus_embeddings: None,
             cache: config.embedding_cache.clone(),
-            similarity: search::Similarity::Cosine,
+            similarity: foil_core::Similarity::Cosine,
             threads: config.threads,
             skip_invalid: false,
             tag: "foil-experiment".into(),

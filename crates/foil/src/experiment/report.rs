@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use foil_core::eval::significance::{paired_tests, t_interval};
-use foil_core::eval::{Evaluation, Measure, MeasureAt};
 use foil_core::fsutil::write_atomic;
+use foil_core::metrics::significance::{paired_tests, t_interval};
+use foil_core::metrics::{Evaluation, Measure, MeasureAt};
 use foil_core::Result;
 use foil_plot::{Chart, Color, Series};
 use serde::{Deserialize, Serialize};

@@ -13,7 +13,7 @@
 //! request's seed comes from [`derive_seed`] (the global seed and the item), never from its
 //! batch. Prompts come from versioned [`template`]s.
 
-pub mod cache;
+pub mod answer_cache;
 pub mod filter;
 pub mod negatives;
 pub mod queries;
@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use cache::{request_key, CacheRecord, GenerationCache};
+use answer_cache::{request_key, CacheRecord, GenerationCache};
 use filter::Rejection;
 
 /// Which generator to use and how.

@@ -34,7 +34,7 @@ use foil_core::{
 use serde::Serialize;
 use serde_json::json;
 
-use super::cache::GenerationCache;
+use super::answer_cache::GenerationCache;
 use super::filter::{normalize, overlap, parse_description, parse_passage, words, Rejection};
 use super::template::{Task, Template};
 use super::{derive_seed, run_requests, GeneratorSpec, Job, Rejects, Sampling, StepStats, Tally};

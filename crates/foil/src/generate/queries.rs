@@ -39,12 +39,12 @@ use foil_dense::{exact_top_k, normalize_rows, TopKOptions};
 use serde::Serialize;
 use serde_json::json;
 
-use super::cache::GenerationCache;
+use super::answer_cache::GenerationCache;
 use super::filter::{normalize, not_a_query, overlap, parse_query, words, Rejection};
 use super::template::{Task, Template};
 use super::{derive_seed, run_requests, GeneratorSpec, Job, Rejects, Sampling, StepStats, Tally};
 use crate::encode::encode_all;
-use crate::encoders::EncoderSpec;
+use crate::encoder_spec::EncoderSpec;
 use crate::threads::with_threads;
 
 /// Which passages get queries.

@@ -30,7 +30,7 @@ use foil_dense::normalize_rows;
 use serde::Serialize;
 
 use crate::encode::encode_all;
-use crate::encoders::{resolve_model, EncoderSpec};
+use crate::encoder_spec::{resolve_model, EncoderSpec};
 use crate::formats::{self, read_training_file, Example, Format, ReadOptions, TrainingFile};
 use crate::threads::with_threads;
 use report::Report;
@@ -50,7 +50,7 @@ pub enum Judge {
         model: PathBuf,
         batch_size: usize,
         max_length: Option<usize>,
-        /// Only `cpu` (see `CrossEncoderOptions::device`).
+        /// `cpu` (also when `None`), `cuda` or `cuda:N` (see `CrossEncoderOptions::device`).
         #[serde(skip_serializing_if = "Option::is_none")]
         device: Option<String>,
     },

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::stats::auc;
 use crate::encode::encode_all;
-use crate::encoders::EncoderSpec;
+use crate::encoder_spec::EncoderSpec;
 use crate::formats::{Example, Item};
 
 /// At most this many distinct negatives (and as many corpus passages) are used.

@@ -26,8 +26,9 @@ use serde::Serialize;
 
 /// How the kept candidates are sampled down to `num_negatives`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
-pub enum Sampling {
+pub enum NegativeSampling {
     /// The best-ranked ones.
     Top,
     /// A uniform sample, seeded per query (same seed, same negatives), kept in rank order.
@@ -44,7 +45,7 @@ pub struct Filters {
     pub absolute_margin: Option<f32>,
     pub relative_margin: Option<f32>,
     pub num_negatives: usize,
-    pub sampling: Sampling,
+    pub sampling: NegativeSampling,
     pub seed: u64,
 }
 
@@ -58,7 +59,7 @@ impl Default for Filters {
             absolute_margin: None,
             relative_margin: None,
             num_negatives: 3,
-            sampling: Sampling::Top,
+            sampling: NegativeSampling::Top,
             seed: 42,
         }
     }
@@ -162,13 +163,13 @@ impl Filters {
             return kept;
         }
         match self.sampling {
-            Sampling::Top => {
+            NegativeSampling::Top => {
                 let dropped = kept.len() - self.num_negatives;
                 *rejected.entry(Rejection::NotSampled).or_default() += dropped as u64;
                 kept.truncate(self.num_negatives);
                 kept
             }
-            Sampling::Random => {
+            NegativeSampling::Random => {
                 let mut rng = SplitMix64::new(self.seed ^ fnv1a(query_key));
                 let mut idx: Vec<usize> = (0..kept.len()).collect();
                 rng.shuffle(&mut idx);
@@ -278,7 +279,7 @@ mod tests {
     #[test]
     fn random_sampling_is_seeded_and_keeps_rank_order() {
         let f = Filters {
-            sampling: Sampling::Random,
+            sampling: NegativeSampling::Random,
             num_negatives: 3,
             range_max: 20,
             ..Default::default()
@@ -333,7 +334,7 @@ mod properties {
                 relative_margin: margin,
                 absolute_margin: absolute,
                 num_negatives,
-                sampling: if random { Sampling::Random } else { Sampling::Top },
+                sampling: if random { NegativeSampling::Random } else { NegativeSampling::Top },
                 ..Default::default()
             };
             let mut rejected = Rejections::new();

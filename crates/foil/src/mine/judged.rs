@@ -30,6 +30,7 @@ use crate::judge::{JudgeConfig, LlmJudge};
 
 /// What to do with a false negative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum JudgeAction {
     /// Leave it out; the next candidate takes its place.

@@ -29,20 +29,11 @@ use foil_dense::{dot, exact_top_k, normalize_rows, StoredEmbeddings, TopKOptions
 use serde::Serialize;
 
 use crate::encode::encode_all;
-use crate::encoders::EncoderSpec;
+use crate::encoder_spec::EncoderSpec;
 use crate::formats::{negatives_record, Format, PairCounts, Passage, QueryResult, TrainingWriter};
+use crate::search::RetrieverKind;
 use crate::threads::with_threads;
 use filter::{Candidate, Chosen, Filters, Rejection, Rejections};
-
-/// Where candidates come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MineRetriever {
-    Bm25,
-    Dense,
-    /// Reciprocal-rank fusion of BM25 and dense: score = Σ 1 / (60 + rank).
-    Hybrid,
-}
 
 /// Where the (query, positive) pairs come from.
 #[derive(Debug, Clone, Serialize)]
@@ -64,7 +55,7 @@ pub struct MineConfig {
     /// The corpus to mine from (BEIR `corpus.jsonl`).
     pub corpus: PathBuf,
     pub pairs: PairsSource,
-    pub retriever: MineRetriever,
+    pub retriever: RetrieverKind,
     pub encoder: Option<EncoderSpec>,
     /// Precomputed passage vectors (a `foil encode` store) instead of encoding the corpus;
     /// every corpus passage must have one.
@@ -356,7 +347,7 @@ fn score_candidates(
 
     if let Some(dir) = &config.cross_encoder {
         let ce = CrossEncoder::load(
-            &crate::encoders::resolve_model(dir)?,
+            &crate::encoder_spec::resolve_model(dir)?,
             &CrossEncoderOptions::default(),
         )?;
         with_threads(config.threads, || {
@@ -724,9 +715,9 @@ fn retrieve(
         Ok((hits, pos))
     };
     match config.retriever {
-        MineRetriever::Bm25 => bm25(),
-        MineRetriever::Dense => dense(),
-        MineRetriever::Hybrid => Ok(fuse(&bm25()?.0, &dense()?.0, work, depth)),
+        RetrieverKind::Bm25 => bm25(),
+        RetrieverKind::Dense => dense(),
+        RetrieverKind::Hybrid => Ok(fuse(&bm25()?.0, &dense()?.0, work, depth)),
     }
 }
 

@@ -13,14 +13,15 @@ use std::time::Instant;
 
 use foil_bm25::Bm25Params;
 use foil_core::beir::BeirPaths;
-use foil_core::eval::{EvalConfig, Measure, MeasureAt};
 use foil_core::fsutil::write_atomic;
+use foil_core::metrics::{EvalConfig, Measure, MeasureAt};
 use foil_core::{Error, InputPolicy, NoProgress, Result, SkipReport};
 use serde::{Deserialize, Serialize};
 
-use crate::encoders::EncoderSpec;
+use crate::encoder_spec::EncoderSpec;
 use crate::rerank::{self, RerankConfig};
-use crate::search::{self, RetrieverKind, SearchConfig, Similarity};
+use crate::search::{self, RetrieverKind, SearchConfig};
+use foil_core::Similarity;
 
 /// Where and how often to evaluate.
 #[derive(Debug, Clone, Serialize)]
@@ -167,6 +168,7 @@ impl<'a> Evaluator<'a> {
                     batch_size: 32,
                     max_length: self.max_length,
                     threads: self.threads,
+                    device: None,
                 },
                 &NoProgress,
             )?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
 use foil_candle::config::{Family, Pooling, SentenceConfig};
-use foil_candle::model::TrainableModel;
+use foil_candle::model::CandleModel;
 use foil_candle::weights::Weights;
 use foil_core::fsutil::write_atomic;
 use foil_core::{Error, Result};
@@ -76,7 +76,7 @@ pub(super) fn save_cross_encoder(
 /// config and tokenizer files, and modules.json / 1_Pooling / sentence_bert_config.json
 /// describing the pooling and normalization used in training.
 pub(super) fn save_model_folder(
-    model: &TrainableModel,
+    model: &CandleModel,
     base: &Path,
     sentence: &SentenceConfig,
     out: &Path,

@@ -8,7 +8,7 @@
 //! no-duplicates sampler, seeded by (seed, epoch), so no text is twice in a batch.
 //!
 //! One step: tokenize the batch's queries, positives and negatives; embed them with
-//! [`TrainableModel`] (pooling and normalization from the model folder); compute the loss;
+//! [`CandleModel`] (pooling and normalization from the model folder); compute the loss;
 //! backpropagate; clip the global gradient norm; update with AdamW under a linear
 //! warmup/decay schedule. With `mini_batch` smaller than the batch, the step runs as GradCache
 //! (Gao et al., 2021): embeddings of the whole batch are computed in chunks without keeping

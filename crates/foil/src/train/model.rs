@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Var};
 use foil_candle::config::{Family, ModelConfig, SentenceConfig};
-use foil_candle::model::{CandleResult, TrainableModel};
+use foil_candle::model::CandleModel;
 use foil_candle::tokenizer::TextTokenizer;
 use foil_candle::weights::Weights;
 use foil_core::{Error, Result};
@@ -28,7 +28,7 @@ pub(super) struct Base {
 
 impl Base {
     pub fn read(config: &TrainConfig) -> Result<Base> {
-        let dir = crate::encoders::resolve_model(&config.model)?;
+        let dir = crate::encoder_spec::resolve_model(&config.model)?;
         let architecture = ModelConfig::read(&dir.join("config.json"))?;
         let mut sentence = SentenceConfig::read(&dir, &architecture)?;
         let saved = sentence.clone();
@@ -56,7 +56,7 @@ impl Base {
 
 /// The weights being trained, their optimizer, and where the run stands.
 pub(super) struct Trainable {
-    pub model: TrainableModel,
+    pub model: CandleModel,
     /// A cross-encoder's pooler (dense + tanh before the classifier), trained too.
     pub pooler: Option<(Var, Var)>,
     /// Every trained variable by name (the model's, then the pooler's).
@@ -100,11 +100,11 @@ pub(super) fn load(
             base.dir.display()
         )));
     }
-    let model = TrainableModel::new(&base.architecture, &weights, &device)?;
+    let model = CandleModel::new(&base.architecture, &weights, &device)?;
     let pooler = if cross && weights.contains("pooler.dense.weight") {
         let h = base.architecture.hidden_size();
-        let w = Var::from_tensor(weights.get("pooler.dense.weight", &[h, h])?).ce()?;
-        let b = Var::from_tensor(weights.get("pooler.dense.bias", &[h])?).ce()?;
+        let w = Var::from_tensor(weights.get("pooler.dense.weight", &[h, h])?)?;
+        let b = Var::from_tensor(weights.get("pooler.dense.bias", &[h])?)?;
         Some((w, b))
     } else {
         None

@@ -4,7 +4,7 @@
 
 use candle_core::{backprop::GradStore, Tensor, Var};
 use foil_candle::config::SentenceConfig;
-use foil_candle::model::{pool, Batch, CandleResult, Dropout, TrainableModel};
+use foil_candle::model::{pool, Batch, CandleModel, Dropout};
 use foil_candle::tokenizer::TextTokenizer;
 use foil_core::rng::SplitMix64;
 use foil_core::{Error, Result};
@@ -15,7 +15,7 @@ use super::{ModelType, TrainConfig};
 
 /// What one step needs besides the batch.
 pub(super) struct Trainer<'a> {
-    pub model: &'a TrainableModel,
+    pub model: &'a CandleModel,
     /// A cross-encoder's trainable pooler.
     pub pooler: Option<&'a (Var, Var)>,
     pub tokenizer: &'a TextTokenizer,
@@ -61,13 +61,10 @@ impl Trainer<'_> {
         let encoder = self.model.encoder().ok_or_else(|| {
             Error::Invalid("foil's cross-encoders are BERT-family encoders".into())
         })?;
-        let logits = encoder
-            .classify(&hidden, pooler)?
-            .reshape((b, 1 + k))
-            .ce()?;
+        let logits = encoder.classify(&hidden, pooler)?.reshape((b, 1 + k))?;
         let loss = self.config.cross_loss.compute(&logits)?;
-        let value = loss.to_scalar::<f32>().ce()?;
-        Ok((value, loss.backward().ce()?))
+        let value = loss.to_scalar::<f32>()?;
+        Ok((value, loss.backward()?))
     }
 
     /// The loss of a batch and the gradients of the model's variables.
@@ -114,17 +111,14 @@ impl Trainer<'_> {
                     .iter()
                     .flat_map(|r| r.scores.clone().unwrap_or_default())
                     .collect();
-                Some(Tensor::from_vec(flat, (b, k + 1), self.model.device()).ce()?)
+                Some(Tensor::from_vec(flat, (b, k + 1), self.model.device())?)
             }
             None => None,
         };
         let loss_of = |all: &Tensor| -> Result<Tensor> {
-            let queries = all.narrow(0, 0, b).ce()?;
-            let positives = all.narrow(0, b, b).ce()?;
-            let negatives = (k > 0)
-                .then(|| all.narrow(0, 2 * b, b * k))
-                .transpose()
-                .ce()?;
+            let queries = all.narrow(0, 0, b)?;
+            let positives = all.narrow(0, b, b)?;
+            let negatives = (k > 0).then(|| all.narrow(0, 2 * b, b * k)).transpose()?;
             let mut input = LossInput::pairs(&queries, &positives);
             if let Some(n) = &negatives {
                 input = input.with_negatives(n);
@@ -144,10 +138,10 @@ impl Trainer<'_> {
                 .enumerate()
                 .map(|(c, &(s, e))| self.embed(&ids[s..e], chunk_seed(c)))
                 .collect::<Result<Vec<_>>>()?;
-            let all = Tensor::cat(&parts, 0).ce()?;
+            let all = Tensor::cat(&parts, 0)?;
             let loss = loss_of(&all)?;
-            let value = loss.to_scalar::<f32>().ce()?;
-            return Ok((value, loss.backward().ce()?));
+            let value = loss.to_scalar::<f32>()?;
+            return Ok((value, loss.backward()?));
         }
 
         // GradCache: embeddings without their graphs, the loss's gradient on them, then each
@@ -157,11 +151,11 @@ impl Trainer<'_> {
             .enumerate()
             .map(|(c, &(s, e))| self.embed(&ids[s..e], chunk_seed(c)).map(|t| t.detach()))
             .collect::<Result<Vec<_>>>()?;
-        let cached = Var::from_tensor(&Tensor::cat(&parts, 0).ce()?).ce()?;
+        let cached = Var::from_tensor(&Tensor::cat(&parts, 0)?)?;
         drop(parts);
         let loss = loss_of(cached.as_tensor())?;
-        let value = loss.to_scalar::<f32>().ce()?;
-        let embedding_grads = loss.backward().ce()?;
+        let value = loss.to_scalar::<f32>()?;
+        let embedding_grads = loss.backward()?;
         let g = embedding_grads
             .get(cached.as_tensor())
             .ok_or_else(|| Error::Invalid("the loss does not depend on the embeddings".into()))?
@@ -169,15 +163,15 @@ impl Trainer<'_> {
         let mut total: Option<GradStore> = None;
         for (c, &(s, e)) in spans.iter().enumerate() {
             let emb = self.embed(&ids[s..e], chunk_seed(c))?;
-            let surrogate = emb.mul(&g.narrow(0, s, e - s).ce()?).ce()?.sum_all().ce()?;
-            let grads = surrogate.backward().ce()?;
+            let surrogate = emb.mul(&g.narrow(0, s, e - s)?)?.sum_all()?;
+            let grads = surrogate.backward()?;
             total = Some(match total {
                 None => grads,
                 Some(mut acc) => {
                     for (_, var) in self.model.vars() {
                         if let Some(new) = grads.get(var.as_tensor()) {
                             let sum = match acc.get(var.as_tensor()) {
-                                Some(old) => old.add(new).ce()?,
+                                Some(old) => old.add(new)?,
                                 None => new.clone(),
                             };
                             acc.insert(var.as_tensor(), sum);
