@@ -4,7 +4,8 @@
 //! One AMX instruction, `TDPBF16PS`, multiplies a 16 × 32 bfloat16 tile by a 32 × 16 one and adds
 //! the products to a 16 × 16 float32 tile: 16,384 floating-point operations, about 16 times what
 //! an AVX-512 FMA does per cycle. (AVX-512 BF16's dot product, `VDPBF16PS`, ran slower than the
-//! float32 FMA kernels on the same CPU, so it is not used.) Weights are rounded to bfloat16 and
+//! float32 FMA kernels on the same CPU, so it is used only where AMX is missing:
+//! [`crate::dpbf16`].) Weights are rounded to bfloat16 and
 //! laid out in tiles once, at load; activations are rounded per product; sums are float32.
 //!
 //! AMX needs the CPU (CPUID) and the kernel's permission for the process (`arch_prctl`

@@ -135,7 +135,7 @@ impl BertEncoder {
         if precision != requested {
             tracing::warn!(
                 "{}: bf16 needs the fused CPU path of a BERT-family encoder on a CPU with AMX \
-                 (and Linux 5.16+); encoding in float32",
+                 (and Linux 5.16+) or AVX-512 BF16; encoding in float32",
                 dir.display()
             );
         }
@@ -266,10 +266,11 @@ impl Encoder for BertEncoder {
             sha256_file(&self.weights_path).unwrap_or_else(|e| format!("unreadable: {e}"))
         });
         let s = &self.sentence;
-        // float32 adds nothing, so that caches written before precisions existed stay valid.
+        // float32 adds nothing, so that caches written before precisions existed stay valid;
+        // bf16 names what it rounds (its first version rounded the dense products only).
         let precision = match self.precision {
             Precision::F32 => "",
-            Precision::Bf16 => ";precision=bf16",
+            Precision::Bf16 => ";precision=bf16;scores=bf16",
         };
         format!(
             "bert:weights={sha};tokenizer={};pooling={:?};normalize={};max_length={};query_prompt={:?};passage_prompt={:?}{precision}",

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use crate::amx::{self, PackedWeight};
 use crate::config::{relative_bucket, BertConfig, Family};
+use crate::dpbf16::{self, PackedPairs};
 use crate::kernels::{
     add_bias, add_layer_norm, bias_activation, matmul, softmax_rows, Activation, Mat,
 };
@@ -29,23 +30,41 @@ pub enum Precision {
     #[default]
     F32,
     /// Weights and activations rounded to bfloat16 for the dense products, float32 sums, on
-    /// AMX tiles ([`amx`]); elsewhere `F32`.
+    /// AMX tiles ([`amx`]) or else with AVX-512 BF16 ([`dpbf16`]); on CPUs with neither, `F32`.
     Bf16,
 }
 
-/// A dense layer's weight `[out, in]`: float32, or packed into AMX tiles at bfloat16.
+/// Whether this CPU can run [`Precision::Bf16`]: AMX ([`amx::available`]) or AVX-512 BF16
+/// ([`dpbf16::available`]).
+pub fn bf16_available() -> bool {
+    amx::available() || dpbf16::available()
+}
+
+/// A dense layer's weight `[out, in]`: float32, or rounded to bfloat16 and packed for AMX
+/// tiles or for AVX-512 BF16.
 enum Dense {
     F32 {
         w: Vec<f32>,
         out: usize,
         inner: usize,
     },
-    Bf16(PackedWeight),
+    Amx(PackedWeight),
+    Dpbf16(PackedPairs),
 }
 
 impl Dense {
     fn new(w: Vec<f32>, out: usize, inner: usize) -> Self {
         Dense::F32 { w, out, inner }
+    }
+
+    /// `w` `[out, inner]` rounded to bfloat16 and packed for the CPU's unit: AMX where it has
+    /// it, else AVX-512 BF16. Needs [`bf16_available`].
+    fn bf16(w: &[f32], out: usize, inner: usize) -> Self {
+        if amx::available() {
+            Dense::Amx(PackedWeight::new(w, out, inner))
+        } else {
+            Dense::Dpbf16(PackedPairs::new(w, out, inner))
+        }
     }
 
     /// `y = x wᵀ` for `rows` rows of `x`.
@@ -55,7 +74,8 @@ impl Dense {
                 let (x, w) = (Mat::new(x, rows, *inner), Mat::new(w, *out, *inner));
                 matmul(x, w.t(), y, *out, false, par);
             }
-            Dense::Bf16(packed) => amx::matmul(x, rows, packed, y),
+            Dense::Amx(packed) => amx::matmul(x, rows, packed, y),
+            Dense::Dpbf16(packed) => dpbf16::matmul(x, rows, packed, y),
         }
     }
 }
@@ -97,6 +117,8 @@ pub struct FastBert {
     emb_ln_w: Vec<f32>,
     emb_ln_b: Vec<f32>,
     layers: Vec<Layer>,
+    /// Whether attention's scores `q kᵀ` are also a bfloat16 product (at `Precision::Bf16`).
+    bf16_scores: bool,
 }
 
 /// Rows per task in parallel element-wise passes.
@@ -184,13 +206,15 @@ impl FastBert {
             emb_ln_w: w.vec("embeddings.LayerNorm.weight", &[h])?,
             emb_ln_b: w.vec("embeddings.LayerNorm.bias", &[h])?,
             layers,
+            bf16_scores: false,
         })
     }
 
     /// This encoder with its dense products at `precision`; returns the precision it will run
-    /// at: `Bf16` needs AMX ([`amx::available`]), and falls back to `F32` without it.
+    /// at: `Bf16` needs [`bf16_available`], and falls back to `F32` without it. AMX is used
+    /// where the CPU has both.
     pub fn set_precision(&mut self, precision: Precision) -> Precision {
-        if precision == Precision::F32 || !amx::available() {
+        if precision == Precision::F32 || !bf16_available() {
             return Precision::F32;
         }
         for layer in &mut self.layers {
@@ -201,10 +225,11 @@ impl FastBert {
                 &mut layer.down_w,
             ] {
                 if let Dense::F32 { w, out, inner } = dense {
-                    *dense = Dense::Bf16(PackedWeight::new(w, *out, *inner));
+                    *dense = Dense::bf16(w, *out, *inner);
                 }
             }
         }
+        self.bf16_scores = true;
         Precision::Bf16
     }
 
@@ -317,10 +342,16 @@ impl FastBert {
             let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
             let mut scores = vec![0f32; len * len];
             for head in 0..self.heads {
-                let q = Mat::strided(&rows[head * d..], len, d, 3 * h);
-                let k = Mat::strided(&rows[h + head * d..], len, d, 3 * h);
                 let v = Mat::strided(&rows[2 * h + head * d..], len, d, 3 * h);
-                matmul(q, k.t(), &mut scores, len, false, Parallelism::None);
+                if self.bf16_scores {
+                    let keys = Dense::bf16(&gather(rows, h + head * d, len, d, 3 * h), len, d);
+                    let queries = gather(rows, head * d, len, d, 3 * h);
+                    keys.apply(&queries, len, &mut scores, Parallelism::None);
+                } else {
+                    let q = Mat::strided(&rows[head * d..], len, d, 3 * h);
+                    let k = Mat::strided(&rows[h + head * d..], len, d, 3 * h);
+                    matmul(q, k.t(), &mut scores, len, false, Parallelism::None);
+                }
                 if let Some(bias) = &self.relative_bias {
                     let width = 2 * self.max_tokens - 1;
                     let by_distance = &bias[head * width..(head + 1) * width];
@@ -344,6 +375,16 @@ impl FastBert {
             }
         });
     }
+}
+
+/// `rows` × `width` values of `data` from `offset` on, `stride` apart, as one contiguous matrix.
+fn gather(data: &[f32], offset: usize, rows: usize, width: usize, stride: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        let start = offset + r * stride;
+        out.extend_from_slice(&data[start..start + width]);
+    }
+    out
 }
 
 /// Applies `f` to chunks of whole rows of `data` in parallel.

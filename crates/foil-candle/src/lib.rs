@@ -6,6 +6,7 @@ pub mod amx;
 pub mod config;
 pub mod cross_encoder;
 pub mod decoder;
+pub mod dpbf16;
 pub mod encoder;
 pub mod fast;
 pub mod fused;
