@@ -14,9 +14,7 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
-use crate::kernels::{bf16, to_bf16};
+use crate::kernels::{bf16, bf16_blocks};
 
 /// Rows (and columns) of a tile; K values per A tile and per B tile's 16 rows of pairs.
 const TILE: usize = 16;
@@ -114,29 +112,17 @@ impl PackedWeight {
 /// parallel over blocks of 32 rows on the current rayon pool. Needs [`available`].
 pub fn matmul(x: &[f32], rows: usize, w: &PackedWeight, out: &mut [f32]) {
     assert!(available(), "AMX is not available");
-    let (n, k) = (w.n, w.k);
-    assert_eq!(x.len(), rows * k, "input size");
-    assert_eq!(out.len(), rows * n, "output size");
-    if rows == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return;
-    }
-    out.par_chunks_mut(BLOCK * n)
-        .zip(x.par_chunks(BLOCK * k))
-        .for_each(|(out, x)| {
-            let block_rows = x.len() / k.max(1);
-            // The block's rows in bfloat16, zero-padded to 32 rows of k_pad values.
-            let mut a = vec![0u16; BLOCK * w.k_pad];
-            for (dst, src) in a.chunks_exact_mut(w.k_pad).zip(x.chunks_exact(k)) {
-                to_bf16(&mut dst[..k], src);
-            }
-            // SAFETY: `available` checked the CPU and the permission; every tile read or
-            // written lies inside `a`, `w.tiles` or `c` (see `block`).
-            unsafe { block(&a, w, out, block_rows) };
-        });
+    bf16_blocks(
+        x,
+        (rows, w.k, w.n),
+        out,
+        (BLOCK, w.k_pad),
+        |a, rows, out| {
+            // SAFETY: `available` checked the CPU and the permission; every tile read or written
+            // lies inside `a` (32 rows of k_pad values), `w.tiles` or `c` (see `block`).
+            unsafe { block(a, w, out, rows) }
+        },
+    );
 }
 
 /// The tile configuration: palette 1, tiles 0–7 all 16 rows of 64 bytes.
@@ -228,20 +214,7 @@ unsafe fn block(_: &[u16], _: &PackedWeight, _: &mut [f32], _: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The product of the bfloat16-rounded inputs in float64: what AMX computes, up to the
-    /// order of its float32 sums.
-    fn reference(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize) -> Vec<f32> {
-        let r = |v: f32| f32_of(bf16(v)) as f64;
-        let mut out = vec![0f32; rows * n];
-        for i in 0..rows {
-            for j in 0..n {
-                let s: f64 = (0..k).map(|t| r(x[i * k + t]) * r(w[j * k + t])).sum();
-                out[i * n + j] = s as f32;
-            }
-        }
-        out
-    }
+    use crate::kernels::{bf16_check, to_bf16};
 
     #[test]
     fn slices_round_as_single_values_do() {
@@ -267,24 +240,11 @@ mod tests {
             return;
         }
         // Rows, outputs and inputs that fill no block exactly.
-        for (rows, n, k) in [(45, 50, 70), (32, 32, 32), (1, 17, 5), (70, 96, 384)] {
-            let x: Vec<f32> = (0..rows * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
-                .collect();
-            let packed = PackedWeight::new(&w, n, k);
+        let shapes = [(45, 50, 70), (32, 32, 32), (1, 17, 5), (70, 96, 384)];
+        bf16_check::assert_rounded_products(&shapes, |x, w, rows, n, k| {
             let mut out = vec![f32::NAN; rows * n];
-            matmul(&x, rows, &packed, &mut out);
-            let want = reference(&x, &w, rows, n, k);
-            for (i, (got, want)) in out.iter().zip(&want).enumerate() {
-                let tolerance = 1e-4 * (1.0 + want.abs());
-                assert!(
-                    (got - want).abs() <= tolerance,
-                    "({rows}, {n}, {k}) element {i}: {got} vs {want}"
-                );
-            }
-        }
+            matmul(x, rows, &PackedWeight::new(w, n, k), &mut out);
+            out
+        });
     }
 }

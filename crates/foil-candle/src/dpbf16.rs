@@ -15,9 +15,7 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
-use crate::kernels::{bf16, to_bf16};
+use crate::kernels::{bf16, bf16_blocks};
 
 /// Outputs per block: four 16-lane registers.
 const COLUMNS: usize = 64;
@@ -80,38 +78,26 @@ impl PackedPairs {
 /// parallel over blocks of rows on the current rayon pool. Needs [`available`].
 pub fn matmul(x: &[f32], rows: usize, w: &PackedPairs, out: &mut [f32]) {
     assert!(available(), "AVX-512 BF16 is not available");
-    let (n, k) = (w.n, w.k);
-    assert_eq!(x.len(), rows * k, "input size");
-    assert_eq!(out.len(), rows * n, "output size");
-    if rows == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return;
-    }
-    out.par_chunks_mut(TASK_ROWS * n)
-        .zip(x.par_chunks(TASK_ROWS * k))
-        .for_each(|(out, x)| {
-            // The task's rows in bfloat16, each zero-padded to whole pairs.
-            let stride = 2 * w.pairs;
-            let mut a = vec![0u16; x.len() / k * stride];
-            for (dst, src) in a.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
-                to_bf16(&mut dst[..k], src);
-            }
-            // SAFETY: `available` checked the CPU; `task` reads and writes inside `a`,
-            // `w.words` and `out` (see there).
-            unsafe { task(&a, stride, w, out) };
-        });
+    let stride = 2 * w.pairs;
+    bf16_blocks(
+        x,
+        (rows, w.k, w.n),
+        out,
+        (TASK_ROWS, stride),
+        |a, rows, out| {
+            // SAFETY: `available` checked the CPU; `task` reads `rows` rows of `a` and writes
+            // inside `out` (see there).
+            unsafe { task(a, stride, rows, w, out) }
+        },
+    );
 }
 
 /// The rows of one task: `a` holds them as bfloat16 pairs, `stride` values a row; `out`
-/// receives them, `w.n` floats a row.
+/// receives `rows` of them, `w.n` floats a row.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn task(a: &[u16], stride: usize, w: &PackedPairs, out: &mut [f32]) {
+unsafe fn task(a: &[u16], stride: usize, rows: usize, w: &PackedPairs, out: &mut [f32]) {
     let n = w.n;
-    let rows = a.len() / stride;
     // Output blocks that end past `n` go through `spill` first.
     let mut spill = [0f32; ROWS * COLUMNS];
     for block in 0..n.div_ceil(COLUMNS) {
@@ -145,7 +131,7 @@ unsafe fn task(a: &[u16], stride: usize, w: &PackedPairs, out: &mut [f32]) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn task(_: &[u16], _: usize, _: &PackedPairs, _: &mut [f32]) {
+unsafe fn task(_: &[u16], _: usize, _: usize, _: &PackedPairs, _: &mut [f32]) {
     unreachable!("AVX-512 BF16 exists only on x86-64");
 }
 
@@ -188,30 +174,7 @@ unsafe fn kernel<const M: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The product of the bfloat16-rounded inputs in float64: what `VDPBF16PS` computes, up
-    /// to the rounding of its float32 sums.
-    fn reference(x: &[f32], w: &[f32], rows: usize, n: usize, k: usize) -> Vec<f32> {
-        let r = |v: f32| f32::from_bits((bf16(v) as u32) << 16) as f64;
-        let mut out = vec![0f32; rows * n];
-        for i in 0..rows {
-            for j in 0..n {
-                let s: f64 = (0..k).map(|t| r(x[i * k + t]) * r(w[j * k + t])).sum();
-                out[i * n + j] = s as f32;
-            }
-        }
-        out
-    }
-
-    fn inputs(rows: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
-        let x = (0..rows * k)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-            .collect();
-        let w = (0..n * k)
-            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
-            .collect();
-        (x, w)
-    }
+    use crate::kernels::bf16_check;
 
     #[test]
     fn products_match_the_rounded_inputs_with_ragged_sizes() {
@@ -220,26 +183,18 @@ mod tests {
             return;
         }
         // Rows, outputs and inputs that fill no block, micro-kernel or pair exactly.
-        for (rows, n, k) in [
+        let shapes = [
             (45, 50, 70),
             (48, 64, 32),
             (1, 17, 5),
             (100, 130, 384),
             (7, 1, 1),
-        ] {
-            let (x, w) = inputs(rows, n, k);
-            let packed = PackedPairs::new(&w, n, k);
+        ];
+        bf16_check::assert_rounded_products(&shapes, |x, w, rows, n, k| {
             let mut out = vec![f32::NAN; rows * n];
-            matmul(&x, rows, &packed, &mut out);
-            let want = reference(&x, &w, rows, n, k);
-            for (i, (got, want)) in out.iter().zip(&want).enumerate() {
-                let tolerance = 1e-4 * (1.0 + want.abs());
-                assert!(
-                    (got - want).abs() <= tolerance,
-                    "({rows}, {n}, {k}) element {i}: {got} vs {want}"
-                );
-            }
-        }
+            matmul(x, rows, &PackedPairs::new(w, n, k), &mut out);
+            out
+        });
     }
 
     #[test]
@@ -249,7 +204,7 @@ mod tests {
             return;
         }
         let (rows, n, k) = (150, 200, 96);
-        let (x, w) = inputs(rows, n, k);
+        let (x, w) = bf16_check::inputs(rows, n, k);
         let packed = PackedPairs::new(&w, n, k);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()

@@ -410,6 +410,39 @@ dispatch! {
     fn to_bf16(dst: &mut [u16], src: &[f32]) => to_bf16_generic
 }
 
+/// The frame of a bfloat16 product `out = x wᵀ` (`x` `[rows, k]` row-major float32, `out`
+/// `[rows, n]`) shared by [`crate::amx`] and [`crate::dpbf16`]: in parallel over blocks of
+/// `block` rows on the current rayon pool, the block's rows are rounded to bfloat16, each
+/// zero-padded to `stride` values, in a buffer of `block` rows (zeros past the last), and
+/// `product(a, rows, out)` fills the block's output rows from them.
+pub(crate) fn bf16_blocks(
+    x: &[f32],
+    (rows, k, n): (usize, usize, usize),
+    out: &mut [f32],
+    (block, stride): (usize, usize),
+    product: impl Fn(&[u16], usize, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), rows * k, "input size");
+    assert_eq!(out.len(), rows * n, "output size");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    out.par_chunks_mut(block * n)
+        .zip(x.par_chunks(block * k))
+        .for_each(|(out, x)| {
+            let mut a = vec![0u16; block * stride];
+            for (dst, src) in a.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
+                to_bf16(&mut dst[..k], src);
+            }
+            product(&a, x.len() / k, out);
+        });
+}
+
 #[inline(always)]
 fn scale_by_generic(x: &mut [f32], factors: &[f32]) {
     x.iter_mut().zip(factors).for_each(|(x, f)| *x *= f);
@@ -568,6 +601,46 @@ pub fn matmul(
             false,
             parallelism,
         );
+    }
+}
+
+/// The check both bfloat16 products ([`crate::amx`], [`crate::dpbf16`]) pass.
+#[cfg(test)]
+pub(crate) mod bf16_check {
+    use super::bf16;
+
+    /// Deterministic inputs `x` `[rows, k]` and `w` `[n, k]` between −2 and 2.
+    pub fn inputs(rows: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..rows * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let w = (0..n * k)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0)
+            .collect();
+        (x, w)
+    }
+
+    /// Asserts that `product(x, w, rows, n, k)` (`x wᵀ`) equals, for each shape, the product
+    /// of the bfloat16-rounded inputs computed in float64, up to the rounding of float32 sums.
+    pub fn assert_rounded_products(
+        shapes: &[(usize, usize, usize)],
+        product: impl Fn(&[f32], &[f32], usize, usize, usize) -> Vec<f32>,
+    ) {
+        let r = |v: f32| f32::from_bits((bf16(v) as u32) << 16) as f64;
+        for &(rows, n, k) in shapes {
+            let (x, w) = inputs(rows, n, k);
+            let got = product(&x, &w, rows, n, k);
+            for i in 0..rows {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|t| r(x[i * k + t]) * r(w[j * k + t])).sum();
+                    let got = got[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "({rows}, {n}, {k}) element ({i}, {j}): {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }
 
