@@ -14,16 +14,15 @@ use foil_core::metrics::{EvalConfig, Measure};
 use foil_core::Similarity;
 use foil_core::{InputPolicy, SkipReport};
 
-use crate::progress::Bars;
+use super::common_args::RunArgs;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Folder for the dataset, runs and results.
     #[arg(long, default_value = "foil-demo")]
     output: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    runtime: RunArgs,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -47,11 +46,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         corpus_embeddings: None,
         cache: None,
         similarity: Similarity::Cosine,
-        threads: args.threads,
+        threads: args.runtime.threads,
         skip_invalid: false,
         tag: "foil-bm25".into(),
     };
-    let summary = foil::search::run(&config, &Bars::new(false)).context("search failed")?;
+    let summary = foil::search::run(&config, &args.runtime.progress()).context("search failed")?;
 
     let eval_config = EvalConfig {
         measures: vec![
