@@ -50,9 +50,9 @@ pub struct EncoderArgs {
     /// cpu (fused CPU kernels), cuda or cuda:N (needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// The dense products' arithmetic: f32, or bf16 on CPUs with AMX (Sapphire Rapids and
-    /// later; elsewhere f32, with a warning). bf16 vectors differ slightly from f32 ones and
-    /// are cached apart from them.
+    /// The matrix products' arithmetic: f32, or bf16 on CPUs with AMX (Sapphire Rapids and
+    /// later) or AVX-512 BF16 (AMD Zen 4 and later); elsewhere f32, with a warning. bf16
+    /// vectors differ slightly from f32 ones and are cached apart from them.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
 }
