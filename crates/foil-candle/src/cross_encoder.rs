@@ -119,12 +119,13 @@ impl CrossEncoder {
             None => Runner::Fast {
                 model: Box::new(FastBert::new(&config, &weights)?),
                 hidden: h,
-                pooler: match has_dense {
-                    true => Some((
+                pooler: if has_dense {
+                    Some((
                         weights.vec(&format!("{dense}.weight"), &[h, h])?,
                         weights.vec(&format!("{dense}.bias"), &[h])?,
-                    )),
-                    false => None,
+                    ))
+                } else {
+                    None
                 },
                 classifier_w: weights.vec(&format!("{out}.weight"), &[1, h])?,
                 classifier_b: weights.vec(&format!("{out}.bias"), &[1])?[0],
@@ -133,12 +134,13 @@ impl CrossEncoder {
                 let mut model = CandleBert::new(&config, &weights, &device)?;
                 model.set_inference(true);
                 // (XLM-)RoBERTa's `classifier.dense` is part of the model's head.
-                let pooler = match has_dense && dense == "pooler.dense" {
-                    true => Some((
+                let pooler = if has_dense && dense == "pooler.dense" {
+                    Some((
                         weights.get("pooler.dense.weight", &[h, h])?.clone(),
                         weights.get("pooler.dense.bias", &[h])?.clone(),
-                    )),
-                    false => None,
+                    ))
+                } else {
+                    None
                 };
                 Runner::Candle {
                     model: Box::new(model),
@@ -216,18 +218,15 @@ fn head_logit(
     classifier_b: f32,
 ) -> f32 {
     let dot = |a: &[f32], x: &[f32]| a.iter().zip(x).map(|(a, x)| a * x).sum::<f32>();
-    let pooled: Vec<f32>;
-    let input = match pooler {
-        Some((w, bias)) => {
-            let h = cls.len();
-            pooled = (0..h)
-                .map(|j| (dot(&w[j * h..(j + 1) * h], cls) + bias[j]).tanh())
-                .collect();
-            &pooled
-        }
-        None => cls,
+    let h = cls.len();
+    let logit = match pooler {
+        // Each pooled value feeds the classifier's sum as it is made: no buffer.
+        Some((w, bias)) => (0..h)
+            .map(|j| classifier_w[j] * (dot(&w[j * h..(j + 1) * h], cls) + bias[j]).tanh())
+            .sum::<f32>(),
+        None => dot(classifier_w, cls),
     };
-    dot(classifier_w, input) + classifier_b
+    logit + classifier_b
 }
 
 impl Reranker for CrossEncoder {
