@@ -10,17 +10,19 @@
 #                    greedy, up to MAX_TOKENS tokens or end of turn: N / total time. foil runs the
 #                    N as one continuous batch; llama-cpp-python (no multi-sequence API) one by one.
 # Also reported: the process CPU seconds of the prompt step and of the batch (all threads), so
-# that results on a shared machine can be read per CPU-second. Each figure is the median of RUNS
-# repetitions inside one process; both tools run THREADS
-# threads (RAYON_NUM_THREADS for foil, n_threads/n_threads_batch for llama.cpp), one after the
-# other in the same invocation.
+# that results on a shared machine can be read per CPU-second. The tools alternate: ROUNDS
+# rounds each run every model on foil, then on llama.cpp (each process taking the median of
+# RUNS repetitions inside it), and each figure is the median over the rounds. Both tools run
+# THREADS threads (RAYON_NUM_THREADS for foil, n_threads/n_threads_batch for llama.cpp).
 #
 # Usage: bench/generate.sh [smollm2|qwen|all]        (default: all)
 # Env:
-#   N=16 MAX_TOKENS=32 RUNS=3 THREADS=2
+#   N=16 MAX_TOKENS=32 ROUNDS=3 RUNS=1 THREADS=2
 #   DATA=../shared/data/scifact     BEIR data dir (relative to the repo root)
 #   FOIL_MODELS=~/.cache/foil/models (scripts/fetch-models.sh smollm2 qwen installs the GGUFs)
-#   PYTHON=python3                  needs llama-cpp-python (pip install llama-cpp-python) + jinja2
+#   PYTHON=python3                  with llama-cpp-python, numpy and jinja2; without them the
+#                                   script installs llama-cpp-python==LLAMA_CPP_VERSION (0.3.36)
+#                                   from source into LLAMA_VENV (~/.cache/foil/venv-llama)
 #   ONLY=foil|llama                 run one side only
 # Output: bench/out/generate.json and a Markdown table on stdout; progress on stderr.
 set -euo pipefail
@@ -30,7 +32,9 @@ cd "$ROOT"
 
 N="${N:-16}"
 MAX_TOKENS="${MAX_TOKENS:-32}"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-1}"
+ROUNDS="${ROUNDS:-3}"
+LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
 THREADS="${THREADS:-2}"
 PYTHON="${PYTHON:-python3}"
 ONLY="${ONLY:-}"
@@ -58,25 +62,52 @@ if [[ "$ONLY" != llama ]]; then
   BENCH="$CARGO_TARGET_DIR/release/examples/llm_bench"
 fi
 
-results=()
-for name in "${names[@]}"; do
-  gguf="${FILES[$name]}"
-  [[ -f "$gguf" ]] || { echo "missing $gguf: run scripts/fetch-models.sh $name" >&2; exit 2; }
-  if [[ "$ONLY" != llama ]]; then
-    echo "foil: $name" >&2
-    RAYON_NUM_THREADS="$THREADS" \
-      "$BENCH" "$gguf" "$CORPUS" "$N" "$MAX_TOKENS" "$RUNS" > "$OUT/generate/foil.$name.json"
-    results+=("$(jq -c --arg m "$name" '. + {model: $m}' "$OUT/generate/foil.$name.json")")
+# llama-cpp-python, built from its PyPI source (about 6 minutes on 2 cores), in its own venv
+# unless PYTHON already has it.
+if [[ "$ONLY" != foil ]] && ! "$PYTHON" -c 'import llama_cpp, jinja2, numpy' 2>/dev/null; then
+  VENV="${LLAMA_VENV:-$HOME/.cache/foil/venv-llama}"
+  if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import llama_cpp, jinja2, numpy' 2>/dev/null; then
+    echo "installing llama-cpp-python==$LLAMA_CPP_VERSION into $VENV (builds from source)" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "llama-cpp-python==$LLAMA_CPP_VERSION" numpy jinja2 >&2
   fi
-  if [[ "$ONLY" != foil ]]; then
-    echo "llama-cpp-python: $name" >&2
-    "$PYTHON" bench/llama_cpp_peer.py "$gguf" "$CORPUS" "$N" "$MAX_TOKENS" "$RUNS" "$THREADS" \
-      > "$OUT/generate/llama.$name.json"
-    results+=("$(jq -c --arg m "$name" '. + {model: $m}' "$OUT/generate/llama.$name.json")")
-  fi
+  PYTHON="$VENV/bin/python"
+fi
+
+# ROUNDS rounds, each running every model on foil then on llama.cpp, so that a change in the
+# machine's speed falls on both tools; each figure is the median over the rounds.
+rm -f "$OUT"/generate/*.json
+for round in $(seq 1 "$ROUNDS"); do
+  for name in "${names[@]}"; do
+    gguf="${FILES[$name]}"
+    [[ -f "$gguf" ]] || { echo "missing $gguf: run scripts/fetch-models.sh $name" >&2; exit 2; }
+    if [[ "$ONLY" != llama ]]; then
+      echo "round $round/$ROUNDS, foil: $name" >&2
+      RAYON_NUM_THREADS="$THREADS" \
+        "$BENCH" "$gguf" "$CORPUS" "$N" "$MAX_TOKENS" "$RUNS" > "$OUT/generate/foil.$name.$round.json"
+    fi
+    if [[ "$ONLY" != foil ]]; then
+      echo "round $round/$ROUNDS, llama-cpp-python: $name" >&2
+      "$PYTHON" bench/llama_cpp_peer.py "$gguf" "$CORPUS" "$N" "$MAX_TOKENS" "$RUNS" "$THREADS" \
+        > "$OUT/generate/llama.$name.$round.json"
+    fi
+  done
 done
 
-printf '%s\n' "${results[@]}" | jq -s '.' > "$OUT/generate.json"
+# One record per (model, tool): the median of each measured figure over the rounds.
+for f in "$OUT"/generate/*.1.json; do
+  base="${f%.1.json}"
+  model="${base##*.}"
+  jq -s --arg m "$model" '
+    def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+                       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+    . as $all
+    | $all[0] + {model: $m, rounds: ($all | length)}
+    + (["pp_tok_s", "pp_cpu_s", "tg_tok_s", "batch_queries_s", "batch_cpu_s"]
+       | map(. as $k | {key: $k, value: ([$all[][$k]] | median)}) | from_entries)
+  ' "$base".*.json
+done | jq -s 'sort_by(.model, .tool)' > "$OUT/generate.json"
 echo "| model | tool | prompt tok/s | prompt tok per CPU-s | decode tok/s | batch of $N: queries/s | batch CPU-s | completion tokens |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 jq -r '.[] | "| \(.model) | \(.tool) | \(.pp_tok_s|floor) | \(if (.pp_cpu_s // 0) > 0 then (.prompt_tokens_one / .pp_cpu_s | floor) else "n/a" end) | \(.tg_tok_s*10|floor/10) | \(.batch_queries_s*100|floor/100) | \(.batch_cpu_s // 0 | .*10|floor/10) | \(.batch_completion_tokens) |"' "$OUT/generate.json"

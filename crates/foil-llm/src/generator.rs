@@ -122,7 +122,11 @@ impl GgufGenerator {
             .unwrap_or_default();
         Ok(GgufGenerator {
             name: format!("gguf:{file_name}"),
-            fingerprint: format!("gguf sha256={sha256} template={}", template.identity()),
+            fingerprint: format!(
+                "gguf sha256={sha256} template={} kernels={}",
+                template.identity(),
+                model.kernels()
+            ),
             model,
             tokenizer,
             template,

@@ -2,7 +2,7 @@
 //! [`foil_core::generator::Generator`].
 //!
 //! Everything the model needs comes from the one GGUF file: the weights (kept quantized and
-//! multiplied with candle's `QMatMul`), the byte-level BPE tokenizer ([`tokenizer`], from the
+//! multiplied by foil's AVX2 kernel in `qmatmul.rs`, or candle's `QMatMul`), the byte-level BPE tokenizer ([`tokenizer`], from the
 //! `tokenizer.ggml.*` metadata) and the chat template ([`chat`], ChatML rendered natively).
 //!
 //! Speed comes from batching: [`llama`] runs the new tokens of many sequences as one packed
@@ -15,6 +15,7 @@ pub mod chat;
 pub mod generator;
 mod gguf;
 pub mod llama;
+mod qmatmul;
 mod sampler;
 pub mod tokenizer;
 

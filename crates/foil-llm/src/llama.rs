@@ -12,9 +12,9 @@
 //! **Packed rows.** One forward call takes the new tokens of many sequences as one matrix of
 //! rows, sequence after sequence ([`Segment`]s): a prompt contributes all its tokens (batched
 //! prefill), a decoding sequence its one latest token (batched decode), both in the same call.
-//! The weight matrices multiply all rows at once through candle's `QMatMul` (which quantizes the
-//! activations and runs int8 dot products), so the weights are read once per call instead of once
-//! per sequence. Only attention is per sequence: each row attends to its own sequence's cache, so
+//! The weight matrices multiply all rows at once (`Linear`: foil's AVX2 kernel for GGML's
+//! 32-value blocks, candle's `QMatMul` for the rest; both quantize the activations and run int8
+//! dot products), so the weights are read once per call instead of once per sequence. Only attention is per sequence: each row attends to its own sequence's cache, so
 //! no padding is needed. Every row's arithmetic is independent of the other rows (see
 //! [`Linear`] for the one kernel choice that depends on the row count), so a sequence's output
 //! does not depend on its batch.
@@ -29,6 +29,7 @@ use foil_core::{Error, Result};
 use rayon::prelude::*;
 
 use crate::gguf::GgufFile;
+use crate::qmatmul::{self, Format, QMatrix};
 
 /// How rotary embeddings pair dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,47 +137,79 @@ pub struct LoadOptions {
 
 /// A quantized weight matrix `[out, in]` applied to rows.
 ///
-/// The matrix is cut into blocks of output rows multiplied in parallel on the caller's rayon
-/// pool (candle itself runs single-threaded: its own spinning thread pool stalls when the
-/// machine is busy). Cutting by output rows leaves each output value's arithmetic unchanged.
-///
-/// candle picks a different x86 kernel for Q6_K weights when it multiplies a single row than
-/// when it multiplies several (the two sum in different orders), so a lone row is multiplied
-/// as two identical rows: a sequence decoding alone then gets bit-identical results to the
-/// same sequence decoding in a batch.
+/// Matrices of 32-value blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) run on foil's own AVX2 kernel
+/// ([`crate::qmatmul`]), read as stored, where the CPU has it, except where candle's
+/// AVX512-VNNI tiles are chosen. Everything else (the K-quants) runs through candle's `QMatMul`, with the matrix cut into blocks of
+/// output rows multiplied in parallel on the caller's rayon pool (candle itself runs
+/// single-threaded: its own spinning thread pool stalls when the machine is busy). Cutting by
+/// output rows leaves each output value's arithmetic unchanged.
 struct Linear {
-    parts: Vec<(QMatMul, usize)>,
+    kernel: Kernel,
     out: usize,
     input: usize,
-    /// Row length of the stored weight: `input`, or more when padded with zeros.
-    padded: usize,
-    pad_single_row: bool,
+}
+
+enum Kernel {
+    Own(QMatrix),
+    Candle {
+        parts: Vec<(QMatMul, usize)>,
+        /// Row length of the stored weight: `input`, or more when padded with zeros.
+        padded: usize,
+        /// candle picks a different x86 kernel for Q6_K weights when it multiplies a single
+        /// row than when it multiplies several (the two sum in different orders), so a lone
+        /// row is multiplied as two identical rows: a sequence decoding alone then gets
+        /// bit-identical results to the same sequence decoding in a batch.
+        pad_single_row: bool,
+    },
+}
+
+/// The formats foil's own kernel reads.
+fn own_format(dtype: GgmlDType) -> Option<Format> {
+    match dtype {
+        GgmlDType::Q8_0 => Some(Format::Q8_0),
+        GgmlDType::Q4_0 => Some(Format::Q4_0),
+        GgmlDType::Q4_1 => Some(Format::Q4_1),
+        GgmlDType::Q5_0 => Some(Format::Q5_0),
+        GgmlDType::Q5_1 => Some(Format::Q5_1),
+        _ => None,
+    }
+}
+
+/// Which kernels a model's 32-value-block matrices get with these options.
+fn q8_kernel(opts: LoadOptions) -> &'static str {
+    if vnni_available() && !opts.precise {
+        "avx512-vnni"
+    } else if qmatmul::available() {
+        "avx2"
+    } else {
+        "portable"
+    }
 }
 
 impl Linear {
     /// Converts `t` to the form it is multiplied in; returns it and its stored row length.
     fn prepare(t: QTensor, opts: LoadOptions) -> candle_core::Result<(QTensor, usize)> {
         let (out, input) = t.shape().dims2()?;
-        // candle has no SIMD x86 kernels for these formats (its scalar code is ~20x slower),
-        // so they are requantized to Q8_0, whose 8-bit grid holds their 4/5-bit values closely.
+        // candle has no SIMD x86 kernels for these formats (its scalar code is ~20x slower):
+        // unless foil's own kernel reads them as they are, they are requantized to Q8_0, whose
+        // 8-bit grid holds their 4/5-bit values closely.
         let slow = matches!(
             t.dtype(),
             GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
         );
-        let t = if slow && input % 32 == 0 {
+        let t = if slow && input % 32 == 0 && q8_kernel(opts) != "avx2" {
             let f = t.dequantize(&Device::Cpu)?;
             QTensor::quantize(&f, GgmlDType::Q8_0)?
         } else {
             t
         };
-        // candle's fastest x86 kernels (AVX512-VNNI tiles) need rows of a multiple of 256
-        // values; Q8_0 rows are padded with zero blocks up to one (the matching activation
-        // columns are zero too, so the products are unchanged).
+        // candle's AVX512-VNNI tiles need rows of a multiple of 256 values; Q8_0 rows are
+        // padded with zero blocks up to one (the matching activation columns are zero too, so
+        // the products are unchanged).
         if t.dtype() == GgmlDType::Q8_0
             && input % 256 != 0
             && out % 16 == 0
-            && !opts.precise
-            && vnni_available()
+            && q8_kernel(opts) == "avx512-vnni"
         {
             let padded = input.div_ceil(256) * 256;
             return Ok((pad_q8_0(&t, out, padded)?, padded));
@@ -192,6 +225,15 @@ impl Linear {
         opts: LoadOptions,
     ) -> candle_core::Result<Self> {
         let out = t.shape().dims2()?.0;
+        if let (Some(format), "avx2") = (own_format(t.dtype()), q8_kernel(opts)) {
+            if let Some(m) = QMatrix::new(format, t.data()?.into_owned(), out, padded) {
+                return Ok(Linear {
+                    kernel: Kernel::Own(m),
+                    out,
+                    input,
+                });
+            }
+        }
         let pad_single_row = t.dtype() == GgmlDType::Q6K;
         // One block of output rows per thread (multiples of 16 rows, at least 64): each block
         // quantizes the activations again, so more blocks would cost more than they balance.
@@ -208,32 +250,41 @@ impl Linear {
                 .collect::<candle_core::Result<Vec<_>>>()?
         };
         Ok(Linear {
-            parts,
+            kernel: Kernel::Candle {
+                parts,
+                padded,
+                pad_single_row,
+            },
             out,
             input,
-            padded,
-            pad_single_row,
         })
     }
 
     /// `x` is `m` rows of `self.input` values; returns `m` rows of `self.out`.
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let rows = if m == 1 && self.pad_single_row { 2 } else { m };
-        let mut data = Vec::with_capacity(rows * self.padded);
-        if self.padded == self.input {
+        let (parts, padded, pad_single_row) = match &self.kernel {
+            Kernel::Own(w) => return Ok(w.forward(x, m)),
+            Kernel::Candle {
+                parts,
+                padded,
+                pad_single_row,
+            } => (parts, *padded, *pad_single_row),
+        };
+        let rows = if m == 1 && pad_single_row { 2 } else { m };
+        let mut data = Vec::with_capacity(rows * padded);
+        if padded == self.input {
             data.extend_from_slice(x);
         } else {
             for row in x.chunks(self.input) {
                 data.extend_from_slice(row);
-                data.resize(data.len() + self.padded - self.input, 0.0);
+                data.resize(data.len() + padded - self.input, 0.0);
             }
         }
         if rows > m {
             data.extend_from_within(..);
         }
-        let t = Tensor::from_vec(data, (rows, self.padded), &Device::Cpu).map_err(candle_err)?;
-        let outs = self
-            .parts
+        let t = Tensor::from_vec(data, (rows, padded), &Device::Cpu).map_err(candle_err)?;
+        let outs = parts
             .par_iter()
             .map(|(w, _)| {
                 w.forward(&t)
@@ -249,7 +300,7 @@ impl Linear {
         }
         let mut y = Vec::with_capacity(m * self.out);
         for r in 0..m {
-            for (o, (_, n)) in outs.iter().zip(&self.parts) {
+            for (o, (_, n)) in outs.iter().zip(parts) {
                 y.extend_from_slice(&o[r * n..(r + 1) * n]);
             }
         }
@@ -356,14 +407,14 @@ impl Stack {
     }
 }
 
-/// The quantized matrix kernels this CPU gets: candle's AVX512-VNNI tiles for Q8_0 rows, or
-/// its portable ones (`foil --version` says which).
+/// The kernels this CPU gets for 32-value-block matrices by default: candle's AVX512-VNNI tiles
+/// (4/5-bit weights requantized to Q8_0), foil's AVX2 kernel, or candle's portable code
+/// (`foil --version` says which).
 pub fn quantized_kernels() -> &'static str {
-    if vnni_available() {
-        "avx512-vnni"
-    } else {
-        "portable"
-    }
+    q8_kernel(LoadOptions {
+        precise: false,
+        threads: 1,
+    })
 }
 
 fn vnni_available() -> bool {
@@ -422,6 +473,7 @@ pub struct Model {
     norm: Vec<f32>,
     output: Linear,
     inv_freq: Vec<f64>,
+    kernels: &'static str,
 }
 
 /// New tokens of one sequence inside a packed forward call: rows `row..row + len` hold the
@@ -584,7 +636,14 @@ impl Model {
             norm,
             output,
             inv_freq,
+            kernels: q8_kernel(opts),
         })
+    }
+
+    /// The kernels the 32-value-block matrices run on (see [`quantized_kernels`]): outputs are
+    /// reproducible for the same kernels, not across them.
+    pub fn kernels(&self) -> &'static str {
+        self.kernels
     }
 
     /// Feeds `tokens` (packed as `segments` describe, in order) through the model, appending
@@ -736,40 +795,87 @@ impl Model {
         let group = cfg.heads / cfg.kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(cfg.hidden)
-            .zip(q.par_chunks(cfg.hidden))
-            .zip(rows.par_iter())
-            .for_each(|((out, q), &(seq, pos))| {
+        let head = AttentionHead {
+            head_dim: hd,
+            kv,
+            scale,
+        };
+        // One task per (row, head): a decoding row alone still spreads over the pool.
+        out.par_chunks_mut(hd)
+            .zip(q.par_chunks(hd))
+            .enumerate()
+            .for_each(|(i, (out, q))| {
+                let (row, h) = (i / cfg.heads, i % cfg.heads);
+                let (seq, pos) = rows[row];
                 let (keys, values) = &cache.slots[seq][layer];
-                let mut scores = vec![0f32; pos + 1];
-                for h in 0..cfg.heads {
-                    let off = (h / group) * hd;
-                    let qh = &q[h * hd..(h + 1) * hd];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = dot(qh, &keys[j * kv + off..j * kv + off + hd]) * scale;
-                        max = max.max(*s);
-                    }
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let oh = &mut out[h * hd..(h + 1) * hd];
-                    for (j, s) in scores.iter().enumerate() {
-                        let w = s / sum;
-                        let vj = &values[j * kv + off..j * kv + off + hd];
-                        for (o, v) in oh.iter_mut().zip(vj) {
-                            *o += w * v;
-                        }
-                    }
-                }
+                let (keys, values) = (&keys[..(pos + 1) * kv], &values[..(pos + 1) * kv]);
+                head.run(q, keys, values, (h / group) * hd, out);
             });
         out
     }
 }
 
+/// The shape of one head's attention over its sequence's cached keys and values.
+struct AttentionHead {
+    head_dim: usize,
+    /// Values per cached position (all kv heads).
+    kv: usize,
+    scale: f32,
+}
+
+impl AttentionHead {
+    /// Adds softmax(q·kᵀ · scale)·v into `out`, for the kv head whose values start at `off`
+    /// in each cached position.
+    fn run(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if qmatmul::available() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { self.run_avx2(q, keys, values, off, out) };
+            return;
+        }
+        self.run_portable(q, keys, values, off, out);
+    }
+
+    /// The same code compiled for AVX2: its loops vectorize 8 lanes wide instead of SSE's 4.
+    /// Nothing is reassociated or fused, so the bits are the portable code's.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(
+        &self,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        off: usize,
+        out: &mut [f32],
+    ) {
+        self.run_portable(q, keys, values, off, out);
+    }
+
+    #[inline(always)]
+    fn run_portable(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
+        let (hd, kv) = (self.head_dim, self.kv);
+        let mut scores = vec![0f32; keys.len() / kv];
+        let mut max = f32::NEG_INFINITY;
+        for (s, k) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
+            *s = dot(q, &k[off..off + hd]) * self.scale;
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
+            let w = s / sum;
+            for (o, v) in out.iter_mut().zip(&v[off..off + hd]) {
+                *o += w * v;
+            }
+        }
+    }
+}
+
 /// A dot product with eight independent partial sums, so that it vectorizes.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
