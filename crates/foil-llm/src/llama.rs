@@ -649,7 +649,24 @@ impl Model {
     /// Feeds `tokens` (packed as `segments` describe, in order) through the model, appending
     /// their keys and values to `cache`; returns the logits of each segment with
     /// `logits == true`, in segment order.
+    ///
+    /// The call runs on a thread of the rayon pool (it moves there when called from outside):
+    /// its many short parallel steps then start on the thread that is already running, instead
+    /// of each waking a pool thread and putting the caller to sleep.
     pub fn forward(
+        &self,
+        tokens: &[u32],
+        segments: &[Segment],
+        cache: &mut KvCache,
+    ) -> Result<Vec<Vec<f32>>> {
+        if rayon::current_thread_index().is_some() {
+            self.forward_in_pool(tokens, segments, cache)
+        } else {
+            rayon::scope(|_| self.forward_in_pool(tokens, segments, cache))
+        }
+    }
+
+    fn forward_in_pool(
         &self,
         tokens: &[u32],
         segments: &[Segment],
@@ -853,6 +870,51 @@ impl AttentionHead {
 
     #[inline(always)]
     fn run_portable(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
+        match self.head_dim {
+            64 => self.run_fixed::<64>(q, keys, values, off, out),
+            128 => self.run_fixed::<128>(q, keys, values, off, out),
+            _ => self.run_any(q, keys, values, off, out),
+        }
+    }
+
+    /// [`Self::run_any`] for a head size known at compile time: the loops unroll and the
+    /// output row stays in registers. The same operations in the same order.
+    #[inline(always)]
+    fn run_fixed<const HD: usize>(
+        &self,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        off: usize,
+        out: &mut [f32],
+    ) {
+        let kv = self.kv;
+        let q: &[f32; HD] = q.try_into().expect("one head of the query");
+        let mut scores = vec![0f32; keys.len() / kv];
+        let mut max = f32::NEG_INFINITY;
+        for (s, k) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
+            let k: &[f32; HD] = k[off..off + HD].try_into().expect("one head of a key");
+            *s = dot(q, k) * self.scale;
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let mut acc: [f32; HD] = (&*out).try_into().expect("one head of the output");
+        for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
+            let w = s / sum;
+            let v: &[f32; HD] = v[off..off + HD].try_into().expect("one head of a value");
+            for (o, v) in acc.iter_mut().zip(v) {
+                *o += w * v;
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+
+    #[inline(always)]
+    fn run_any(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
         let (hd, kv) = (self.head_dim, self.kv);
         let mut scores = vec![0f32; keys.len() / kv];
         let mut max = f32::NEG_INFINITY;
@@ -919,5 +981,40 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unrolled head sizes compute what the general loop computes, bit for bit, and so
+    /// does the AVX2 build of both.
+    #[test]
+    fn attention_heads_of_known_size_give_the_general_bits() {
+        for hd in [64, 128] {
+            let (kv, positions) = (3 * hd, 37);
+            let head = AttentionHead {
+                head_dim: hd,
+                kv,
+                scale: 1.0 / (hd as f32).sqrt(),
+            };
+            let value = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) / 253.0;
+            let q: Vec<f32> = (0..hd).map(value).collect();
+            let keys: Vec<f32> = (0..positions * kv).map(|i| value(i + 5)).collect();
+            let values: Vec<f32> = (0..positions * kv).map(|i| value(i + 11)).collect();
+            let start: Vec<f32> = (0..hd).map(|i| value(i + 3)).collect();
+            let off = hd;
+            let mut general = start.clone();
+            head.run_any(&q, &keys, &values, off, &mut general);
+            let mut fixed = start.clone();
+            head.run_portable(&q, &keys, &values, off, &mut fixed);
+            let mut dispatched = start.clone();
+            head.run(&q, &keys, &values, off, &mut dispatched);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fixed), bits(&general), "head size {hd}");
+            assert_eq!(bits(&dispatched), bits(&general), "head size {hd}");
+            assert_ne!(general, start);
+        }
     }
 }
