@@ -5,6 +5,7 @@
 #   pp_tok_s         prompt processing of one sequence: prompt tokens / time to feed the first
 #                    prompt (~350 tokens) from an empty cache
 #   tg_tok_s         decoding one sequence: 64 greedy steps / their time
+#   peak_rss_mb      the process's peak resident set (llama.cpp's mapped GGUF pages included)
 #   batch_queries_s  N SciFact passages (the first N of corpus.jsonl), each wrapped in the same
 #                    "write one search query for this passage" user message, chat template applied,
 #                    greedy, up to MAX_TOKENS tokens or end of turn: N / total time. foil runs the
@@ -104,10 +105,10 @@ for f in "$OUT"/generate/*.1.json; do
                        else (.[length / 2 - 1] + .[length / 2]) / 2 end;
     . as $all
     | $all[0] + {model: $m, rounds: ($all | length)}
-    + (["pp_tok_s", "pp_cpu_s", "tg_tok_s", "batch_queries_s", "batch_cpu_s"]
+    + (["pp_tok_s", "pp_cpu_s", "tg_tok_s", "batch_queries_s", "batch_cpu_s", "peak_rss_mb"]
        | map(. as $k | {key: $k, value: ([$all[][$k]] | median)}) | from_entries)
   ' "$base".*.json
 done | jq -s 'sort_by(.model, .tool)' > "$OUT/generate.json"
-echo "| model | tool | prompt tok/s | prompt tok per CPU-s | decode tok/s | batch of $N: queries/s | batch CPU-s | completion tokens |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
-jq -r '.[] | "| \(.model) | \(.tool) | \(.pp_tok_s|floor) | \(if (.pp_cpu_s // 0) > 0 then (.prompt_tokens_one / .pp_cpu_s | floor) else "n/a" end) | \(.tg_tok_s*10|floor/10) | \(.batch_queries_s*100|floor/100) | \(.batch_cpu_s // 0 | .*10|floor/10) | \(.batch_completion_tokens) |"' "$OUT/generate.json"
+echo "| model | tool | prompt tok/s | prompt tok per CPU-s | decode tok/s | batch of $N: queries/s | batch CPU-s | completion tokens | peak RSS MB |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+jq -r '.[] | "| \(.model) | \(.tool) | \(.pp_tok_s|floor) | \(if (.pp_cpu_s // 0) > 0 then (.prompt_tokens_one / .pp_cpu_s | floor) else "n/a" end) | \(.tg_tok_s*10|floor/10) | \(.batch_queries_s*100|floor/100) | \(.batch_cpu_s // 0 | .*10|floor/10) | \(.batch_completion_tokens) | \(.peak_rss_mb // 0 | floor) |"' "$OUT/generate.json"

@@ -14,6 +14,7 @@ Medians over RUNS.
 """
 
 import json
+import resource
 import statistics
 import sys
 import time
@@ -113,6 +114,8 @@ def main():
         "batch_queries_s": statistics.median(qps),
         "batch_cpu_s": statistics.median(batch_cpu),
         "first_query": first,
+        # Peak resident set in MB (Linux reports ru_maxrss in kB); the mapped GGUF pages count.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
 

@@ -140,6 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "batch_queries_s": median(qps),
         "batch_cpu_s": median(batch_cpu),
         "first_query": first,
+        "peak_rss_mb": peak_rss_mb(),
     });
     println!("{report}");
     Ok(())
@@ -159,6 +160,16 @@ fn cpu_seconds() -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     f.iter().sum::<f64>() / 100.0
+}
+
+/// The process's peak resident set (VmHWM in /proc/self/status), in MB; 0 elsewhere.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn argmax(v: &[f32]) -> u32 {
