@@ -15,6 +15,7 @@ pub mod lines;
 pub mod lock;
 pub mod manifest;
 pub mod metrics;
+pub mod process;
 pub mod progress;
 pub mod reranker;
 pub mod retriever;

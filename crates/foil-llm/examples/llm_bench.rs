@@ -32,7 +32,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    keep_freed_memory();
+    // The allocator settings the foil CLI starts with, so that this measures what `foil
+    // generate` runs.
+    foil_core::process::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         return Err("usage: llm_bench MODEL.gguf CORPUS.jsonl [N] [MAX_TOKENS] [RUNS]".into());
@@ -180,17 +182,4 @@ fn argmax(v: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-/// The allocator settings the foil CLI starts with (crates/foil-cli/src/main.rs), so that the
-/// benchmark measures what `foil generate` runs: one arena whose freed pages are kept, instead of
-/// fresh zeroed mappings for every large buffer.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator settings; no other thread allocates yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
 }

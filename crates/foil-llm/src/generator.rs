@@ -378,6 +378,13 @@ impl Generator for GgufGenerator {
                         0
                     }
                 };
+                // Room for the prompt and the longest answer: one allocation per slot.
+                let positions = (group.ids.len() + requests[group.request].params.max_tokens)
+                    .min(self.context_length);
+                cache.reserve(slot, positions);
+                for &(_, follower) in &followers {
+                    cache.reserve(follower, positions);
+                }
                 let mut s = Live::new(&requests[group.request], group.request, slot, group.ids);
                 s.fed = fed;
                 s.followers = followers;

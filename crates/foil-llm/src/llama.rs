@@ -519,6 +519,17 @@ impl KvCache {
         }
     }
 
+    /// Makes room for `positions` in `seq`'s slot at once, so that it does not grow by
+    /// doubling (which can leave a sequence's keys and values holding twice the memory they
+    /// use).
+    pub fn reserve(&mut self, seq: usize, positions: usize) {
+        let n = positions * self.kv_dim;
+        for (k, v) in &mut self.slots[seq] {
+            k.reserve_exact(n.saturating_sub(k.len()));
+            v.reserve_exact(n.saturating_sub(v.len()));
+        }
+    }
+
     /// Makes `seq` hold the first `len` positions of this cache's slot `from` (a prompt fed
     /// once for several samples).
     pub fn copy_slot(&mut self, seq: usize, from: usize, len: usize) {
