@@ -2,8 +2,9 @@
 //! [`foil_core::generator::Generator`].
 //!
 //! Everything the model needs comes from the one GGUF file: the weights (kept quantized and
-//! multiplied by foil's AVX2 kernel in `qmatmul.rs`, or candle's `QMatMul`), the byte-level BPE tokenizer ([`tokenizer`], from the
-//! `tokenizer.ggml.*` metadata) and the chat template ([`chat`], ChatML rendered natively).
+//! multiplied by foil's AVX2 kernel in `qmatmul.rs`, or candle's `QMatMul`), the byte-level BPE
+//! tokenizer ([`tokenizer`], from the `tokenizer.ggml.*` metadata) and the chat template
+//! ([`chat`], ChatML rendered natively).
 //!
 //! Speed comes from batching: [`llama`] runs the new tokens of many sequences as one packed
 //! matrix of rows (batched prefill of whole prompts, batched decode of one row per live

@@ -14,8 +14,9 @@
 //! prefill), a decoding sequence its one latest token (batched decode), both in the same call.
 //! The weight matrices multiply all rows at once (`Linear`: foil's AVX2 kernel for GGML's
 //! 32-value blocks, candle's `QMatMul` for the rest; both quantize the activations and run int8
-//! dot products), so the weights are read once per call instead of once per sequence. Only attention is per sequence: each row attends to its own sequence's cache, so
-//! no padding is needed. Every row's arithmetic is independent of the other rows (see
+//! dot products), so the weights are read once per call instead of once per sequence. Only
+//! attention is per sequence: each row attends to its own sequence's cache, so no padding is
+//! needed. Every row's arithmetic is independent of the other rows (see
 //! [`Linear`] for the one kernel choice that depends on the row count), so a sequence's output
 //! does not depend on its batch.
 //!
@@ -139,10 +140,10 @@ pub struct LoadOptions {
 ///
 /// Matrices of 32-value blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) run on foil's own AVX2 kernel
 /// ([`crate::qmatmul`]), read as stored, where the CPU has it, except where candle's
-/// AVX512-VNNI tiles are chosen. Everything else (the K-quants) runs through candle's `QMatMul`, with the matrix cut into blocks of
-/// output rows multiplied in parallel on the caller's rayon pool (candle itself runs
-/// single-threaded: its own spinning thread pool stalls when the machine is busy). Cutting by
-/// output rows leaves each output value's arithmetic unchanged.
+/// AVX512-VNNI tiles are chosen. Everything else (the K-quants) runs through candle's `QMatMul`,
+/// with the matrix cut into blocks of output rows multiplied in parallel on the caller's rayon
+/// pool (candle itself runs single-threaded: its own spinning thread pool stalls when the
+/// machine is busy). Cutting by output rows leaves each output value's arithmetic unchanged.
 struct Linear {
     kernel: Kernel,
     out: usize,
@@ -175,14 +176,34 @@ fn own_format(dtype: GgmlDType) -> Option<Format> {
     }
 }
 
-/// Which kernels a model's 32-value-block matrices get with these options.
-fn q8_kernel(opts: LoadOptions) -> &'static str {
-    if vnni_available() && !opts.precise {
-        "avx512-vnni"
-    } else if qmatmul::available() {
-        "avx2"
-    } else {
-        "portable"
+/// Which kernels a model's 32-value-block matrices get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockKernels {
+    /// candle's AVX512-VNNI tiles, 4/5-bit weights requantized to Q8_0.
+    CandleVnni,
+    /// foil's AVX2 kernel ([`crate::qmatmul`]), weights as stored.
+    Avx2,
+    /// candle's portable code, 4/5-bit weights requantized to Q8_0.
+    CandlePortable,
+}
+
+impl BlockKernels {
+    fn for_options(opts: LoadOptions) -> Self {
+        if vnni_available() && !opts.precise {
+            BlockKernels::CandleVnni
+        } else if qmatmul::available() {
+            BlockKernels::Avx2
+        } else {
+            BlockKernels::CandlePortable
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BlockKernels::CandleVnni => "avx512-vnni",
+            BlockKernels::Avx2 => "avx2",
+            BlockKernels::CandlePortable => "portable",
+        }
     }
 }
 
@@ -197,7 +218,8 @@ impl Linear {
             t.dtype(),
             GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
         );
-        let t = if slow && input % 32 == 0 && q8_kernel(opts) != "avx2" {
+        let kernels = BlockKernels::for_options(opts);
+        let t = if slow && input % 32 == 0 && kernels != BlockKernels::Avx2 {
             let f = t.dequantize(&Device::Cpu)?;
             QTensor::quantize(&f, GgmlDType::Q8_0)?
         } else {
@@ -209,7 +231,7 @@ impl Linear {
         if t.dtype() == GgmlDType::Q8_0
             && input % 256 != 0
             && out % 16 == 0
-            && q8_kernel(opts) == "avx512-vnni"
+            && kernels == BlockKernels::CandleVnni
         {
             let padded = input.div_ceil(256) * 256;
             return Ok((pad_q8_0(&t, out, padded)?, padded));
@@ -225,7 +247,9 @@ impl Linear {
         opts: LoadOptions,
     ) -> candle_core::Result<Self> {
         let out = t.shape().dims2()?.0;
-        if let (Some(format), "avx2") = (own_format(t.dtype()), q8_kernel(opts)) {
+        if let (Some(format), BlockKernels::Avx2) =
+            (own_format(t.dtype()), BlockKernels::for_options(opts))
+        {
             if let Some(m) = QMatrix::new(format, t.data()?.into_owned(), out, padded) {
                 return Ok(Linear {
                     kernel: Kernel::Own(m),
@@ -411,10 +435,11 @@ impl Stack {
 /// (4/5-bit weights requantized to Q8_0), foil's AVX2 kernel, or candle's portable code
 /// (`foil --version` says which).
 pub fn quantized_kernels() -> &'static str {
-    q8_kernel(LoadOptions {
+    BlockKernels::for_options(LoadOptions {
         precise: false,
         threads: 1,
     })
+    .name()
 }
 
 fn vnni_available() -> bool {
@@ -647,7 +672,7 @@ impl Model {
             norm,
             output,
             inv_freq,
-            kernels: q8_kernel(opts),
+            kernels: BlockKernels::for_options(opts).name(),
         })
     }
 
@@ -879,19 +904,20 @@ impl AttentionHead {
         self.run_portable(q, keys, values, off, out);
     }
 
+    /// The loop compiled once per common head size (64, 128), where it unrolls, and once for
+    /// any other; the same operations in the same order in every copy.
     #[inline(always)]
     fn run_portable(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
         match self.head_dim {
-            64 => self.run_fixed::<64>(q, keys, values, off, out),
-            128 => self.run_fixed::<128>(q, keys, values, off, out),
-            _ => self.run_any(q, keys, values, off, out),
+            64 => self.run_sized::<64>(q, keys, values, off, out),
+            128 => self.run_sized::<128>(q, keys, values, off, out),
+            _ => self.run_sized::<0>(q, keys, values, off, out),
         }
     }
 
-    /// [`Self::run_any`] for a head size known at compile time: the loops unroll and the
-    /// output row stays in registers. The same operations in the same order.
+    /// The attention of one head; `HD` is the head size when known at compile time, else 0.
     #[inline(always)]
-    fn run_fixed<const HD: usize>(
+    fn run_sized<const HD: usize>(
         &self,
         q: &[f32],
         keys: &[f32],
@@ -899,34 +925,8 @@ impl AttentionHead {
         off: usize,
         out: &mut [f32],
     ) {
-        let kv = self.kv;
-        let q: &[f32; HD] = q.try_into().expect("one head of the query");
-        let mut scores = vec![0f32; keys.len() / kv];
-        let mut max = f32::NEG_INFINITY;
-        for (s, k) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
-            let k: &[f32; HD] = k[off..off + HD].try_into().expect("one head of a key");
-            *s = dot(q, k) * self.scale;
-            max = max.max(*s);
-        }
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let mut acc: [f32; HD] = (&*out).try_into().expect("one head of the output");
-        for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
-            let w = s / sum;
-            let v: &[f32; HD] = v[off..off + HD].try_into().expect("one head of a value");
-            for (o, v) in acc.iter_mut().zip(v) {
-                *o += w * v;
-            }
-        }
-        out.copy_from_slice(&acc);
-    }
-
-    #[inline(always)]
-    fn run_any(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
-        let (hd, kv) = (self.head_dim, self.kv);
+        let (hd, kv) = (if HD > 0 { HD } else { self.head_dim }, self.kv);
+        let (q, out) = (&q[..hd], &mut out[..hd]);
         let mut scores = vec![0f32; keys.len() / kv];
         let mut max = f32::NEG_INFINITY;
         for (s, k) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
@@ -999,8 +999,8 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 mod tests {
     use super::*;
 
-    /// The unrolled head sizes compute what the general loop computes, bit for bit, and so
-    /// does the AVX2 build of both.
+    /// The copies compiled for known head sizes compute what the general loop computes, bit
+    /// for bit, and so does the AVX2 build.
     #[test]
     fn attention_heads_of_known_size_give_the_general_bits() {
         for hd in [64, 128] {
@@ -1017,7 +1017,7 @@ mod tests {
             let start: Vec<f32> = (0..hd).map(|i| value(i + 3)).collect();
             let off = hd;
             let mut general = start.clone();
-            head.run_any(&q, &keys, &values, off, &mut general);
+            head.run_sized::<0>(&q, &keys, &values, off, &mut general);
             let mut fixed = start.clone();
             head.run_portable(&q, &keys, &values, off, &mut fixed);
             let mut dispatched = start.clone();

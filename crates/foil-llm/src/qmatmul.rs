@@ -3,9 +3,10 @@
 //!
 //! A block holds 32 small integers `q` and a scale `d` (and, for Q4_1 / Q5_1, an offset `m`):
 //! `w = d · q + m`. Q4_0 and Q5_0 store `q` unsigned with the offset implied, and are read as
-//! the signed `q - 8` and `q - 16` with no offset. The activations are quantized per row and block as llama.cpp does for these
-//! formats (`d_x = max|x| / 127`, `q_x = round(x / d_x)`, `d_x` kept at half precision), so a
-//! block's contribution to an output is
+//! the signed `q - 8` and `q - 16` with `m = 0`; Q8_0 is signed with `m = 0`. The activations are
+//! quantized per row and block as llama.cpp does for these formats (`d_x = max|x| / 127`,
+//! `q_x = round(x / d_x)`, `d_x` kept at half precision), so a block's contribution to an
+//! output is
 //!
 //! ```text
 //! Σ w·x = d_w·d_x · Σ q_w·q_x  +  m_w · (d_x · Σ q_x)
@@ -15,7 +16,8 @@
 //!
 //! **Why the weights stay in their own format.** Decoding one token reads every weight once,
 //! and on a CPU that is limited by memory bandwidth: a 4-bit block is 20 bytes where the same
-//! block as Q8_0 is 34. (foil used to requantize 4/5-bit weights to Q8_0 for candle's kernels.)
+//! block as Q8_0 is 34. (Where candle's kernels run instead, 4/5-bit weights are requantized to
+//! Q8_0: see `Linear` in llama.rs.)
 //!
 //! **The kernel.** A tile of up to [`ROWS`] activation rows × [`COLS`] weight rows is computed
 //! at once, so each weight block is unpacked once per tile instead of once per activation row.
@@ -27,10 +29,10 @@
 //! **The same bits for every tile shape.** Each output is eight f32 lanes, lane `l` summing
 //! products `4l..4l+4` of each block: block by block, `lane += float(isum) · (d_w · d_x)` with
 //! one fused multiply-add. The lanes are added in a fixed tree; then, for formats with offsets,
-//! the offsets' sum (`Σ_blocks m_w · s_x`, fused multiply-adds in block order) is added. None of this depends on
-//! the tile an output falls in, on how many rows are multiplied, or on the threads, so a
-//! sequence decoding alone gets the bits it gets in a batch. [`reference`] computes the same
-//! arithmetic in scalar code; the tests hold the kernel to it bit for bit.
+//! the offsets' sum (`Σ_blocks m_w · s_x`, fused multiply-adds in block order) is added. None
+//! of this depends on the tile an output falls in, on how many rows are multiplied, or on the
+//! threads, so a sequence decoding alone gets the bits it gets in a batch. [`reference`]
+//! computes the same arithmetic in scalar code; the tests hold the kernel to it bit for bit.
 
 use rayon::prelude::*;
 
@@ -53,7 +55,7 @@ pub(crate) enum Format {
 
 impl Format {
     /// Bytes per block of 32 values.
-    fn block_bytes(self) -> usize {
+    const fn block_bytes(self) -> usize {
         match self {
             Format::Q8_0 => 34,
             Format::Q4_0 => 18,
@@ -63,15 +65,23 @@ impl Format {
         }
     }
 
-    /// Whether blocks store an offset `m` (else the values are signed: `q - 8` for Q4_0,
-    /// `q - 16` for Q5_0).
-    fn has_offsets(self) -> bool {
+    /// Whether blocks store an offset `m` after `d` (else the values are signed).
+    const fn has_offsets(self) -> bool {
         matches!(self, Format::Q4_1 | Format::Q5_1)
+    }
+
+    /// What is taken from the stored unsigned `q` to make it signed: 8 for Q4_0, 16 for Q5_0.
+    const fn bias(self) -> i8 {
+        match self {
+            Format::Q4_0 => 8,
+            Format::Q5_0 => 16,
+            _ => 0,
+        }
     }
 
     /// Where a block's 16 bytes of nibbles start (4/5-bit formats) and, for 5-bit formats,
     /// its 4 bytes of fifth bits.
-    fn layout(self) -> (usize, Option<usize>) {
+    const fn layout(self) -> (usize, Option<usize>) {
         match self {
             Format::Q8_0 => (2, None),
             Format::Q4_0 => (2, None),
@@ -163,10 +173,10 @@ impl QMatrix {
                 *q |= (((high >> j) & 1) << 4) as i32;
             }
         }
-        match self.format {
-            Format::Q4_0 => (q.map(|v| v - 8), d, 0.0),
-            Format::Q5_0 => (q.map(|v| v - 16), d, 0.0),
-            _ => (q, d, f16_at(blk, 2)),
+        if self.format.has_offsets() {
+            (q, d, f16_at(blk, 2))
+        } else {
+            (q.map(|v| v - self.format.bias() as i32), d, 0.0)
         }
     }
 
@@ -306,14 +316,19 @@ mod avx2 {
         }
     }
 
-    /// How a format's block becomes bytes for `maddubs`.
+    /// How a format's block becomes bytes for `maddubs`; the layout comes from [`Format`].
     trait Unpack {
-        /// Whether `q` is signed (Q8_0: the sign trick) or unsigned with an offset `m`.
-        const SIGNED: bool;
+        const FORMAT: Format;
+        /// Whether `q` is signed (the sign trick) or unsigned with an offset `m`.
+        const SIGNED: bool = !Self::FORMAT.has_offsets();
         /// The 32 integers of the block at `p`: signed bytes, or unsigned ones.
         unsafe fn quants(p: *const u8) -> __m256i;
         /// `d` and `m` of the block at `p`.
-        unsafe fn scales(p: *const u8) -> (f32, f32);
+        #[inline(always)]
+        unsafe fn scales(p: *const u8) -> (f32, f32) {
+            let m = if Self::SIGNED { 0.0 } else { f16(p.add(2)) };
+            (f16(p), m)
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -351,52 +366,33 @@ mod avx2 {
 
     struct Q8_0;
     impl Unpack for Q8_0 {
-        const SIGNED: bool = true;
+        const FORMAT: Format = Format::Q8_0;
         #[inline(always)]
         unsafe fn quants(p: *const u8) -> __m256i {
-            _mm256_loadu_si256(p.add(2).cast())
-        }
-        #[inline(always)]
-        unsafe fn scales(p: *const u8) -> (f32, f32) {
-            (f16(p), 0.0)
+            _mm256_loadu_si256(p.add(Self::FORMAT.layout().0).cast())
         }
     }
 
-    /// Q4_0 (`OFFSET = false`: signed `q - 8`) and Q4_1 (unsigned `q`, `m` stored after `d`).
+    /// Q4_0 (`OFFSET = false`) and Q4_1.
     struct Q4<const OFFSET: bool>;
     impl<const OFFSET: bool> Unpack for Q4<OFFSET> {
-        const SIGNED: bool = !OFFSET;
+        const FORMAT: Format = if OFFSET { Format::Q4_1 } else { Format::Q4_0 };
         #[inline(always)]
         unsafe fn quants(p: *const u8) -> __m256i {
-            if OFFSET {
-                nibbles(p.add(4))
-            } else {
-                _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8))
-            }
-        }
-        #[inline(always)]
-        unsafe fn scales(p: *const u8) -> (f32, f32) {
-            (f16(p), if OFFSET { f16(p.add(2)) } else { 0.0 })
+            let q = nibbles(p.add(Self::FORMAT.layout().0));
+            _mm256_sub_epi8(q, _mm256_set1_epi8(Self::FORMAT.bias()))
         }
     }
 
-    /// Q5_0 (`OFFSET = false`: signed `q - 16`) and Q5_1 (unsigned `q`, `m` stored after `d`).
+    /// Q5_0 (`OFFSET = false`) and Q5_1.
     struct Q5<const OFFSET: bool>;
     impl<const OFFSET: bool> Unpack for Q5<OFFSET> {
-        const SIGNED: bool = !OFFSET;
+        const FORMAT: Format = if OFFSET { Format::Q5_1 } else { Format::Q5_0 };
         #[inline(always)]
         unsafe fn quants(p: *const u8) -> __m256i {
-            let (qh, qs) = if OFFSET { (4, 8) } else { (2, 6) };
-            let q = _mm256_or_si256(nibbles(p.add(qs)), fifth_bits(p.add(qh)));
-            if OFFSET {
-                q
-            } else {
-                _mm256_sub_epi8(q, _mm256_set1_epi8(16))
-            }
-        }
-        #[inline(always)]
-        unsafe fn scales(p: *const u8) -> (f32, f32) {
-            (f16(p), if OFFSET { f16(p.add(2)) } else { 0.0 })
+            let (qs, qh) = Self::FORMAT.layout();
+            let q = _mm256_or_si256(nibbles(p.add(qs)), fifth_bits(p.add(qh.unwrap_or(0))));
+            _mm256_sub_epi8(q, _mm256_set1_epi8(Self::FORMAT.bias()))
         }
     }
 
