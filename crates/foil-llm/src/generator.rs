@@ -122,8 +122,10 @@ impl GgufGenerator {
             .unwrap_or_default();
         Ok(GgufGenerator {
             name: format!("gguf:{file_name}"),
+            // Everything that changes an answer's bits: the file, the chat template, the
+            // matrix kernels and the KV cache's precision.
             fingerprint: format!(
-                "gguf sha256={sha256} template={} kernels={}",
+                "gguf sha256={sha256} template={} kernels={} kv=f16",
                 template.identity(),
                 model.kernels()
             ),

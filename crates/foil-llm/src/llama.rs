@@ -21,12 +21,16 @@
 //! does not depend on its batch.
 //!
 //! **KV cache.** [`KvCache`] holds, per sequence and per layer, the keys and the values of every
-//! position so far as `[position][kv_head][head_dim]` f32 rows, appended as tokens are fed.
-//! Grouped-query attention maps query head `h` to kv head `h / (heads / kv_heads)`.
+//! position so far as `[position][kv_head][head_dim]` rows at half precision (f16, as llama.cpp
+//! keeps them by default), appended as tokens are fed. Decoding reads a sequence's whole cache
+//! for every token, so half precision halves that traffic and the memory each live sequence
+//! holds. Grouped-query attention maps query head `h` to kv head `h / (heads / kv_heads)`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use foil_core::{Error, Result};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::gguf::GgufFile;
@@ -512,10 +516,11 @@ pub struct Segment {
     pub logits: bool,
 }
 
-/// Keys and values of every fed position, per sequence slot and layer.
+/// Keys and values of every fed position, per sequence slot and layer, rounded to half
+/// precision.
 pub struct KvCache {
     /// `slots[seq][layer]` = (keys, values), each `[position][kv_head][head_dim]`.
-    slots: Vec<Vec<(Vec<f32>, Vec<f32>)>>,
+    slots: Vec<Vec<(Vec<f16>, Vec<f16>)>>,
     kv_dim: usize,
 }
 
@@ -580,8 +585,15 @@ impl KvCache {
     }
 }
 
+/// Appends `x` rounded to half precision (to nearest, ties to even).
+fn append_half(cache: &mut Vec<f16>, x: &[f32]) {
+    let at = cache.len();
+    cache.resize(at + x.len(), f16::ZERO);
+    cache[at..].convert_from_f32_slice(x);
+}
+
 /// Replaces each layer's keys and values in `target` with the first `n` values of `source`'s.
-fn copy_positions(target: &mut [(Vec<f32>, Vec<f32>)], source: &[(Vec<f32>, Vec<f32>)], n: usize) {
+fn copy_positions(target: &mut [(Vec<f16>, Vec<f16>)], source: &[(Vec<f16>, Vec<f16>)], n: usize) {
     for ((k, v), (fk, fv)) in target.iter_mut().zip(source) {
         k.clear();
         v.clear();
@@ -753,8 +765,8 @@ impl Model {
             let mut row = 0;
             for s in segments {
                 let (ks, vs) = &mut cache.slots[s.seq][li];
-                ks.extend_from_slice(&k[row * kv..(row + s.len) * kv]);
-                vs.extend_from_slice(&v[row * kv..(row + s.len) * kv]);
+                append_half(ks, &k[row * kv..(row + s.len) * kv]);
+                append_half(vs, &v[row * kv..(row + s.len) * kv]);
                 row += s.len;
             }
             let attn = self.attention(&q, &rows, cache, li);
@@ -879,45 +891,45 @@ struct AttentionHead {
 impl AttentionHead {
     /// Adds softmax(q·kᵀ · scale)·v into `out`, for the kv head whose values start at `off`
     /// in each cached position.
-    fn run(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
+    fn run(&self, q: &[f32], keys: &[f16], values: &[f16], off: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if qmatmul::available() {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
             unsafe { self.run_avx2(q, keys, values, off, out) };
             return;
         }
         self.run_portable(q, keys, values, off, out);
     }
 
-    /// The same code compiled for AVX2: its loops vectorize 8 lanes wide instead of SSE's 4.
-    /// Nothing is reassociated or fused, so the bits are the portable code's.
+    /// The same computation with its inner loops written in AVX2 and F16C intrinsics: the
+    /// same operations in the same order (multiply, then add: nothing fused), so the bits of
+    /// the portable code.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn run_avx2(
         &self,
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        keys: &[f16],
+        values: &[f16],
         off: usize,
         out: &mut [f32],
     ) {
         self.run_dispatch::<true>(q, keys, values, off, out);
     }
 
-    fn run_portable(&self, q: &[f32], keys: &[f32], values: &[f32], off: usize, out: &mut [f32]) {
+    fn run_portable(&self, q: &[f32], keys: &[f16], values: &[f16], off: usize, out: &mut [f32]) {
         self.run_dispatch::<false>(q, keys, values, off, out);
     }
 
     /// The loop compiled once per common head size (64, 128), where it unrolls, and once for
-    /// any other; the same operations in the same order in every copy. `AVX2`: the key dot
-    /// products are written with AVX2 intrinsics (the compiler vectorized the portable loop
-    /// only 2 lanes wide); the caller must have checked that the CPU has AVX2.
+    /// any other; the same operations in the same order in every copy. `AVX2`: the inner loops
+    /// use [`avx2`]'s intrinsics; the caller must have checked that the CPU has them.
     #[inline(always)]
     fn run_dispatch<const AVX2: bool>(
         &self,
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        keys: &[f16],
+        values: &[f16],
         off: usize,
         out: &mut [f32],
     ) {
@@ -933,8 +945,8 @@ impl AttentionHead {
     fn run_sized<const HD: usize, const AVX2: bool>(
         &self,
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        keys: &[f16],
+        values: &[f16],
         off: usize,
         out: &mut [f32],
     ) {
@@ -947,7 +959,7 @@ impl AttentionHead {
             #[cfg(target_arch = "x86_64")]
             let d = if AVX2 {
                 // SAFETY: AVX2 is only requested where the CPU has it (see above).
-                unsafe { dot_avx2(q, k) }
+                unsafe { avx2::dot(q, k) }
             } else {
                 dot(q, k)
             };
@@ -962,60 +974,103 @@ impl AttentionHead {
             sum += *s;
         }
         for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
-            let w = s / sum;
-            for (o, v) in out.iter_mut().zip(&v[off..off + hd]) {
-                *o += w * v;
+            let (w, v) = (s / sum, &v[off..off + hd]);
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 {
+                // SAFETY: as above.
+                unsafe { avx2::add_scaled(w, v, out) };
+                continue;
             }
+            add_scaled(w, v, out);
         }
     }
 }
 
-/// [`dot`] with AVX2 intrinsics: the same products and sums in the same order (multiply, then
-/// add: nothing fused), so the same bits.
-///
-/// # Safety
-/// The CPU must have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len()) / 8 * 8;
-    let mut acc = _mm256_setzero_ps();
-    for i in (0..n).step_by(8) {
-        // SAFETY: i + 8 <= n <= the length of both slices.
-        let (x, y) = unsafe {
-            (
-                _mm256_loadu_ps(a.as_ptr().add(i)),
-                _mm256_loadu_ps(b.as_ptr().add(i)),
-            )
-        };
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
-    }
-    let mut lanes = [0f32; 8];
-    // SAFETY: `lanes` holds 8 values.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-    let tail: f32 = a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// A dot product with eight independent partial sums, so that it vectorizes.
+/// `Σ a[i]·b[i]` with eight partial sums (lane `i % 8`), added in lane order at the end.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f16]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * y.to_f32())
         .sum();
     for (x, y) in ac.zip(bc) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * y[i].to_f32();
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// `out[i] += w · v[i]`.
+#[inline(always)]
+fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(v) {
+        *o += w * v.to_f32();
+    }
+}
+
+/// [`dot`] and [`add_scaled`] in AVX2 and F16C intrinsics, with the same operations in the same
+/// order (half-to-single conversion is exact), so the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// See [`super::dot`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len()) / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= the length of both slices.
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast())),
+                )
+            };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 values.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        let tail: f32 = a[n..]
+            .iter()
+            .zip(&b[n..])
+            .map(|(x, y)| x * y.to_f32())
+            .sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    /// See [`super::add_scaled`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    pub(super) unsafe fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
+        let n = v.len().min(out.len()) / 8 * 8;
+        let wv = _mm256_set1_ps(w);
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= the length of both slices.
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(wv, x)));
+            }
+        }
+        for (o, v) in out[n..].iter_mut().zip(&v[n..]) {
+            *o += w * v.to_f32();
+        }
+    }
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
@@ -1065,8 +1120,9 @@ mod tests {
             };
             let value = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) / 253.0;
             let q: Vec<f32> = (0..hd).map(value).collect();
-            let keys: Vec<f32> = (0..positions * kv).map(|i| value(i + 5)).collect();
-            let values: Vec<f32> = (0..positions * kv).map(|i| value(i + 11)).collect();
+            let half = |v: f32| f16::from_f32(v);
+            let keys: Vec<f16> = (0..positions * kv).map(|i| half(value(i + 5))).collect();
+            let values: Vec<f16> = (0..positions * kv).map(|i| half(value(i + 11))).collect();
             let start: Vec<f32> = (0..hd).map(|i| value(i + 3)).collect();
             let off = hd;
             let mut general = start.clone();
