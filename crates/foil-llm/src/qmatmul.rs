@@ -501,11 +501,19 @@ mod avx2 {
         let mut offsets = [_mm_setzero_ps(); R];
         if !U::SIGNED {
             for b in 0..nb {
-                let mut m = [0f32; 4];
-                for (j, m) in m.iter_mut().enumerate().take(C) {
-                    *m = U::scales(wp(j, b)).1;
+                // The C offsets as one vector, converted from half precision together (building
+                // it from single floats stored to memory stalls on store forwarding).
+                let mut bits = _mm_setzero_si128();
+                for j in 0..C {
+                    let v = std::ptr::read_unaligned(wp(j, b).add(2).cast::<u16>());
+                    bits = match j {
+                        0 => _mm_insert_epi16::<0>(bits, v as i32),
+                        1 => _mm_insert_epi16::<1>(bits, v as i32),
+                        2 => _mm_insert_epi16::<2>(bits, v as i32),
+                        _ => _mm_insert_epi16::<3>(bits, v as i32),
+                    };
                 }
-                let m = _mm_loadu_ps(m.as_ptr());
+                let m = _mm_cvtph_ps(bits);
                 for (i, o) in offsets.iter_mut().enumerate() {
                     let s = _mm_set1_ps(*a.sums.get_unchecked((r0 + i) * nb + b));
                     *o = _mm_fmadd_ps(m, s, *o);
