@@ -968,9 +968,17 @@ impl AttentionHead {
             *s = d * self.scale;
             max = max.max(*s);
         }
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            // SAFETY: as above.
+            unsafe { avx2::exp_shifted(&mut scores, max) };
+        } else {
+            exp_shifted(&mut scores, max);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        exp_shifted(&mut scores, max);
         let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
+        for s in &scores {
             sum += *s;
         }
         for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
@@ -984,6 +992,60 @@ impl AttentionHead {
             add_scaled(w, v, out);
         }
     }
+}
+
+/// `x[i] = exp(x[i] - max)` for each `i`, by [`exp`].
+#[inline(always)]
+fn exp_shifted(x: &mut [f32], max: f32) {
+    for v in x {
+        *v = exp(*v - max);
+    }
+}
+
+/// The constants of [`exp`]: `exp(x) = 2ⁿ · exp(r)`, `n = round(x · log₂e)`, `r = x - n · ln 2`
+/// (`ln 2` in two parts, so that `r` is exact), and `exp(r) ≈ 1 + r + r² · P(r)` on
+/// `|r| ≤ ln 2 / 2`: the minimax polynomial of the Cephes library's `expf`.
+mod exp_consts {
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    /// 0.693359375, exact in float32.
+    pub const LN2_HI: f32 = 355.0 / 512.0;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    pub const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_2e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        // Cephes' 5.0000001201e-1 is 0.5 in float32.
+        0.5,
+    ];
+    /// Inputs are clamped to where `2ⁿ` is a normal float: below `ln(f32::MIN_POSITIVE)` the
+    /// result is ≈ 1.2e-38 instead of smaller, above 88 it is e⁸⁸.
+    pub const MIN: f32 = -87.336_55;
+    pub const MAX: f32 = 88.0;
+    /// 1.5 · 2²³: adding and taking it away rounds to an integer, ties to even.
+    pub const ROUND: f32 = 12_582_912.0;
+}
+
+/// `eˣ` within 2 units in the last place of the float32 result, in the operations
+/// [`avx2::exp_shifted`] runs on 8 lanes at once (every step a single rounding or a fused
+/// multiply-add), so both give the same bits. The softmax of a long prompt's attention calls it
+/// millions of times; the C library's `expf` is a function call per value.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    use exp_consts::*;
+    // max, then min, as the vector code does (a NaN becomes MIN in both).
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(MIN).min(MAX);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let mut p = P[0];
+    for c in &P[1..] {
+        p = p.mul_add(r, *c);
+    }
+    let y = p.mul_add(r * r, r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// `Σ a[i]·b[i]` with eight partial sums (lane `i % 8`), added in lane order at the end.
@@ -1013,7 +1075,7 @@ fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
     }
 }
 
-/// [`dot`] and [`add_scaled`] in AVX2 and F16C intrinsics, with the same operations in the same
+/// [`dot`], [`exp_shifted`] and [`add_scaled`] in AVX2, FMA and F16C intrinsics, with the same operations in the same
 /// order (half-to-single conversion is exact), so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -1048,6 +1110,47 @@ mod avx2 {
             .map(|(x, y)| x * y.to_f32())
             .sum();
         lanes.iter().sum::<f32>() + tail
+    }
+
+    /// See [`super::exp_shifted`]: eight values at a time, the rest one by one.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn exp_shifted(x: &mut [f32], max: f32) {
+        use super::exp_consts::*;
+        let n8 = x.len() / 8 * 8;
+        let m = _mm256_set1_ps(max);
+        for i in (0..n8).step_by(8) {
+            // SAFETY: i + 8 <= n8 <= x.len().
+            unsafe {
+                let at = x.as_mut_ptr().add(i);
+                let v = _mm256_sub_ps(_mm256_loadu_ps(at), m);
+                let v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(MIN)), _mm256_set1_ps(MAX));
+                let round = _mm256_set1_ps(ROUND);
+                let n = _mm256_sub_ps(
+                    _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(LOG2E)), round),
+                    round,
+                );
+                let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), v);
+                let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
+                let mut p = _mm256_set1_ps(P[0]);
+                for c in &P[1..] {
+                    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+                }
+                let y = _mm256_add_ps(
+                    _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
+                    _mm256_set1_ps(1.0),
+                );
+                let two_n = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    _mm256_cvtps_epi32(n),
+                    _mm256_set1_epi32(127),
+                ));
+                _mm256_storeu_ps(at, _mm256_mul_ps(y, _mm256_castsi256_ps(two_n)));
+            }
+        }
+        super::exp_shifted(&mut x[n8..], max);
     }
 
     /// See [`super::add_scaled`].
@@ -1105,6 +1208,38 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_within_two_units_in_the_last_place() {
+        let mut worst = 0f64;
+        for i in 0..=1_750_000 {
+            let x = -87.0 + i as f32 * 1e-4;
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        // Two units in the last place of a float32 are at most 2 · 2⁻²³ relative.
+        assert!(worst <= 2.0 * f32::EPSILON as f64, "relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1.2e-38);
+    }
+
+    /// The AVX2 softmax exponentials give the portable code's bits (19 values: two vectors
+    /// and a remainder).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_exp_gives_the_scalar_bits() {
+        if !qmatmul::available() {
+            return;
+        }
+        let xs: Vec<f32> = (0..19).map(|i| i as f32 * -4.7 + 0.3).collect();
+        let mut scalar = xs.clone();
+        exp_shifted(&mut scalar, 1.5);
+        let mut vector = xs;
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        unsafe { avx2::exp_shifted(&mut vector, 1.5) };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&vector), bits(&scalar));
+    }
 
     /// The copies compiled for known head sizes compute what the general loop computes, bit
     /// for bit, and so does the AVX2 build (36: a head size with a remainder after the 8-wide
