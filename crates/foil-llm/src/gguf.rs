@@ -2,11 +2,11 @@
 //! its tensors.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use foil_core::{Error, Result};
 
@@ -125,6 +125,54 @@ impl GgufFile {
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| Error::format(&self.path, format!("tensor \"{name}\": {e}")))
+    }
+
+    /// The format and `[rows, columns]` of a 2-D tensor, without reading it.
+    pub fn matrix_info(&self, name: &str) -> Result<(GgmlDType, (usize, usize))> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| self.err(format!("no tensor \"{name}\"")))?;
+        let dims = info
+            .shape
+            .dims2()
+            .map_err(|e| self.err(format!("tensor \"{name}\": {e}")))?;
+        Ok((info.ggml_dtype, dims))
+    }
+
+    /// Appends the stored bytes of tensor `name` to `out`, as the file holds them (no
+    /// conversion, so no second copy of a large matrix is ever held).
+    pub fn append_tensor_bytes(&mut self, name: &str, out: &mut Vec<u8>) -> Result<()> {
+        let (dtype, elems, offset) = {
+            let info = self
+                .content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| self.err(format!("no tensor \"{name}\"")))?;
+            (info.ggml_dtype, info.shape.elem_count(), info.offset)
+        };
+        if !elems.is_multiple_of(dtype.block_size()) {
+            return Err(self.err(format!(
+                "tensor \"{name}\": {elems} values are not whole blocks of {}",
+                dtype.block_size()
+            )));
+        }
+        let size = elems / dtype.block_size() * dtype.type_size();
+        let start = self.content.tensor_data_offset.saturating_add(offset);
+        let at = out.len();
+        out.resize(at + size, 0);
+        let read = self
+            .reader
+            .seek(SeekFrom::Start(start))
+            .and_then(|_| self.reader.read_exact(&mut out[at..]));
+        if let Err(e) = read {
+            out.truncate(at);
+            return Err(self.err(format!(
+                "tensor \"{name}\": {size} bytes at offset {start}: {e}"
+            )));
+        }
+        Ok(())
     }
 
     /// A 1-D f32 tensor (norm weights, biases), dequantized.

@@ -369,12 +369,8 @@ impl Stack {
     /// `ts`: (tensor name, expected out, expected input).
     fn load(file: &mut GgufFile, ts: &[(String, usize, usize)], opts: LoadOptions) -> Result<Self> {
         let path = file.path.clone();
-        let mut prepared = Vec::new();
         for (name, out, input) in ts {
-            let err =
-                |e: candle_core::Error| Error::format(&path, format!("tensor \"{name}\": {e}"));
-            let t = file.tensor(name)?;
-            let dims = t.shape().dims2().map_err(err)?;
+            let (_, dims) = file.matrix_info(name)?;
             if dims != (*out, *input) {
                 return Err(Error::format(
                     &path,
@@ -384,6 +380,15 @@ impl Stack {
                     ),
                 ));
             }
+        }
+        if let Some(stack) = Self::load_own(file, ts, opts)? {
+            return Ok(stack);
+        }
+        let mut prepared = Vec::new();
+        for (name, _, input) in ts {
+            let err =
+                |e: candle_core::Error| Error::format(&path, format!("tensor \"{name}\": {e}"));
+            let t = file.tensor(name)?;
             let (t, padded) = Linear::prepare(t, opts).map_err(err)?;
             prepared.push((t, *input, padded));
         }
@@ -412,6 +417,48 @@ impl Stack {
             .map(|(t, input, padded)| Linear::from_prepared(t, input, padded, opts).map_err(err))
             .collect::<Result<Vec<_>>>()
             .map(Stack::Many)
+    }
+
+    /// Matrices that all share one format of foil's own kernel, when that kernel runs them:
+    /// read straight from the file into the kernel's buffer. (Through candle, a matrix is read,
+    /// converted and copied, and the copies of the largest, the output matrix, stayed in the
+    /// process's heap: ~300 MB of Qwen2.5-0.5B's peak memory.) `None`: load them through candle.
+    fn load_own(
+        file: &mut GgufFile,
+        ts: &[(String, usize, usize)],
+        opts: LoadOptions,
+    ) -> Result<Option<Self>> {
+        if BlockKernels::for_options(opts) != BlockKernels::Avx2 {
+            return Ok(None);
+        }
+        let dtype = file.matrix_info(&ts[0].0)?.0;
+        let (Some(format), input) = (own_format(dtype), ts[0].2) else {
+            return Ok(None);
+        };
+        for (name, _, i) in ts {
+            if file.matrix_info(name)?.0 != dtype || *i != input {
+                return Ok(None);
+            }
+        }
+        let outs: Vec<usize> = ts.iter().map(|t| t.1).collect();
+        let total = outs.iter().sum::<usize>();
+        let mut bytes = Vec::with_capacity(total * input / 32 * format.block_bytes());
+        for (name, _, _) in ts {
+            file.append_tensor_bytes(name, &mut bytes)?;
+        }
+        let Some(m) = QMatrix::new(format, bytes, total, input) else {
+            return Ok(None);
+        };
+        let linear = Linear {
+            kernel: Kernel::Own(m),
+            out: total,
+            input,
+        };
+        Ok(Some(if ts.len() == 1 {
+            Stack::Many(vec![linear])
+        } else {
+            Stack::One(linear, outs)
+        }))
     }
 
     /// Each matrix's output for `m` rows of `x`.
@@ -494,10 +541,46 @@ struct Layer {
     down: Linear,
 }
 
+/// The token embedding table `[vocab, hidden]`.
+enum Embedding {
+    /// In a format of foil's kernel: rows dequantized as candle dequantizes them.
+    Own(QMatrix),
+    Candle(QTensor),
+}
+
+impl Embedding {
+    /// The rows of `tokens`, one after another.
+    fn rows(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        match self {
+            Embedding::Own(m) => {
+                let mut x = Vec::with_capacity(tokens.len() * m.input());
+                for &t in tokens {
+                    if t as usize >= m.out {
+                        return Err(Error::Invalid(format!(
+                            "token id {t} is outside the vocabulary of {}",
+                            m.out
+                        )));
+                    }
+                    m.dequantize_row(t as usize, &mut x);
+                }
+                Ok(x)
+            }
+            Embedding::Candle(table) => {
+                let ids = Tensor::new(tokens, &Device::Cpu).map_err(candle_err)?;
+                table
+                    .embedding(&ids)
+                    .and_then(|t| t.flatten_all())
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(candle_err)
+            }
+        }
+    }
+}
+
 /// A llama or qwen2 model loaded from GGUF.
 pub struct Model {
     pub config: Config,
-    embed: QTensor,
+    embed: Embedding,
     layers: Vec<Layer>,
     norm: Vec<f32>,
     output: Linear,
@@ -653,11 +736,7 @@ impl Model {
                 down: linear(file, &p("ffn_down.weight"), h, ffn)?,
             });
         }
-        let embed = file.tensor("token_embd.weight")?;
-        let (vocab, embed_h) = embed
-            .shape()
-            .dims2()
-            .map_err(|e| Error::format(&path, format!("tensor \"token_embd.weight\": {e}")))?;
+        let (embed_dtype, (vocab, embed_h)) = file.matrix_info("token_embd.weight")?;
         if embed_h != h {
             return Err(Error::format(
                 &path,
@@ -665,6 +744,17 @@ impl Model {
             ));
         }
         config.vocab = vocab;
+        let embed = match own_format(embed_dtype) {
+            Some(format) => {
+                let mut bytes = Vec::new();
+                file.append_tensor_bytes("token_embd.weight", &mut bytes)?;
+                match QMatrix::new(format, bytes, vocab, h) {
+                    Some(m) => Embedding::Own(m),
+                    None => Embedding::Candle(file.tensor("token_embd.weight")?),
+                }
+            }
+            None => Embedding::Candle(file.tensor("token_embd.weight")?),
+        };
         // Models with tied embeddings have no output matrix and reuse the embedding.
         let output_name = if file.has_tensor("output.weight") {
             "output.weight"
@@ -740,13 +830,7 @@ impl Model {
             .iter()
             .flat_map(|s| (s.start..s.start + s.len).map(move |p| (s.seq, p)))
             .collect();
-        let ids = Tensor::new(tokens, &Device::Cpu).map_err(candle_err)?;
-        let mut x = self
-            .embed
-            .embedding(&ids)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(candle_err)?;
+        let mut x = self.embed.rows(tokens)?;
         let (cos, sin) = self.rope_tables(&rows);
 
         for (li, layer) in self.layers.iter().enumerate() {

@@ -55,7 +55,7 @@ pub(crate) enum Format {
 
 impl Format {
     /// Bytes per block of 32 values.
-    const fn block_bytes(self) -> usize {
+    pub(crate) const fn block_bytes(self) -> usize {
         match self {
             Format::Q8_0 => 34,
             Format::Q4_0 => 18,
@@ -141,6 +141,24 @@ impl QMatrix {
             blocks,
             bytes,
         })
+    }
+
+    /// Values per row.
+    pub(crate) fn input(&self) -> usize {
+        self.blocks * BLOCK
+    }
+
+    /// Appends row `r` dequantized, with candle's arithmetic (`q · d`, plus `m` for formats
+    /// with offsets), so the same bits as candle's dequantization.
+    pub(crate) fn dequantize_row(&self, r: usize, out: &mut Vec<f32>) {
+        for b in 0..self.blocks {
+            let (q, d, m) = self.unpack(r, b);
+            if self.format.has_offsets() {
+                out.extend(q.iter().map(|&q| q as f32 * d + m));
+            } else {
+                out.extend(q.iter().map(|&q| q as f32 * d));
+            }
+        }
     }
 
     /// Block `b` of row `r`.
@@ -650,6 +668,14 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             for r in 0..out {
+                let mut row = Vec::new();
+                w.dequantize_row(r, &mut row);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&row),
+                    bits(&want[r * input..(r + 1) * input]),
+                    "{format:?} row {r}"
+                );
                 for b in 0..input / BLOCK {
                     let (q, d, m) = w.unpack(r, b);
                     for k in 0..BLOCK {
