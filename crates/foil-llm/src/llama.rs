@@ -461,6 +461,42 @@ impl Stack {
         }))
     }
 
+    /// `silu(gate) ⊙ up` for the stack [gate, up]: `m` rows of the gate's width. A stacked
+    /// pair is read straight from the product's rows (no copies of the two halves: for a
+    /// 1,024-row prompt chunk of Qwen2.5-0.5B each is 20 MB).
+    fn swiglu(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let silu_times = |g: f32, u: f32| g / (1.0 + (-g).exp()) * u;
+        if let Stack::One(l, outs) = self {
+            if let [ffn, up] = outs[..] {
+                if ffn == up {
+                    let y = l.forward(x, m)?;
+                    let mut h = vec![0f32; m * ffn];
+                    h.par_chunks_mut(ffn)
+                        .zip(y.par_chunks(2 * ffn))
+                        .for_each(|(h, y)| {
+                            let (g, u) = y.split_at(ffn);
+                            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
+                                *h = silu_times(*g, *u);
+                            }
+                        });
+                    return Ok(h);
+                }
+            }
+        }
+        let mut gu = self.forward(x, m)?.into_iter();
+        let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
+            return Err(Error::Invalid("gate/up projection lost an output".into()));
+        };
+        g.par_chunks_mut(4096)
+            .zip(u.par_chunks(4096))
+            .for_each(|(g, u)| {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = silu_times(*g, *u);
+                }
+            });
+        Ok(g)
+    }
+
     /// Each matrix's output for `m` rows of `x`.
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
         match self {
@@ -858,17 +894,7 @@ impl Model {
             add_into(&mut x, &o);
 
             let n = rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let mut gu = layer.gate_up.forward(&n, m)?.into_iter();
-            let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
-                return Err(Error::Invalid("gate/up projection lost an output".into()));
-            };
-            g.par_chunks_mut(4096)
-                .zip(u.par_chunks(4096))
-                .for_each(|(g, u)| {
-                    for (g, u) in g.iter_mut().zip(u) {
-                        *g = *g / (1.0 + (-*g).exp()) * u;
-                    }
-                });
+            let g = layer.gate_up.swiglu(&n, m)?;
             let d = layer.down.forward(&g, m)?;
             add_into(&mut x, &d);
         }

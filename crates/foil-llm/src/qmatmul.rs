@@ -34,6 +34,8 @@
 //! threads, so a sequence decoding alone gets the bits it gets in a batch. [`reference`]
 //! computes the same arithmetic in scalar code; the tests hold the kernel to it bit for bit.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 /// Values per block.
@@ -203,17 +205,32 @@ impl QMatrix {
     pub(crate) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let acts = Q8Rows::quantize(x, m, self.blocks);
         // Split where a part is worth a task (a few microseconds of work), into enough parts to
-        // balance the pool; multiples of COLS so that only the last part has a narrower tile.
+        // balance the pool.
         let threads = rayon::current_num_threads().max(1);
         let macs = m * self.out * self.blocks * BLOCK;
         let parts = if macs < 1 << 18 { 1 } else { 2 * threads };
+        if parts > 1 && m >= ROWS * parts {
+            // Many rows (a prompt): each part takes a run of whole rows (multiples of ROWS),
+            // which is a contiguous piece of the output.
+            let mut y = vec![0f32; m * self.out];
+            let per_part = m.div_ceil(parts).next_multiple_of(ROWS);
+            y.par_chunks_mut(per_part * self.out)
+                .enumerate()
+                .for_each(|(p, y)| {
+                    let rows = p * per_part..p * per_part + y.len() / self.out;
+                    self.multiply(&acts, rows, 0..self.out, y);
+                });
+            return y;
+        }
+        // Few rows (decoding): each part takes a run of outputs, multiples of COLS so that
+        // only the last part has a narrower tile.
         let per_part = self.out.div_ceil(parts).next_multiple_of(COLS);
         let blocks: Vec<Vec<f32>> = (0..self.out.div_ceil(per_part))
             .into_par_iter()
             .map(|p| {
                 let cols = p * per_part..self.out.min((p + 1) * per_part);
                 let mut y = vec![0f32; m * cols.len()];
-                self.multiply(&acts, cols, &mut y);
+                self.multiply(&acts, 0..m, cols, &mut y);
                 y
             })
             .collect();
@@ -230,18 +247,18 @@ impl QMatrix {
         y
     }
 
-    /// Outputs `cols` of every activation row into `y` (`[acts.rows][cols.len()]`).
-    fn multiply(&self, acts: &Q8Rows, cols: std::ops::Range<usize>, y: &mut [f32]) {
+    /// Outputs `cols` of activation rows `rows` into `y` (`[rows.len()][cols.len()]`).
+    fn multiply(&self, acts: &Q8Rows, rows: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-            unsafe { avx2::multiply(self, acts, cols, y) };
+            unsafe { avx2::multiply(self, acts, rows, cols, y) };
             return;
         }
         let n = cols.len();
-        for r in 0..acts.rows {
+        for (i, r) in rows.enumerate() {
             for (j, c) in cols.clone().enumerate() {
-                y[r * n + j] = reference(self, acts, r, c);
+                y[i * n + j] = reference(self, acts, r, c);
             }
         }
     }
@@ -311,7 +328,7 @@ fn reference(w: &QMatrix, a: &Q8Rows, r: usize, c: usize) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Format, Q8Rows, QMatrix, BLOCK, COLS, ROWS};
+    use super::{Format, Q8Rows, QMatrix, Range, BLOCK, COLS, ROWS};
     use std::arch::x86_64::*;
 
     /// See [`QMatrix::multiply`].
@@ -322,15 +339,16 @@ mod avx2 {
     pub(super) unsafe fn multiply(
         w: &QMatrix,
         a: &Q8Rows,
-        cols: std::ops::Range<usize>,
+        rows: Range<usize>,
+        cols: Range<usize>,
         y: &mut [f32],
     ) {
         match w.format {
-            Format::Q8_0 => tiles::<Q8_0>(w, a, cols, y),
-            Format::Q4_0 => tiles::<Q4<false>>(w, a, cols, y),
-            Format::Q4_1 => tiles::<Q4<true>>(w, a, cols, y),
-            Format::Q5_0 => tiles::<Q5<false>>(w, a, cols, y),
-            Format::Q5_1 => tiles::<Q5<true>>(w, a, cols, y),
+            Format::Q8_0 => tiles::<Q8_0>(w, a, rows, cols, y),
+            Format::Q4_0 => tiles::<Q4<false>>(w, a, rows, cols, y),
+            Format::Q4_1 => tiles::<Q4<true>>(w, a, rows, cols, y),
+            Format::Q5_0 => tiles::<Q5<false>>(w, a, rows, cols, y),
+            Format::Q5_1 => tiles::<Q5<true>>(w, a, rows, cols, y),
         }
     }
 
@@ -418,31 +436,35 @@ mod avx2 {
     unsafe fn tiles<U: Unpack>(
         w: &QMatrix,
         a: &Q8Rows,
-        cols: std::ops::Range<usize>,
+        rows: Range<usize>,
+        cols: Range<usize>,
         y: &mut [f32],
     ) {
+        assert!(rows.end <= a.rows && cols.end <= w.out);
         let n = cols.len();
         let mut c = cols.start;
         while c < cols.end {
             let nc = COLS.min(cols.end - c);
-            let mut r = 0;
-            while r < a.rows {
-                let nr = ROWS.min(a.rows - r);
-                let at = r * n + (c - cols.start);
+            let mut r = rows.start;
+            while r < rows.end {
+                let nr = ROWS.min(rows.end - r);
+                let at = (r - rows.start) * n + (c - cols.start);
+                // The first row tile reads the weights from memory and prefetches the next.
+                let first = r == rows.start;
                 // Every (nr, nc) gets its own unrolled copy; all share the per-output arithmetic.
                 match (nr, nc) {
-                    (4, 3) => tile::<U, 4, 3>(w, a, r, c, y, at, n),
-                    (4, 2) => tile::<U, 4, 2>(w, a, r, c, y, at, n),
-                    (4, 1) => tile::<U, 4, 1>(w, a, r, c, y, at, n),
-                    (3, 3) => tile::<U, 3, 3>(w, a, r, c, y, at, n),
-                    (3, 2) => tile::<U, 3, 2>(w, a, r, c, y, at, n),
-                    (3, 1) => tile::<U, 3, 1>(w, a, r, c, y, at, n),
-                    (2, 3) => tile::<U, 2, 3>(w, a, r, c, y, at, n),
-                    (2, 2) => tile::<U, 2, 2>(w, a, r, c, y, at, n),
-                    (2, 1) => tile::<U, 2, 1>(w, a, r, c, y, at, n),
-                    (1, 3) => tile::<U, 1, 3>(w, a, r, c, y, at, n),
-                    (1, 2) => tile::<U, 1, 2>(w, a, r, c, y, at, n),
-                    _ => tile::<U, 1, 1>(w, a, r, c, y, at, n),
+                    (4, 3) => tile::<U, 4, 3>(w, a, r, c, y, at, n, first),
+                    (4, 2) => tile::<U, 4, 2>(w, a, r, c, y, at, n, first),
+                    (4, 1) => tile::<U, 4, 1>(w, a, r, c, y, at, n, first),
+                    (3, 3) => tile::<U, 3, 3>(w, a, r, c, y, at, n, first),
+                    (3, 2) => tile::<U, 3, 2>(w, a, r, c, y, at, n, first),
+                    (3, 1) => tile::<U, 3, 1>(w, a, r, c, y, at, n, first),
+                    (2, 3) => tile::<U, 2, 3>(w, a, r, c, y, at, n, first),
+                    (2, 2) => tile::<U, 2, 2>(w, a, r, c, y, at, n, first),
+                    (2, 1) => tile::<U, 2, 1>(w, a, r, c, y, at, n, first),
+                    (1, 3) => tile::<U, 1, 3>(w, a, r, c, y, at, n, first),
+                    (1, 2) => tile::<U, 1, 2>(w, a, r, c, y, at, n, first),
+                    _ => tile::<U, 1, 1>(w, a, r, c, y, at, n, first),
                 }
                 r += nr;
             }
@@ -462,6 +484,7 @@ mod avx2 {
         y: &mut [f32],
         at: usize,
         stride: usize,
+        prefetch: bool,
     ) {
         let nb = w.blocks;
         let bb = w.format.block_bytes();
@@ -481,7 +504,7 @@ mod avx2 {
             // the next column tile's blocks ahead of time. Each tile's rows are too short for
             // the hardware prefetcher to learn their streams, and a decoding row spends little
             // time per block (+25% decoding speed for Qwen2.5-0.5B on an AVX2 EPYC).
-            if r0 == 0 {
+            if prefetch {
                 for j in 0..C {
                     let ahead = w.bytes.as_ptr().wrapping_add(((c0 + C + j) * nb + b) * bb);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
@@ -628,13 +651,25 @@ mod tests {
     #[test]
     fn a_row_gets_the_same_bits_alone_and_in_a_batch() {
         let (out, input) = (200, 576);
-        for format in FORMATS {
-            let w = matrix(format, out, input, 2);
-            let x = activations(7, input);
-            let all = w.forward(&x, 7);
-            for r in 0..7 {
-                let one = w.forward(&x[r * input..(r + 1) * input], 1);
-                assert_eq!(one, all[r * out..(r + 1) * out], "{format:?} row {r}");
+        // 7 rows: the outputs are split between threads; 37: the rows are.
+        for m in [7, 37] {
+            for format in FORMATS {
+                let w = matrix(format, out, input, 2);
+                let x = activations(m, input);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap();
+                let all = pool.install(|| w.forward(&x, m));
+                for r in 0..m {
+                    let one = w.forward(&x[r * input..(r + 1) * input], 1);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&one),
+                        bits(&all[r * out..(r + 1) * out]),
+                        "{format:?} m={m} row {r}"
+                    );
+                }
             }
         }
     }
