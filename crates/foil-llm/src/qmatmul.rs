@@ -26,6 +26,13 @@
 //! ones widens them to eight 32-bit lanes of four products each. No pair can overflow:
 //! `2 · 128 · 127 < 2¹⁵`.
 //!
+//! **Memory and threads.** Decoding multiplies one row: each tile's weight rows are read once,
+//! from memory, and are too short for the hardware prefetcher to follow, so the first row tile
+//! of each column tile prefetches the next column tile's blocks. A call's work is split
+//! between the pool's threads by runs of outputs when there are few rows (decoding) and by
+//! runs of rows when there are many (a prompt), so that each part is a contiguous piece of
+//! the output.
+//!
 //! **The same bits for every tile shape.** Each output is eight f32 lanes, lane `l` summing
 //! products `4l..4l+4` of each block: block by block, `lane += float(isum) · (d_w · d_x)` with
 //! one fused multiply-add. The lanes are added in a fixed tree; then, for formats with offsets,
