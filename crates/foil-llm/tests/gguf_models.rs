@@ -346,6 +346,24 @@ fn bad_files_are_errors_naming_the_file() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A file cut short inside its tensor data (a partial download) is an error naming the file
+/// and the tensor that could not be read, not a panic.
+#[test]
+fn truncated_files_are_errors_naming_the_file_and_tensor() {
+    let bytes = std::fs::read(model(SMOLLM2)).unwrap();
+    let dir = std::env::temp_dir().join(format!("foil-llm-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cut.gguf");
+    std::fs::write(&path, &bytes[..bytes.len() * 3 / 5]).unwrap();
+    let err = GgufGenerator::load(&path, GgufOptions::default())
+        .err()
+        .expect("a truncated file must not load");
+    let message = err.to_string();
+    assert!(message.contains("cut.gguf"), "{message}");
+    assert!(message.contains("tensor \""), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn log_probabilities_describe_the_greedy_answer() {
     let g = generator(SMOLLM2);
