@@ -422,7 +422,8 @@ impl Stack {
     /// Matrices that all share one format of foil's own kernel, when that kernel runs them:
     /// read straight from the file into the kernel's buffer. (Through candle, a matrix is read,
     /// converted and copied, and the copies of the largest, the output matrix, stayed in the
-    /// process's heap: ~300 MB of Qwen2.5-0.5B's peak memory.) `None`: load them through candle.
+    /// process's heap: Qwen2.5-0.5B held 785 MB after loading, now 552.) `None`: load them
+    /// through candle.
     fn load_own(
         file: &mut GgufFile,
         ts: &[(String, usize, usize)],
