@@ -1012,9 +1012,9 @@ impl AttentionHead {
         self.run_portable(q, keys, values, off, out);
     }
 
-    /// The same computation with its inner loops written in AVX2 and F16C intrinsics: the
-    /// same operations in the same order (multiply, then add: nothing fused), so the bits of
-    /// the portable code.
+    /// The same computation with its inner loops in AVX2, FMA and F16C intrinsics ([`Avx2`]):
+    /// the same operations in the same order (multiply, then add: nothing fused), so the bits
+    /// of the portable code.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn run_avx2(
@@ -1025,18 +1025,17 @@ impl AttentionHead {
         off: usize,
         out: &mut [f32],
     ) {
-        self.run_dispatch::<true>(q, keys, values, off, out);
+        self.run_with::<Avx2>(q, keys, values, off, out);
     }
 
     fn run_portable(&self, q: &[f32], keys: &[f16], values: &[f16], off: usize, out: &mut [f32]) {
-        self.run_dispatch::<false>(q, keys, values, off, out);
+        self.run_with::<Portable>(q, keys, values, off, out);
     }
 
     /// The loop compiled once per common head size (64, 128), where it unrolls, and once for
-    /// any other; the same operations in the same order in every copy. `AVX2`: the inner loops
-    /// use [`avx2`]'s intrinsics; the caller must have checked that the CPU has them.
+    /// any other; the same operations in the same order in every copy.
     #[inline(always)]
-    fn run_dispatch<const AVX2: bool>(
+    fn run_with<L: HeadLoops>(
         &self,
         q: &[f32],
         keys: &[f16],
@@ -1045,15 +1044,15 @@ impl AttentionHead {
         out: &mut [f32],
     ) {
         match self.head_dim {
-            64 => self.run_sized::<64, AVX2>(q, keys, values, off, out),
-            128 => self.run_sized::<128, AVX2>(q, keys, values, off, out),
-            _ => self.run_sized::<0, AVX2>(q, keys, values, off, out),
+            64 => self.run_sized::<64, L>(q, keys, values, off, out),
+            128 => self.run_sized::<128, L>(q, keys, values, off, out),
+            _ => self.run_sized::<0, L>(q, keys, values, off, out),
         }
     }
 
     /// The attention of one head; `HD` is the head size when known at compile time, else 0.
     #[inline(always)]
-    fn run_sized<const HD: usize, const AVX2: bool>(
+    fn run_sized<const HD: usize, L: HeadLoops>(
         &self,
         q: &[f32],
         keys: &[f16],
@@ -1066,50 +1065,90 @@ impl AttentionHead {
         let mut scores = vec![0f32; keys.len() / kv];
         let mut max = f32::NEG_INFINITY;
         for (s, k) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
-            let k = &k[off..off + hd];
-            #[cfg(target_arch = "x86_64")]
-            let d = if AVX2 {
-                // SAFETY: AVX2 is only requested where the CPU has it (see above).
-                unsafe { avx2::dot(q, k) }
-            } else {
-                dot(q, k)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let d = dot(q, k);
-            *s = d * self.scale;
+            *s = L::dot(q, &k[off..off + hd]) * self.scale;
             max = max.max(*s);
         }
-        #[cfg(target_arch = "x86_64")]
-        if AVX2 {
-            // SAFETY: as above.
-            unsafe { avx2::exp_shifted(&mut scores, max) };
-        } else {
-            exp_shifted(&mut scores, max);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        exp_shifted(&mut scores, max);
+        L::exp_shifted(&mut scores, max);
         let mut sum = 0f32;
         for s in &scores {
             sum += *s;
         }
         for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
-            let (w, v) = (s / sum, &v[off..off + hd]);
-            #[cfg(target_arch = "x86_64")]
-            if AVX2 {
-                // SAFETY: as above.
-                unsafe { avx2::add_scaled(w, v, out) };
-                continue;
-            }
-            add_scaled(w, v, out);
+            L::add_scaled(s / sum, &v[off..off + hd], out);
         }
     }
 }
 
-/// `x[i] = exp(x[i] - max)` for each `i`, by [`exp`].
+/// The inner loops of one head's attention: [`Portable`] code, or [`Avx2`] intrinsics with
+/// the same bits.
+trait HeadLoops {
+    /// `Σ a[i]·b[i]` with eight partial sums (lane `i % 8`), added in lane order at the end.
+    fn dot(a: &[f32], b: &[f16]) -> f32;
+    /// `x[i] = exp(x[i] - max)` for each `i`, by [`exp`].
+    fn exp_shifted(x: &mut [f32], max: f32);
+    /// `out[i] += w · v[i]`.
+    fn add_scaled(w: f32, v: &[f16], out: &mut [f32]);
+}
+
+struct Portable;
+
+impl HeadLoops for Portable {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
+        let mut acc = [0f32; 8];
+        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail = products_sum(ac.remainder(), bc.remainder());
+        for (x, y) in ac.zip(bc) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i].to_f32();
+            }
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+
+    #[inline(always)]
+    fn exp_shifted(x: &mut [f32], max: f32) {
+        for v in x {
+            *v = exp(*v - max);
+        }
+    }
+
+    #[inline(always)]
+    fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
+        for (o, v) in out.iter_mut().zip(v) {
+            *o += w * v.to_f32();
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` in order: the part of [`HeadLoops::dot`] after the last 8-wide chunk.
 #[inline(always)]
-fn exp_shifted(x: &mut [f32], max: f32) {
-    for v in x {
-        *v = exp(*v - max);
+fn products_sum(a: &[f32], b: &[f16]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+}
+
+/// Only [`AttentionHead::run_avx2`] uses it, which runs where the CPU has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl HeadLoops for Avx2 {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
+        // SAFETY: see the type: the CPU has the features.
+        unsafe { avx2::dot(a, b) }
+    }
+
+    #[inline(always)]
+    fn exp_shifted(x: &mut [f32], max: f32) {
+        // SAFETY: as above.
+        unsafe { avx2::exp_shifted(x, max) }
+    }
+
+    #[inline(always)]
+    fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { avx2::add_scaled(w, v, out) }
     }
 }
 
@@ -1159,41 +1198,15 @@ fn exp(x: f32) -> f32 {
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// `Σ a[i]·b[i]` with eight partial sums (lane `i % 8`), added in lane order at the end.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f16]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y.to_f32())
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i].to_f32();
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `out[i] += w · v[i]`.
-#[inline(always)]
-fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
-    for (o, v) in out.iter_mut().zip(v) {
-        *o += w * v.to_f32();
-    }
-}
-
-/// [`dot`], [`exp_shifted`] and [`add_scaled`] in AVX2, FMA and F16C intrinsics, with the same operations in the same
-/// order (half-to-single conversion is exact), so the same bits.
+/// [`HeadLoops`] in AVX2, FMA and F16C intrinsics, with the same operations in the same order
+/// as [`Portable`] (half-to-single conversion is exact), so the same bits.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::{HeadLoops, Portable};
     use half::f16;
     use std::arch::x86_64::*;
 
-    /// See [`super::dot`].
+    /// See [`super::HeadLoops::dot`].
     ///
     /// # Safety
     /// The CPU must have AVX2 and F16C.
@@ -1215,15 +1228,10 @@ mod avx2 {
         let mut lanes = [0f32; 8];
         // SAFETY: `lanes` holds 8 values.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        let tail: f32 = a[n..]
-            .iter()
-            .zip(&b[n..])
-            .map(|(x, y)| x * y.to_f32())
-            .sum();
-        lanes.iter().sum::<f32>() + tail
+        lanes.iter().sum::<f32>() + super::products_sum(&a[n..], &b[n..])
     }
 
-    /// See [`super::exp_shifted`]: eight values at a time, the rest one by one.
+    /// See [`super::HeadLoops::exp_shifted`]: eight values at a time, the rest one by one.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA.
@@ -1261,10 +1269,10 @@ mod avx2 {
                 _mm256_storeu_ps(at, _mm256_mul_ps(y, _mm256_castsi256_ps(two_n)));
             }
         }
-        super::exp_shifted(&mut x[n8..], max);
+        Portable::exp_shifted(&mut x[n8..], max);
     }
 
-    /// See [`super::add_scaled`].
+    /// See [`super::HeadLoops::add_scaled`].
     ///
     /// # Safety
     /// The CPU must have AVX2 and F16C.
@@ -1281,9 +1289,7 @@ mod avx2 {
                 _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(wv, x)));
             }
         }
-        for (o, v) in out[n..].iter_mut().zip(&v[n..]) {
-            *o += w * v.to_f32();
-        }
+        Portable::add_scaled(w, &v[n..], &mut out[n..]);
     }
 }
 
@@ -1344,7 +1350,7 @@ mod tests {
         }
         let xs: Vec<f32> = (0..19).map(|i| i as f32 * -4.7 + 0.3).collect();
         let mut scalar = xs.clone();
-        exp_shifted(&mut scalar, 1.5);
+        Portable::exp_shifted(&mut scalar, 1.5);
         let mut vector = xs;
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         unsafe { avx2::exp_shifted(&mut vector, 1.5) };
@@ -1372,7 +1378,7 @@ mod tests {
             let start: Vec<f32> = (0..hd).map(|i| value(i + 3)).collect();
             let off = hd;
             let mut general = start.clone();
-            head.run_sized::<0, false>(&q, &keys, &values, off, &mut general);
+            head.run_sized::<0, Portable>(&q, &keys, &values, off, &mut general);
             let mut fixed = start.clone();
             head.run_portable(&q, &keys, &values, off, &mut fixed);
             let mut dispatched = start.clone();
