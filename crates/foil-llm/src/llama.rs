@@ -32,6 +32,7 @@ use foil_core::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use crate::gguf::GgufFile;
 use crate::qmatmul::{self, Format, QMatrix};
@@ -155,7 +156,8 @@ struct Linear {
 }
 
 enum Kernel {
-    Own(QMatrix),
+    /// Shared with the token embedding when the model ties them.
+    Own(Arc<QMatrix>),
     Candle {
         parts: Vec<(QMatMul, usize)>,
         /// Row length of the stored weight: `input`, or more when padded with zeros.
@@ -256,7 +258,7 @@ impl Linear {
         {
             if let Some(m) = QMatrix::new(format, t.data()?.into_owned(), out, padded) {
                 return Ok(Linear {
-                    kernel: Kernel::Own(m),
+                    kernel: Kernel::Own(Arc::new(m)),
                     out,
                     input,
                 });
@@ -451,7 +453,7 @@ impl Stack {
             return Ok(None);
         };
         let linear = Linear {
-            kernel: Kernel::Own(m),
+            kernel: Kernel::Own(Arc::new(m)),
             out: total,
             input,
         };
@@ -581,7 +583,7 @@ struct Layer {
 /// The token embedding table `[vocab, hidden]`.
 enum Embedding {
     /// In a format of foil's kernel: rows dequantized as candle dequantizes them.
-    Own(QMatrix),
+    Own(Arc<QMatrix>),
     Candle(QTensor),
 }
 
@@ -781,24 +783,27 @@ impl Model {
             ));
         }
         config.vocab = vocab;
-        let embed = match own_format(embed_dtype) {
-            Some(format) => {
+        // Models with tied embeddings have no output matrix and reuse the embedding; where
+        // foil's kernel holds it, the embedding reads the same buffer.
+        let tied = !file.has_tensor("output.weight");
+        let output_name = if tied {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        };
+        let output = linear(file, output_name, vocab, h)?;
+        let embed = match (&output.kernel, own_format(embed_dtype)) {
+            (Kernel::Own(m), Some(_)) if tied => Embedding::Own(Arc::clone(m)),
+            (_, Some(format)) => {
                 let mut bytes = Vec::new();
                 file.append_tensor_bytes("token_embd.weight", &mut bytes)?;
                 match QMatrix::new(format, bytes, vocab, h) {
-                    Some(m) => Embedding::Own(m),
+                    Some(m) => Embedding::Own(Arc::new(m)),
                     None => Embedding::Candle(file.tensor("token_embd.weight")?),
                 }
             }
-            None => Embedding::Candle(file.tensor("token_embd.weight")?),
+            (_, None) => Embedding::Candle(file.tensor("token_embd.weight")?),
         };
-        // Models with tied embeddings have no output matrix and reuse the embedding.
-        let output_name = if file.has_tensor("output.weight") {
-            "output.weight"
-        } else {
-            "token_embd.weight"
-        };
-        let output = linear(file, output_name, vocab, h)?;
         let norm = file.vector("output_norm.weight", h)?;
         let half = config.rope_dim / 2;
         let inv_freq = (0..half)
