@@ -13,8 +13,8 @@
 //! rows, sequence after sequence ([`Segment`]s): a prompt contributes all its tokens (batched
 //! prefill), a decoding sequence its one latest token (batched decode), both in the same call.
 //! The weight matrices multiply all rows at once (`Linear`: foil's AVX2 kernel for GGML's
-//! 32-value blocks, candle's `QMatMul` for the rest; both quantize the activations and run int8
-//! dot products), so the weights are read once per call instead of once per sequence. Only
+//! 32-value blocks and Q4_K/Q5_K/Q6_K, candle's `QMatMul` for the rest; both quantize the
+//! activations and run int8 dot products), so the weights are read once per call instead of once per sequence. Only
 //! attention is per sequence: each row attends to its own sequence's cache, so no padding is
 //! needed. Every row's arithmetic is independent of the other rows (see
 //! [`Linear`] for the one kernel choice that depends on the row count), so a sequence's output
@@ -143,9 +143,10 @@ pub struct LoadOptions {
 
 /// A quantized weight matrix `[out, in]` applied to rows.
 ///
-/// Matrices of 32-value blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) run on foil's own AVX2 kernel
-/// ([`crate::qmatmul`]), read as stored, where the CPU has it, except where candle's
-/// AVX512-VNNI tiles are chosen. Everything else (the K-quants) runs through candle's `QMatMul`,
+/// Matrices of 32-value blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and of Q4_K, Q5_K and Q6_K
+/// super-blocks run on foil's own AVX2 kernel ([`crate::qmatmul`]), read as stored, where the
+/// CPU has it, except where candle's AVX512-VNNI tiles are chosen. Everything else (other
+/// K-quants, and every K-quant where candle's tiles run) goes through candle's `QMatMul`,
 /// with the matrix cut into blocks of output rows multiplied in parallel on the caller's rayon
 /// pool (candle itself runs single-threaded: its own spinning thread pool stalls when the
 /// machine is busy). Cutting by output rows leaves each output value's arithmetic unchanged.
@@ -178,16 +179,20 @@ fn own_format(dtype: GgmlDType) -> Option<Format> {
         GgmlDType::Q4_1 => Some(Format::Q4_1),
         GgmlDType::Q5_0 => Some(Format::Q5_0),
         GgmlDType::Q5_1 => Some(Format::Q5_1),
+        GgmlDType::Q4K => Some(Format::Q4K),
+        GgmlDType::Q5K => Some(Format::Q5K),
+        GgmlDType::Q6K => Some(Format::Q6K),
         _ => None,
     }
 }
 
-/// Which kernels a model's 32-value-block matrices get.
+/// Which kernels a model's quantized matrices get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BlockKernels {
     /// candle's AVX512-VNNI tiles, 4/5-bit weights requantized to Q8_0.
     CandleVnni,
-    /// foil's AVX2 kernel ([`crate::qmatmul`]), weights as stored.
+    /// foil's AVX2 kernel ([`crate::qmatmul`]), weights as stored (32-value blocks and
+    /// Q4_K/Q5_K/Q6_K).
     Avx2,
     /// candle's portable code, 4/5-bit weights requantized to Q8_0.
     CandlePortable,
@@ -207,7 +212,8 @@ impl BlockKernels {
     fn name(self) -> &'static str {
         match self {
             BlockKernels::CandleVnni => "avx512-vnni",
-            BlockKernels::Avx2 => "avx2",
+            // "+k": the K-quants run on it too (their outputs changed with that).
+            BlockKernels::Avx2 => "avx2+k",
             BlockKernels::CandlePortable => "portable",
         }
     }
@@ -445,7 +451,7 @@ impl Stack {
         }
         let outs: Vec<usize> = ts.iter().map(|t| t.1).collect();
         let total = outs.iter().sum::<usize>();
-        let mut bytes = Vec::with_capacity(total * input / 32 * format.block_bytes());
+        let mut bytes = Vec::with_capacity(total * format.row_bytes(input));
         for (name, _, _) in ts {
             file.append_tensor_bytes(name, &mut bytes)?;
         }
@@ -521,9 +527,9 @@ impl Stack {
     }
 }
 
-/// The kernels this CPU gets for 32-value-block matrices by default: candle's AVX512-VNNI tiles
-/// (4/5-bit weights requantized to Q8_0), foil's AVX2 kernel, or candle's portable code
-/// (`foil --version` says which).
+/// The kernels this CPU gets for quantized matrices by default: candle's AVX512-VNNI tiles
+/// (4/5-bit weights requantized to Q8_0), foil's AVX2 kernel (`avx2+k`: 32-value blocks and
+/// Q4_K/Q5_K/Q6_K), or candle's portable code (`foil --version` says which).
 pub fn quantized_kernels() -> &'static str {
     BlockKernels::for_options(LoadOptions {
         precise: false,
@@ -820,7 +826,7 @@ impl Model {
         })
     }
 
-    /// The kernels the 32-value-block matrices run on (see [`quantized_kernels`]): outputs are
+    /// The kernels the quantized matrices run on (see [`quantized_kernels`]): outputs are
     /// reproducible for the same kernels, not across them.
     pub fn kernels(&self) -> &'static str {
         self.kernels

@@ -1,5 +1,6 @@
 //! Products of quantized weight matrices with rows of activations, for x86 CPUs with AVX2, FMA
-//! and F16C: GGML's formats of 32-value blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), read as stored.
+//! and F16C: GGML's formats of 32-value blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and the K-quants'
+//! super-blocks of 256 values (Q4_K, Q5_K, Q6_K), read as stored.
 //!
 //! A block holds 32 small integers `q` and a scale `d` (and, for Q4_1 / Q5_1, an offset `m`):
 //! `w = d · q + m`. Q4_0 and Q5_0 store `q` unsigned with the offset implied, and are read as
@@ -14,17 +15,32 @@
 //!
 //! an exact integer sum scaled once, plus the offset times the activation block's sum.
 //!
+//! A K-quant super-block has one float `d` (and `dmin`) and a small integer scale `sc` (and
+//! min `m`) per 32 values (Q4_K, Q5_K: `w = d·sc·q - dmin·m`) or per 16 (Q6_K: `w = d·sc·(q -
+//! 32)`). Its activations are quantized per 256 values, as llama.cpp's Q8_K, so the integer
+//! scales can stay inside the integer sum:
+//!
+//! ```text
+//! Σ w·x = d·d_x · Σ_sub sc · Σ q_w·q_x  -  dmin·d_x · Σ_sub m · Σ q_x
+//! ```
+//!
+//! summed exactly in 32-bit integers over the super-block and rounded once (Q6_K's `-32` is a
+//! correction of the same form, from the activations' sums per 16 values).
+//!
 //! **Why the weights stay in their own format.** Decoding one token reads every weight once,
 //! and on a CPU that is limited by memory bandwidth: a 4-bit block is 20 bytes where the same
 //! block as Q8_0 is 34. (Where candle's kernels run instead, 4/5-bit weights are requantized to
 //! Q8_0: see `Linear` in llama.rs.)
 //!
-//! **The kernel.** A tile of up to [`ROWS`] activation rows × [`COLS`] weight rows is computed
-//! at once, so each weight block is unpacked once per tile instead of once per activation row.
+//! **The kernel.** A tile of up to [`ROWS`] activation rows × [`COLS`] weight rows (2 for
+//! K-quants) is computed at once, so each weight block is unpacked once per tile instead of
+//! once per activation row.
 //! `maddubs` multiplies unsigned by signed bytes into 16-bit pair sums (Q4_1 / Q5_1 `q_w` are
 //! unsigned already; signed ones use the sign trick `maddubs(|q_w|, sign(q_x, q_w))`); `madd` with
 //! ones widens them to eight 32-bit lanes of four products each. No pair can overflow:
-//! `2 · 128 · 127 < 2¹⁵`.
+//! `2 · 128 · 127 < 2¹⁵`. K-quants' stored values are unsigned (at most 63), and `madd` takes
+//! the 16-bit scales instead of ones: a lane's sum over a super-block stays below
+//! `8 · 2 · 2 · 63 · 127 · 128 < 2²⁵`.
 //!
 //! **Memory and threads.** Decoding multiplies one row: each tile's weight rows are read once,
 //! from memory, and are too short for the hardware prefetcher to follow, so the first row tile
@@ -36,7 +52,9 @@
 //! **The same bits for every tile shape.** Each output is eight f32 lanes, lane `l` summing
 //! products `4l..4l+4` of each block: block by block, `lane += float(isum) · (d_w · d_x)` with
 //! one fused multiply-add. The lanes are added in a fixed tree; then, for formats with offsets,
-//! the offsets' sum (`Σ_blocks m_w · s_x`, fused multiply-adds in block order) is added. None
+//! the offsets' sum (`Σ_blocks m_w · s_x`, fused multiply-adds in block order) is added. For
+//! K-quants a lane sums its products over each super-block in integers, then takes one fused
+//! multiply-add per super-block (two with mins; see [`reference_k`]). None
 //! of this depends on the tile an output falls in, on how many rows are multiplied, or on the
 //! threads, so a sequence decoding alone gets the bits it gets in a batch. [`reference`]
 //! computes the same arithmetic in scalar code; the tests hold the kernel to it bit for bit.
@@ -45,8 +63,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-/// Values per block.
+/// Values per block (and per sub-block of a K-quant super-block).
 const BLOCK: usize = 32;
+/// Values per K-quant super-block.
+const SUPER: usize = 256;
 /// Activation rows per tile.
 const ROWS: usize = 4;
 /// Weight rows (outputs) per tile.
@@ -60,10 +80,22 @@ pub(crate) enum Format {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl Format {
-    /// Bytes per block of 32 values.
+    /// Values per stored block: 32, or 256 for a K-quant super-block.
+    pub(crate) const fn values(self) -> usize {
+        if self.is_k() {
+            SUPER
+        } else {
+            BLOCK
+        }
+    }
+
+    /// Bytes per stored block.
     pub(crate) const fn block_bytes(self) -> usize {
         match self {
             Format::Q8_0 => 34,
@@ -71,25 +103,46 @@ impl Format {
             Format::Q4_1 => 20,
             Format::Q5_0 => 22,
             Format::Q5_1 => 24,
+            Format::Q4K => 144,
+            Format::Q5K => 176,
+            Format::Q6K => 210,
         }
     }
 
-    /// Whether blocks store an offset `m` after `d` (else the values are signed).
-    const fn has_offsets(self) -> bool {
-        matches!(self, Format::Q4_1 | Format::Q5_1)
+    /// Bytes of a row of `input` values.
+    pub(crate) const fn row_bytes(self, input: usize) -> usize {
+        input / self.values() * self.block_bytes()
     }
 
-    /// What is taken from the stored unsigned `q` to make it signed: 8 for Q4_0, 16 for Q5_0.
+    /// Whether blocks are K-quant super-blocks: 8 sub-blocks of 32 values with their own
+    /// scales, and activations quantized per 256 values (llama.cpp's Q8_K).
+    const fn is_k(self) -> bool {
+        matches!(self, Format::Q4K | Format::Q5K | Format::Q6K)
+    }
+
+    /// Whether values are unsigned with an offset `m` per (sub-)block (else they are signed).
+    const fn has_offsets(self) -> bool {
+        matches!(
+            self,
+            Format::Q4_1 | Format::Q5_1 | Format::Q4K | Format::Q5K
+        )
+    }
+
+    /// What is taken from the stored unsigned `q` to make it signed: 8 for Q4_0, 16 for Q5_0,
+    /// 32 for Q6_K.
     const fn bias(self) -> i8 {
         match self {
             Format::Q4_0 => 8,
             Format::Q5_0 => 16,
+            Format::Q6K => 32,
             _ => 0,
         }
     }
 
-    /// Where a block's 16 bytes of nibbles start (4/5-bit formats) and, for 5-bit formats,
-    /// its 4 bytes of fifth bits.
+    /// Where a 32-value block's 16 bytes of nibbles start (4/5-bit formats) and, for 5-bit
+    /// formats, its 4 bytes of fifth bits. For a K-quant super-block: where its 128 bytes of
+    /// nibbles start and where its bytes of high bits do (32 of fifth bits for Q5_K, 64 of
+    /// fifth and sixth bits for Q6_K).
     const fn layout(self) -> (usize, Option<usize>) {
         match self {
             Format::Q8_0 => (2, None),
@@ -97,26 +150,86 @@ impl Format {
             Format::Q4_1 => (4, None),
             Format::Q5_0 => (6, Some(2)),
             Format::Q5_1 => (8, Some(4)),
+            Format::Q4K => (16, None),
+            Format::Q5K => (48, Some(16)),
+            Format::Q6K => (0, Some(128)),
         }
     }
+}
+
+/// Q4_K / Q5_K: the 6-bit scale and min of each of a super-block's 8 sub-blocks, packed in 12
+/// bytes. Sub-block `k < 4` has its scale in the low 6 bits of byte `k` and its min in those of
+/// byte `k + 4`; sub-block `k ≥ 4` has the low 4 bits of each in byte `k + 4` (scale low, min
+/// high) and their top 2 bits in the top bits of bytes `k - 4` (scale) and `k` (min).
+fn k_scale_min(packed: &[u8], k: usize) -> (u8, u8) {
+    if k < 4 {
+        (packed[k] & 63, packed[k + 4] & 63)
+    } else {
+        (
+            (packed[k + 4] & 0x0F) | ((packed[k - 4] >> 6) << 4),
+            (packed[k + 4] >> 4) | ((packed[k] >> 6) << 4),
+        )
+    }
+}
+
+/// The same as [`k_scale_min`] for all 8 sub-blocks at once, four bytes at a time: the bytes of
+/// words 0 and 1 (little-endian) are the scales, those of words 2 and 3 the mins.
+#[inline(always)]
+fn k_scales_mins(packed: &[u8]) -> [u32; 4] {
+    let word =
+        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (w0, w1, w2) = (word(0), word(4), word(8));
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const TOP2: u32 = 0x0303_0303;
+    let scales_lo = w0 & LOW6;
+    let scales_hi = (w2 & LOW4) | (((w0 >> 6) & TOP2) << 4);
+    let mins_lo = w1 & LOW6;
+    let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & TOP2) << 4);
+    [scales_lo, scales_hi, mins_lo, mins_hi]
 }
 
 /// A `[out, input]` matrix of GGML blocks, row after row, as the file stores it.
 pub(crate) struct QMatrix {
     pub format: Format,
     pub out: usize,
+    /// 32-value blocks per row.
     blocks: usize,
     bytes: Vec<u8>,
 }
 
-/// Rows of activations quantized per block of 32 values.
+/// One 32-value block of a matrix unpacked: `w_k = q_k · d[k / 16] + m`.
+struct Unpacked {
+    q: [i32; BLOCK],
+    /// The scale of values 0..16 and of values 16..32 (they differ only for Q6_K).
+    d: [f32; 2],
+    /// The offset (zero for signed formats).
+    m: f32,
+}
+
+/// Rows of activations quantized per block of 32 values (or, for K-quant weights, per 256).
 pub(crate) struct Q8Rows {
     rows: usize,
     quants: Vec<i8>,
-    /// `d_x` per block.
+    /// `d_x` per 32-value block.
     scales: Vec<f32>,
-    /// `d_x · Σ q_x` per block, for the weights' offsets.
+    /// `d_x · Σ q_x` per 32-value block, for the weights' offsets (32-value formats).
     sums: Vec<f32>,
+    /// `Σ q_x` per 16 values, for the K-quants' mins and Q6_K's bias.
+    bsums: Vec<i16>,
+}
+
+/// A K-quant sub-block as stored: `w_t = d · sc[t / 16] · q_t - dmin · m` (Q4_K, Q5_K), or
+/// `d · sc[t / 16] · (q_t - 32)` (Q6_K).
+struct KParts {
+    /// The unsigned stored integers.
+    q: [i32; BLOCK],
+    /// The integer scales of values 0..16 and 16..32 (equal but for Q6_K).
+    sc: [i32; 2],
+    /// The integer min (Q4_K, Q5_K).
+    m: i32,
+    d: f32,
+    dmin: f32,
 }
 
 /// Whether this CPU runs the kernel (AVX2, FMA and F16C).
@@ -138,16 +251,16 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 }
 
 impl QMatrix {
-    /// Takes the GGML bytes of an `[out, input]` matrix; `input` must be a multiple of 32.
+    /// Takes the GGML bytes of an `[out, input]` matrix; `input` must be a multiple of the
+    /// format's block (32 values, 256 for K-quants).
     pub(crate) fn new(format: Format, bytes: Vec<u8>, out: usize, input: usize) -> Option<Self> {
-        let blocks = input / BLOCK;
-        if !input.is_multiple_of(BLOCK) || bytes.len() != out * blocks * format.block_bytes() {
+        if !input.is_multiple_of(format.values()) || bytes.len() != out * format.row_bytes(input) {
             return None;
         }
         Some(QMatrix {
             format,
             out,
-            blocks,
+            blocks: input / BLOCK,
             bytes,
         })
     }
@@ -161,56 +274,123 @@ impl QMatrix {
     /// with offsets), so the same bits as candle's dequantization.
     pub(crate) fn dequantize_row(&self, r: usize, out: &mut Vec<f32>) {
         for b in 0..self.blocks {
-            let (q, d, m) = self.unpack(r, b);
+            let u = self.unpack(r, b);
+            let w = (0..BLOCK).map(|k| u.q[k] as f32 * u.d[k / 16]);
             if self.format.has_offsets() {
-                out.extend(q.iter().map(|&q| q as f32 * d + m));
+                out.extend(w.map(|w| w + u.m));
             } else {
-                out.extend(q.iter().map(|&q| q as f32 * d));
+                out.extend(w);
             }
         }
     }
 
-    /// Block `b` of row `r`.
-    fn block(&self, r: usize, b: usize) -> &[u8] {
-        let n = self.format.block_bytes();
-        &self.bytes[(r * self.blocks + b) * n..][..n]
+    /// The stored block holding 32-value block `b` of row `r`, and `b`'s place in it.
+    fn stored(&self, r: usize, b: usize) -> (&[u8], usize) {
+        let (n, subs) = (self.format.block_bytes(), self.format.values() / BLOCK);
+        let at = r * self.blocks / subs + b / subs;
+        (&self.bytes[at * n..][..n], b % subs)
     }
 
-    /// Block `b` of row `r` unpacked: its 32 integers, `d` and `m` (zero for Q8_0).
-    fn unpack(&self, r: usize, b: usize) -> ([i32; BLOCK], f32, f32) {
-        let blk = self.block(r, b);
-        let d = f16_at(blk, 0);
-        let mut q = [0i32; BLOCK];
+    /// Block `b` of row `r` unpacked.
+    fn unpack(&self, r: usize, b: usize) -> Unpacked {
+        let (blk, _) = self.stored(r, b);
         let (qs, qh) = self.format.layout();
-        if self.format == Format::Q8_0 {
-            for (q, &v) in q.iter_mut().zip(&blk[qs..]) {
-                *q = v as i8 as i32;
+        let mut q = [0i32; BLOCK];
+        let (d, m) = match self.format {
+            Format::Q8_0 => {
+                for (q, &v) in q.iter_mut().zip(&blk[qs..]) {
+                    *q = v as i8 as i32;
+                }
+                let d = f16_at(blk, 0);
+                ([d, d], 0.0)
             }
-            return (q, d, 0.0);
+            Format::Q4_0 | Format::Q4_1 | Format::Q5_0 | Format::Q5_1 => {
+                for j in 0..16 {
+                    q[j] = (blk[qs + j] & 0x0F) as i32;
+                    q[j + 16] = (blk[qs + j] >> 4) as i32;
+                }
+                if let Some(at) = qh {
+                    let high = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+                    for (j, q) in q.iter_mut().enumerate() {
+                        *q |= (((high >> j) & 1) << 4) as i32;
+                    }
+                }
+                let m = if self.format.has_offsets() {
+                    f16_at(blk, 2)
+                } else {
+                    0.0
+                };
+                let d = f16_at(blk, 0);
+                ([d, d], m)
+            }
+            Format::Q4K | Format::Q5K | Format::Q6K => {
+                let p = self.k_parts(r, b);
+                q = p.q;
+                let m = if self.format.has_offsets() {
+                    -(p.dmin * p.m as f32)
+                } else {
+                    0.0
+                };
+                (p.sc.map(|sc| p.d * sc as f32), m)
+            }
+        };
+        Unpacked {
+            q: q.map(|v| v - self.format.bias() as i32),
+            d,
+            m,
         }
-        let high = qh.map_or(0, |at| {
-            u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]])
-        });
-        for j in 0..16 {
-            q[j] = (blk[qs + j] & 0x0F) as i32;
-            q[j + 16] = (blk[qs + j] >> 4) as i32;
+    }
+
+    /// K-quant block `b` of row `r` as stored.
+    fn k_parts(&self, r: usize, b: usize) -> KParts {
+        let (blk, k) = self.stored(r, b);
+        let (qs, qh) = self.format.layout();
+        let mut q = [0i32; BLOCK];
+        if self.format == Format::Q6K {
+            // Each half of 128 values has 64 bytes of nibbles and 32 of 2-bit pairs: sub-block
+            // `k` of a half takes the low nibbles of bytes 32·(k % 2).. (the high ones for
+            // k ≥ 2) and the pairs at bits 2k of the half's 32 high bytes.
+            let (half, k4) = (k / 4, k % 4);
+            let high = qh.unwrap_or(0) + 32 * half;
+            for (l, q) in q.iter_mut().enumerate() {
+                let low = (blk[qs + 64 * half + 32 * (k4 % 2) + l] >> (4 * (k4 / 2))) & 0x0F;
+                *q = (low | (((blk[high + l] >> (2 * k4)) & 3) << 4)) as i32;
+            }
+            let sc = |i: usize| blk[192 + i] as i8 as i32;
+            return KParts {
+                q,
+                sc: [sc(2 * k), sc(2 * k + 1)],
+                m: 0,
+                d: f16_at(blk, 208),
+                dmin: 0.0,
+            };
         }
-        if qh.is_some() {
-            for (j, q) in q.iter_mut().enumerate() {
-                *q |= (((high >> j) & 1) << 4) as i32;
+        // Q4_K / Q5_K: sub-blocks 2i and 2i + 1 share 32 bytes of nibbles, low and high; Q5_K's
+        // fifth bits of sub-block `k` are bit `k` of 32 bytes.
+        for (l, q) in q.iter_mut().enumerate() {
+            *q = ((blk[qs + k / 2 * 32 + l] >> (4 * (k % 2))) & 0x0F) as i32;
+            if let Some(at) = qh {
+                *q |= (((blk[at + l] >> k) & 1) << 4) as i32;
             }
         }
-        if self.format.has_offsets() {
-            (q, d, f16_at(blk, 2))
-        } else {
-            (q.map(|v| v - self.format.bias() as i32), d, 0.0)
+        let (sc, m) = k_scale_min(&blk[4..16], k);
+        KParts {
+            q,
+            sc: [sc as i32; 2],
+            m: m as i32,
+            d: f16_at(blk, 0),
+            dmin: f16_at(blk, 2),
         }
     }
 
     /// `x` (`m` rows of `32 · blocks` values) times this matrix transposed: `m` rows of `out`,
     /// with the output rows split over the rayon pool.
     pub(crate) fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let acts = Q8Rows::quantize(x, m, self.blocks);
+        let acts = if self.format.is_k() {
+            Q8Rows::quantize_k(x, m, self.blocks)
+        } else {
+            Q8Rows::quantize(x, m, self.blocks)
+        };
         // Split where a part is worth a task (a few microseconds of work), into enough parts to
         // balance the pool.
         let threads = rayon::current_num_threads().max(1);
@@ -295,6 +475,51 @@ impl Q8Rows {
             quants,
             scales,
             sums,
+            bsums: Vec::new(),
+        }
+    }
+}
+
+impl Q8Rows {
+    /// Quantizes `m` rows of `32 · blocks` values (a multiple of 256) for K-quant weights, as
+    /// llama.cpp's `quantize_row_q8_K` does: per 256 values, the value of largest magnitude `v`
+    /// (the first, on ties) sets `1/d = -127 / v`, `q = min(round(x / d), 127)` (ties to even),
+    /// and `d` stays a float32. Each 32-value block gets its super-block's `d`; the sums are
+    /// kept per 16 values, as integers.
+    pub(crate) fn quantize_k(x: &[f32], m: usize, blocks: usize) -> Self {
+        debug_assert_eq!(x.len(), m * blocks * BLOCK);
+        debug_assert!(blocks.is_multiple_of(SUPER / BLOCK));
+        let mut quants = vec![0i8; x.len()];
+        let mut scales = Vec::with_capacity(m * blocks);
+        let mut bsums = Vec::with_capacity(2 * m * blocks);
+        for (q, x) in quants.chunks_exact_mut(SUPER).zip(x.chunks_exact(SUPER)) {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in x {
+                if v.abs() > amax {
+                    (amax, max) = (v.abs(), v);
+                }
+            }
+            let d = if amax == 0.0 {
+                0.0
+            } else {
+                let iscale = -127.0 / max;
+                for (q, v) in q.iter_mut().zip(x) {
+                    *q = round_ties_even(iscale * v).min(127.0) as i8;
+                }
+                1.0 / iscale
+            };
+            scales.extend([d; SUPER / BLOCK]);
+            bsums.extend(
+                q.chunks_exact(16)
+                    .map(|q| q.iter().map(|&v| v as i16).sum::<i16>()),
+            );
+        }
+        Q8Rows {
+            rows: m,
+            quants,
+            scales,
+            sums: Vec::new(),
+            bsums,
         }
     }
 }
@@ -311,21 +536,23 @@ fn round_ties_even(v: f32) -> f32 {
 /// Output `c` of activation row `r`, in scalar code with the kernel's exact arithmetic (the
 /// eight lanes, the fused multiply-adds, the order of the final sums).
 fn reference(w: &QMatrix, a: &Q8Rows, r: usize, c: usize) -> f32 {
+    if w.format.is_k() {
+        return reference_k(w, a, r, c);
+    }
     let nb = w.blocks;
     let mut lanes = [0f32; 8];
     let mut offsets = 0f32;
     for b in 0..nb {
-        let (wq, dw, mw) = w.unpack(c, b);
+        let u = w.unpack(c, b);
         let aq = &a.quants[(r * nb + b) * BLOCK..][..BLOCK];
-        let d = dw * a.scales[r * nb + b];
+        let d = u.d[0] * a.scales[r * nb + b];
         for (l, lane) in lanes.iter_mut().enumerate() {
-            let isum: i32 = (4 * l..4 * l + 4).map(|k| wq[k] * aq[k] as i32).sum();
+            let isum: i32 = (4 * l..4 * l + 4).map(|k| u.q[k] * aq[k] as i32).sum();
             *lane = (isum as f32).mul_add(d, *lane);
         }
-        offsets = mw.mul_add(a.sums[r * nb + b], offsets);
+        offsets = u.m.mul_add(a.sums[r * nb + b], offsets);
     }
-    let h: [f32; 4] = std::array::from_fn(|i| lanes[i] + lanes[i + 4]);
-    let sum = (h[0] + h[2]) + (h[1] + h[3]);
+    let sum = tree(lanes);
     if w.format.has_offsets() {
         sum + offsets
     } else {
@@ -333,10 +560,58 @@ fn reference(w: &QMatrix, a: &Q8Rows, r: usize, c: usize) -> f32 {
     }
 }
 
+/// [`reference`] for K-quants. Per super-block, lane `l` sums in integers, over the 8
+/// sub-blocks, `sc · q_w · q_x` for values `4l..4l + 4`; the correction's lane `l` is sub-block
+/// `l`'s `m · Σ q_x` (Q4_K, Q5_K) or `Σ sc · Σ q_x` over its two 16-value halves (Q6_K, whose
+/// stored values are `q + 32`). Then one rounding per super-block into each float lane.
+fn reference_k(w: &QMatrix, a: &Q8Rows, r: usize, c: usize) -> f32 {
+    let nb = w.blocks;
+    let subs = SUPER / BLOCK;
+    let mut lanes = [0f32; 8];
+    for u in 0..nb / subs {
+        let (mut sums, mut corr) = ([0i32; 8], [0i32; 8]);
+        let (mut d, mut dmin) = (0f32, 0f32);
+        for (k, corr) in corr.iter_mut().enumerate() {
+            let b = u * subs + k;
+            let p = w.k_parts(c, b);
+            (d, dmin) = (p.d, p.dmin);
+            let x = &a.quants[(r * nb + b) * BLOCK..][..BLOCK];
+            for (l, s) in sums.iter_mut().enumerate() {
+                *s += (4 * l..4 * l + 4)
+                    .map(|t| p.sc[t / 16] * p.q[t] * x[t] as i32)
+                    .sum::<i32>();
+            }
+            let halves = &a.bsums[(r * nb + b) * 2..][..2];
+            *corr = if w.format.has_offsets() {
+                p.m * (halves[0] as i32 + halves[1] as i32)
+            } else {
+                p.sc[0] * halves[0] as i32 + p.sc[1] * halves[1] as i32
+            };
+        }
+        let dx = a.scales[r * nb + u * subs];
+        for l in 0..8 {
+            if w.format.has_offsets() {
+                lanes[l] = (sums[l] as f32).mul_add(d * dx, lanes[l]);
+                lanes[l] = (corr[l] as f32).mul_add(-dmin * dx, lanes[l]);
+            } else {
+                lanes[l] = ((sums[l] - 32 * corr[l]) as f32).mul_add(d * dx, lanes[l]);
+            }
+        }
+    }
+    tree(lanes)
+}
+
+/// `(l0 + l4) + (l2 + l6)` plus `(l1 + l5) + (l3 + l7)`: how the kernel adds its eight lanes.
+fn tree(l: [f32; 8]) -> f32 {
+    let h: [f32; 4] = std::array::from_fn(|i| l[i] + l[i + 4]);
+    (h[0] + h[2]) + (h[1] + h[3])
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Format, Q8Rows, QMatrix, Range, BLOCK, COLS, ROWS};
+    use super::{k_scales_mins, Format, Q8Rows, QMatrix, Range, BLOCK, COLS, ROWS, SUPER};
     use std::arch::x86_64::*;
+    use std::marker::PhantomData;
 
     /// See [`QMatrix::multiply`].
     ///
@@ -351,11 +626,72 @@ mod avx2 {
         y: &mut [f32],
     ) {
         match w.format {
-            Format::Q8_0 => tiles::<Q8_0>(w, a, rows, cols, y),
-            Format::Q4_0 => tiles::<Q4<false>>(w, a, rows, cols, y),
-            Format::Q4_1 => tiles::<Q4<true>>(w, a, rows, cols, y),
-            Format::Q5_0 => tiles::<Q5<false>>(w, a, rows, cols, y),
-            Format::Q5_1 => tiles::<Q5<true>>(w, a, rows, cols, y),
+            Format::Q8_0 => tiles::<Blocks<Q8_0>>(w, a, rows, cols, y),
+            Format::Q4_0 => tiles::<Blocks<Q4<false>>>(w, a, rows, cols, y),
+            Format::Q4_1 => tiles::<Blocks<Q4<true>>>(w, a, rows, cols, y),
+            Format::Q5_0 => tiles::<Blocks<Q5<false>>>(w, a, rows, cols, y),
+            Format::Q5_1 => tiles::<Blocks<Q5<true>>>(w, a, rows, cols, y),
+            Format::Q4K => tiles::<Supers<Q45K<false>>>(w, a, rows, cols, y),
+            Format::Q5K => tiles::<Supers<Q45K<true>>>(w, a, rows, cols, y),
+            Format::Q6K => tiles::<Supers<Q6K>>(w, a, rows, cols, y),
+        }
+    }
+
+    /// How a tile of outputs is computed: [`tile`] for 32-value blocks, [`super_tile`] for
+    /// K-quant super-blocks.
+    trait Tile {
+        /// Weight rows per tile.
+        const COLS: usize;
+        /// Activation rows `r0..r0 + R` times weight rows `c0..c0 + C`, written to
+        /// `y[at + i · stride + j]`; `prefetch`: ask for the next column tile's weights.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn tile<const R: usize, const C: usize>(
+            w: &QMatrix,
+            a: &Q8Rows,
+            r0: usize,
+            c0: usize,
+            y: &mut [f32],
+            at: usize,
+            stride: usize,
+            prefetch: bool,
+        );
+    }
+
+    struct Blocks<U>(PhantomData<U>);
+    impl<U: Unpack> Tile for Blocks<U> {
+        const COLS: usize = COLS;
+        #[inline(always)]
+        unsafe fn tile<const R: usize, const C: usize>(
+            w: &QMatrix,
+            a: &Q8Rows,
+            r0: usize,
+            c0: usize,
+            y: &mut [f32],
+            at: usize,
+            stride: usize,
+            prefetch: bool,
+        ) {
+            tile::<U, R, C>(w, a, r0, c0, y, at, stride, prefetch)
+        }
+    }
+
+    struct Supers<K>(PhantomData<K>);
+    impl<K: UnpackK> Tile for Supers<K> {
+        // Two: a tile of 4 × 3 would need 19 vector registers for its integer sums, quants,
+        // scales and activations (x86 has 16).
+        const COLS: usize = 2;
+        #[inline(always)]
+        unsafe fn tile<const R: usize, const C: usize>(
+            w: &QMatrix,
+            a: &Q8Rows,
+            r0: usize,
+            c0: usize,
+            y: &mut [f32],
+            at: usize,
+            stride: usize,
+            prefetch: bool,
+        ) {
+            super_tile::<K, R, C>(w, a, r0, c0, y, at, stride, prefetch)
         }
     }
 
@@ -440,7 +776,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tiles<U: Unpack>(
+    unsafe fn tiles<T: Tile>(
         w: &QMatrix,
         a: &Q8Rows,
         rows: Range<usize>,
@@ -451,7 +787,7 @@ mod avx2 {
         let n = cols.len();
         let mut c = cols.start;
         while c < cols.end {
-            let nc = COLS.min(cols.end - c);
+            let nc = T::COLS.min(cols.end - c);
             let mut r = rows.start;
             while r < rows.end {
                 let nr = ROWS.min(rows.end - r);
@@ -460,18 +796,18 @@ mod avx2 {
                 let first = r == rows.start;
                 // Every (nr, nc) gets its own unrolled copy; all share the per-output arithmetic.
                 match (nr, nc) {
-                    (4, 3) => tile::<U, 4, 3>(w, a, r, c, y, at, n, first),
-                    (4, 2) => tile::<U, 4, 2>(w, a, r, c, y, at, n, first),
-                    (4, 1) => tile::<U, 4, 1>(w, a, r, c, y, at, n, first),
-                    (3, 3) => tile::<U, 3, 3>(w, a, r, c, y, at, n, first),
-                    (3, 2) => tile::<U, 3, 2>(w, a, r, c, y, at, n, first),
-                    (3, 1) => tile::<U, 3, 1>(w, a, r, c, y, at, n, first),
-                    (2, 3) => tile::<U, 2, 3>(w, a, r, c, y, at, n, first),
-                    (2, 2) => tile::<U, 2, 2>(w, a, r, c, y, at, n, first),
-                    (2, 1) => tile::<U, 2, 1>(w, a, r, c, y, at, n, first),
-                    (1, 3) => tile::<U, 1, 3>(w, a, r, c, y, at, n, first),
-                    (1, 2) => tile::<U, 1, 2>(w, a, r, c, y, at, n, first),
-                    _ => tile::<U, 1, 1>(w, a, r, c, y, at, n, first),
+                    (4, 3) => T::tile::<4, 3>(w, a, r, c, y, at, n, first),
+                    (4, 2) => T::tile::<4, 2>(w, a, r, c, y, at, n, first),
+                    (4, 1) => T::tile::<4, 1>(w, a, r, c, y, at, n, first),
+                    (3, 3) => T::tile::<3, 3>(w, a, r, c, y, at, n, first),
+                    (3, 2) => T::tile::<3, 2>(w, a, r, c, y, at, n, first),
+                    (3, 1) => T::tile::<3, 1>(w, a, r, c, y, at, n, first),
+                    (2, 3) => T::tile::<2, 3>(w, a, r, c, y, at, n, first),
+                    (2, 2) => T::tile::<2, 2>(w, a, r, c, y, at, n, first),
+                    (2, 1) => T::tile::<2, 1>(w, a, r, c, y, at, n, first),
+                    (1, 3) => T::tile::<1, 3>(w, a, r, c, y, at, n, first),
+                    (1, 2) => T::tile::<1, 2>(w, a, r, c, y, at, n, first),
+                    _ => T::tile::<1, 1>(w, a, r, c, y, at, n, first),
                 }
                 r += nr;
             }
@@ -578,6 +914,290 @@ mod avx2 {
         }
     }
 
+    /// How a K-quant super-block becomes bytes and 16-bit scales for `maddubs` and `madd`.
+    trait UnpackK {
+        const FORMAT: Format;
+        /// The super-block's 16 bytes of integer scales: Q4_K / Q5_K its 8 scales, then its 8
+        /// mins (unsigned); Q6_K its 16 scales (signed).
+        unsafe fn packed(p: *const u8) -> __m128i;
+        /// Sub-block `S`'s 32 stored integers (unsigned).
+        unsafe fn quants<const S: usize>(p: *const u8) -> __m256i;
+        /// Sub-block `S`'s scale for each `maddubs` pair (16-bit lane `t`: values `2t, 2t + 1`).
+        unsafe fn scales<const S: usize>(packed: __m128i) -> __m256i;
+        /// What the activations' 16-value sums are multiplied by (lane by lane) for the
+        /// correction: each sub-block's min twice (Q4_K, Q5_K), the 16 scales (Q6_K).
+        unsafe fn corrections(packed: __m128i) -> __m256i;
+        /// `d` and `dmin` (zero for Q6_K).
+        unsafe fn d(p: *const u8) -> (f32, f32);
+        /// One super-block's integer lanes and correction, added to the float lanes `acc`
+        /// (`d_dx = d · d_x`, `dmin_dx = -dmin · d_x`).
+        unsafe fn finish(
+            sums: __m256i,
+            corr: __m256i,
+            d_dx: f32,
+            dmin_dx: f32,
+            acc: __m256,
+        ) -> __m256;
+    }
+
+    /// The 32 bytes at `p` with bit `FROM` of each byte moved to bit `TO` (and the bits next
+    /// to it along with it), then masked with `mask`. The shift is an immediate one in 16-bit
+    /// lanes; callers choose masks that keep the moved bits inside their bytes.
+    #[inline(always)]
+    unsafe fn moved<const FROM: usize, const TO: usize>(p: *const u8, mask: i8) -> __m256i {
+        let v = _mm256_loadu_si256(p.cast());
+        let v = match TO as i32 - FROM as i32 {
+            4 => _mm256_slli_epi16::<4>(v),
+            3 => _mm256_slli_epi16::<3>(v),
+            2 => _mm256_slli_epi16::<2>(v),
+            1 => _mm256_slli_epi16::<1>(v),
+            0 => v,
+            -1 => _mm256_srli_epi16::<1>(v),
+            -2 => _mm256_srli_epi16::<2>(v),
+            -3 => _mm256_srli_epi16::<3>(v),
+            _ => _mm256_srli_epi16::<4>(v),
+        };
+        _mm256_and_si256(v, _mm256_set1_epi8(mask))
+    }
+
+    /// Q4_K (`FIFTH = false`) and Q5_K.
+    struct Q45K<const FIFTH: bool>;
+    impl<const FIFTH: bool> UnpackK for Q45K<FIFTH> {
+        const FORMAT: Format = if FIFTH { Format::Q5K } else { Format::Q4K };
+        #[inline(always)]
+        unsafe fn packed(p: *const u8) -> __m128i {
+            let [a, b, c, d] = k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+            _mm_setr_epi32(a as i32, b as i32, c as i32, d as i32)
+        }
+        #[inline(always)]
+        unsafe fn quants<const S: usize>(p: *const u8) -> __m256i {
+            let (qs, qh) = Self::FORMAT.layout();
+            // Sub-blocks 2i and 2i + 1: the low and the high nibbles of the same 32 bytes.
+            let at = p.add(qs + S / 2 * 32);
+            let q = if S.is_multiple_of(2) {
+                moved::<0, 0>(at, 0x0F)
+            } else {
+                moved::<4, 0>(at, 0x0F)
+            };
+            match qh {
+                // Bit S of each of the 32 bytes, moved to bit 4.
+                Some(at) if FIFTH => {
+                    let fifth = match S {
+                        0 => moved::<0, 4>(p.add(at), 0x10),
+                        1 => moved::<1, 4>(p.add(at), 0x10),
+                        2 => moved::<2, 4>(p.add(at), 0x10),
+                        3 => moved::<3, 4>(p.add(at), 0x10),
+                        4 => moved::<4, 4>(p.add(at), 0x10),
+                        5 => moved::<5, 4>(p.add(at), 0x10),
+                        6 => moved::<6, 4>(p.add(at), 0x10),
+                        _ => moved::<7, 4>(p.add(at), 0x10),
+                    };
+                    _mm256_or_si256(q, fifth)
+                }
+                _ => q,
+            }
+        }
+        #[inline(always)]
+        unsafe fn scales<const S: usize>(packed: __m128i) -> __m256i {
+            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(packed, _mm_set1_epi8(S as i8)))
+        }
+        #[inline(always)]
+        unsafe fn corrections(packed: __m128i) -> __m256i {
+            let twice = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(packed, twice))
+        }
+        #[inline(always)]
+        unsafe fn d(p: *const u8) -> (f32, f32) {
+            (f16(p), f16(p.add(2)))
+        }
+        #[inline(always)]
+        unsafe fn finish(
+            sums: __m256i,
+            corr: __m256i,
+            d_dx: f32,
+            dmin_dx: f32,
+            acc: __m256,
+        ) -> __m256 {
+            let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d_dx), acc);
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(corr), _mm256_set1_ps(dmin_dx), acc)
+        }
+    }
+
+    /// Q6_K: stored values `q + 32` of 6 bits, a signed scale per 16 values.
+    struct Q6K;
+    impl UnpackK for Q6K {
+        const FORMAT: Format = Format::Q6K;
+        #[inline(always)]
+        unsafe fn packed(p: *const u8) -> __m128i {
+            _mm_loadu_si128(p.add(192).cast())
+        }
+        #[inline(always)]
+        unsafe fn quants<const S: usize>(p: *const u8) -> __m256i {
+            let (qs, qh) = Self::FORMAT.layout();
+            // Nibbles: the low ones of bytes 0..32 and 32..64 of the half, then their high ones.
+            let low = p.add(qs + 64 * (S / 4) + 32 * (S % 2));
+            let low = if S % 4 < 2 {
+                moved::<0, 0>(low, 0x0F)
+            } else {
+                moved::<4, 0>(low, 0x0F)
+            };
+            // Bits 2·(S % 4) and the next of the half's 32 high bytes, moved to bits 4 and 5.
+            let high = p.add(qh.unwrap_or(0) + 32 * (S / 4));
+            let high = match S % 4 {
+                0 => moved::<0, 4>(high, 0x30),
+                1 => moved::<2, 4>(high, 0x30),
+                2 => moved::<4, 4>(high, 0x30),
+                _ => moved::<6, 4>(high, 0x30),
+            };
+            _mm256_or_si256(low, high)
+        }
+        #[inline(always)]
+        unsafe fn scales<const S: usize>(packed: __m128i) -> __m256i {
+            // Pairs 0..8 take scale 2S, pairs 8..16 scale 2S + 1.
+            let (a, b) = (2 * S as i8, 2 * S as i8 + 1);
+            let pick = _mm_setr_epi8(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b);
+            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(packed, pick))
+        }
+        #[inline(always)]
+        unsafe fn corrections(packed: __m128i) -> __m256i {
+            _mm256_cvtepi8_epi16(packed)
+        }
+        #[inline(always)]
+        unsafe fn d(p: *const u8) -> (f32, f32) {
+            (f16(p.add(208)), 0.0)
+        }
+        #[inline(always)]
+        unsafe fn finish(
+            sums: __m256i,
+            corr: __m256i,
+            d_dx: f32,
+            _dmin_dx: f32,
+            acc: __m256,
+        ) -> __m256 {
+            // The stored values are q + 32: take 32 · Σ sc · Σ q_x away.
+            let sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(corr, 5));
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d_dx), acc)
+        }
+    }
+
+    /// [`tile`] for K-quant super-blocks, with [`super::reference_k`]'s arithmetic: within a
+    /// super-block every product is summed in 32-bit integers (`madd` with the 16-bit scales
+    /// instead of with ones), then converted once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn super_tile<K: UnpackK, const R: usize, const C: usize>(
+        w: &QMatrix,
+        a: &Q8Rows,
+        r0: usize,
+        c0: usize,
+        y: &mut [f32],
+        at: usize,
+        stride: usize,
+        prefetch: bool,
+    ) {
+        const SUBS: usize = SUPER / BLOCK;
+        let nb = w.blocks;
+        let bb = w.format.block_bytes();
+        let units = nb / SUBS;
+        assert!((r0 + R) * nb <= a.scales.len() && (r0 + R) * nb * 2 <= a.bsums.len());
+        assert!((c0 + C) * units * bb <= w.bytes.len());
+        assert!(at + (R - 1) * stride + C <= y.len());
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        // SAFETY (all pointer arithmetic below): rows c0..c0 + C of the matrix and rows
+        // r0..r0 + R of the activations are inside their buffers (asserted above).
+        let wp = |j: usize, u: usize| w.bytes.as_ptr().add(((c0 + j) * units + u) * bb);
+        for u in 0..units {
+            let mut packed = [_mm_setzero_si128(); C];
+            for (j, p) in packed.iter_mut().enumerate() {
+                *p = K::packed(wp(j, u));
+            }
+            let mut sums = [[_mm256_setzero_si256(); C]; R];
+            let at = Sub {
+                w,
+                a,
+                r0,
+                c0,
+                u,
+                prefetch,
+            };
+            sub_block::<K, R, C, 0>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 1>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 2>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 3>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 4>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 5>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 6>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 7>(&at, &packed, &mut sums);
+            for j in 0..C {
+                let (d, dmin) = K::d(wp(j, u));
+                let corrections = K::corrections(packed[j]);
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let at = (r0 + i) * nb + u * SUBS;
+                    let dx = *a.scales.get_unchecked(at);
+                    let halves = _mm256_loadu_si256(a.bsums.as_ptr().add(at * 2).cast());
+                    let corr = _mm256_madd_epi16(corrections, halves);
+                    acc[j] = K::finish(sums[i][j], corr, d * dx, -dmin * dx, acc[j]);
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            for (j, &v) in acc.iter().enumerate() {
+                *y.get_unchecked_mut(at + i * stride + j) = hsum(v);
+            }
+        }
+    }
+
+    /// Where a [`sub_block`] is: the tile's corner and super-block `u` of its rows.
+    struct Sub<'a> {
+        w: &'a QMatrix,
+        a: &'a Q8Rows,
+        r0: usize,
+        c0: usize,
+        u: usize,
+        prefetch: bool,
+    }
+
+    /// Sub-block `S` of a [`super_tile`]'s super-block, added to the integer sums (a function
+    /// per sub-block, so that its shifts and shuffles are constants).
+    #[inline(always)]
+    unsafe fn sub_block<K: UnpackK, const R: usize, const C: usize, const S: usize>(
+        at: &Sub,
+        packed: &[__m128i; C],
+        sums: &mut [[__m256i; C]; R],
+    ) {
+        let (w, a) = (at.w, at.a);
+        let (nb, bb) = (w.blocks, w.format.block_bytes());
+        let subs = SUPER / BLOCK;
+        let units = nb / subs;
+        let b = at.u * subs + S;
+        // SAFETY: as in `super_tile`, which checked the bounds.
+        let wp = |j: usize| w.bytes.as_ptr().add(((at.c0 + j) * units + at.u) * bb);
+        // As in `tile`; a super-block is asked for a piece per sub-block.
+        if at.prefetch {
+            for j in 0..C {
+                let ahead = w
+                    .bytes
+                    .as_ptr()
+                    .wrapping_add(((at.c0 + C + j) * units + at.u) * bb + S * bb / subs);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            }
+        }
+        let mut q = [_mm256_setzero_si256(); C];
+        let mut sc = [_mm256_setzero_si256(); C];
+        for j in 0..C {
+            q[j] = K::quants::<S>(wp(j));
+            sc[j] = K::scales::<S>(packed[j]);
+        }
+        let aq = a.quants.as_ptr();
+        for (i, sums) in sums.iter_mut().enumerate() {
+            let x = _mm256_loadu_si256(aq.add(((at.r0 + i) * nb + b) * BLOCK).cast());
+            for (j, s) in sums.iter_mut().enumerate() {
+                let pairs = _mm256_maddubs_epi16(q[j], x);
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, sc[j]));
+            }
+        }
+    }
+
     /// `(l0 + l4) + (l2 + l6)` plus `(l1 + l5) + (l3 + l7)`: the order [`super::reference`] uses.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -591,16 +1211,25 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    const FORMATS: [Format; 5] = [
+    const FORMATS: [Format; 8] = [
         Format::Q8_0,
         Format::Q4_0,
         Format::Q4_1,
         Format::Q5_0,
         Format::Q5_1,
+        Format::Q4K,
+        Format::Q5K,
+        Format::Q6K,
     ];
 
+    /// A row length of `blocks` 32-value blocks, rounded up to whole blocks of `format`.
+    fn width(format: Format, blocks: usize) -> usize {
+        (blocks * BLOCK).next_multiple_of(format.values())
+    }
+
     /// Deterministic bytes for an `out × input` matrix: every byte value appears in the
-    /// quants (-128 included for Q8_0) and every bit pattern in the fifth bits.
+    /// quants (-128 included for Q8_0), every bit pattern in the high bits and in the packed
+    /// K-quant scales; only the float scales are set to plausible values.
     fn matrix(format: Format, out: usize, input: usize, seed: u32) -> QMatrix {
         let mut s = seed;
         let mut next = || {
@@ -608,17 +1237,27 @@ mod tests {
             s
         };
         let mut bytes = Vec::new();
-        for _ in 0..out * input / BLOCK {
+        for _ in 0..out * input / format.values() {
             let mut block = vec![0u8; format.block_bytes()];
             for v in block.iter_mut() {
                 *v = (next() >> 24) as u8;
             }
-            let d = half::f16::from_f32(0.001 + (next() >> 8) as f32 / (1u32 << 24) as f32 * 0.01);
-            block[..2].copy_from_slice(&d.to_le_bytes());
-            if matches!(format, Format::Q4_1 | Format::Q5_1) {
-                let m =
-                    half::f16::from_f32(-0.05 + (next() >> 8) as f32 / (1u32 << 24) as f32 * 0.1);
-                block[2..4].copy_from_slice(&m.to_le_bytes());
+            let mut uniform = |lo: f32, span: f32| {
+                half::f16::from_f32(lo + (next() >> 8) as f32 / (1u32 << 24) as f32 * span)
+                    .to_le_bytes()
+            };
+            // K-quants multiply d by 6- or 8-bit scales: smaller d keep the weights alike.
+            match format {
+                Format::Q4_1 | Format::Q5_1 => {
+                    block[..2].copy_from_slice(&uniform(0.001, 0.01));
+                    block[2..4].copy_from_slice(&uniform(-0.05, 0.1));
+                }
+                Format::Q4K | Format::Q5K => {
+                    block[..2].copy_from_slice(&uniform(0.0001, 0.0003));
+                    block[2..4].copy_from_slice(&uniform(0.0001, 0.001));
+                }
+                Format::Q6K => block[208..].copy_from_slice(&uniform(0.0001, 0.0003)),
+                _ => block[..2].copy_from_slice(&uniform(0.001, 0.01)),
             }
             bytes.extend_from_slice(&block);
         }
@@ -634,12 +1273,17 @@ mod tests {
     #[test]
     fn every_format_and_tile_shape_gives_the_reference_bits() {
         // 13 outputs and up to 9 rows leave narrower tiles at both edges.
-        let (out, input) = (13, 96);
+        let out = 13;
         for format in FORMATS {
+            let input = width(format, 3);
             let w = matrix(format, out, input, 1);
             for m in [1, 2, 3, 4, 5, 9] {
                 let x = activations(m, input);
-                let acts = Q8Rows::quantize(&x, m, input / BLOCK);
+                let acts = if format.is_k() {
+                    Q8Rows::quantize_k(&x, m, input / BLOCK)
+                } else {
+                    Q8Rows::quantize(&x, m, input / BLOCK)
+                };
                 let y = w.forward(&x, m);
                 for r in 0..m {
                     for c in 0..out {
@@ -657,10 +1301,11 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_bits_alone_and_in_a_batch() {
-        let (out, input) = (200, 576);
+        let out = 200;
         // 7 rows: the outputs are split between threads; 37: the rows are.
         for m in [7, 37] {
             for format in FORMATS {
+                let input = width(format, 18);
                 let w = matrix(format, out, input, 2);
                 let x = activations(m, input);
                 let pool = rayon::ThreadPoolBuilder::new()
@@ -686,13 +1331,16 @@ mod tests {
     #[test]
     fn blocks_unpack_as_candle_dequantizes_them() {
         use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-        let (out, input) = (3, 64);
+        let (out, input) = (3, 512);
         for (format, dtype) in FORMATS.into_iter().zip([
             GgmlDType::Q8_0,
             GgmlDType::Q4_0,
             GgmlDType::Q4_1,
             GgmlDType::Q5_0,
             GgmlDType::Q5_1,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
         ]) {
             let w = matrix(format, out, input, 4);
             let storage = QStorage::from_data(
@@ -719,9 +1367,9 @@ mod tests {
                     "{format:?} row {r}"
                 );
                 for b in 0..input / BLOCK {
-                    let (q, d, m) = w.unpack(r, b);
+                    let u = w.unpack(r, b);
                     for k in 0..BLOCK {
-                        let got = q[k] as f32 * d + m;
+                        let got = u.q[k] as f32 * u.d[k / 16] + u.m;
                         let expect = want[r * input + b * BLOCK + k];
                         assert!(
                             (got - expect).abs() <= 1e-6 * (1.0 + expect.abs()),
@@ -743,13 +1391,16 @@ mod tests {
             for r in 0..2 {
                 for c in 0..out {
                     let (mut exact, mut bound) = (0f64, 0f64);
+                    // The activations are quantized per 32 values, or per 256 for K-quants.
+                    let group = if format.is_k() { SUPER } else { BLOCK };
                     for b in 0..input / BLOCK {
-                        let (q, d, m) = w.unpack(c, b);
+                        let u = w.unpack(c, b);
                         let xs = &x[r * input + b * BLOCK..][..BLOCK];
-                        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
-                        for k in 0..BLOCK {
-                            let wk = q[k] as f64 * d as f64 + m as f64;
-                            exact += wk * xs[k] as f64;
+                        let g = &x[r * input + b * BLOCK / group * group..][..group];
+                        let amax = g.iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                        for (k, &xk) in xs.iter().enumerate() {
+                            let wk = u.q[k] as f64 * u.d[k / 16] as f64 + u.m as f64;
+                            exact += wk * xk as f64;
                             // Each activation moves by at most half a step (plus d_x's f16 rounding).
                             bound += wk.abs() * amax / 127.0 * 0.51;
                         }
@@ -788,5 +1439,31 @@ mod tests {
         // An all-zero block quantizes to zeros with scale zero.
         assert!(a.quants[32..].iter().all(|&q| q == 0));
         assert_eq!((a.scales[1], a.sums[1]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn k_quant_activations_follow_llama_cpp_q8_k() {
+        // The value of largest magnitude is -254: 1/d = -127 / -254 = 0.5, so d = 2 and the
+        // signs stay. A later +254 does not replace it (the first one wins a tie).
+        let mut x = vec![0f32; 512];
+        x[..6].copy_from_slice(&[-254.0, 3.0, 5.0, 7.0, 254.0, -1.0]);
+        x[40] = 9.0;
+        let a = Q8Rows::quantize_k(&x, 1, 16);
+        // 1.5, 2.5, 3.5 and -0.5 round to even.
+        assert_eq!(&a.quants[..6], &[-127, 2, 2, 4, 127, 0]);
+        assert_eq!(a.quants[40], 4);
+        // Every 32-value block carries its super-block's d, as a float32 (not rounded to f16).
+        assert!(a.scales[..8].iter().all(|&d| d == 2.0));
+        // Integer sums per 16 values.
+        assert_eq!(&a.bsums[..4], &[8, 0, 4, 0]);
+        // A largest value that is positive flips the signs (d < 0), as in llama.cpp.
+        let mut y = vec![0f32; 256];
+        y[0] = 0.3;
+        y[1] = -0.15;
+        let b = Q8Rows::quantize_k(&y, 1, 8);
+        assert_eq!(&b.quants[..2], &[-127, 64]);
+        assert_eq!(b.scales[0], 1.0 / (-127.0f32 / 0.3));
+        // The all-zero second super-block of `x`.
+        assert!(a.quants[256..].iter().all(|&q| q == 0) && a.scales[8..].iter().all(|&d| d == 0.0));
     }
 }
