@@ -724,7 +724,7 @@ mod avx2 {
         _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
     }
 
-    /// 0x10 in each byte `j` whose bit `j` of the little-endian u32 at `p` is set.
+    /// All ones in each byte `j` whose bit `j` of the little-endian u32 at `p` is set.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn fifth_bits(p: *const u8) -> __m256i {
         let bits = std::ptr::read_unaligned(p.cast::<u32>());
@@ -739,8 +739,7 @@ mod avx2 {
             ),
         );
         let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
-        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+        _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select)
     }
 
     struct Q8_0;
@@ -770,8 +769,18 @@ mod avx2 {
         #[inline(always)]
         unsafe fn quants(p: *const u8) -> __m256i {
             let (qs, qh) = Self::FORMAT.layout();
-            let q = _mm256_or_si256(nibbles(p.add(qs)), fifth_bits(p.add(qh.unwrap_or(0))));
-            _mm256_sub_epi8(q, _mm256_set1_epi8(Self::FORMAT.bias()))
+            let set = fifth_bits(p.add(qh.unwrap_or(0)));
+            if OFFSET {
+                _mm256_or_si256(
+                    nibbles(p.add(qs)),
+                    _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+                )
+            } else {
+                // q - 16 directly: the nibble where the fifth bit is set, the nibble - 16 (its
+                // top four bits set) where it is not.
+                let below = _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0u8 as i8));
+                _mm256_or_si256(nibbles(p.add(qs)), below)
+            }
         }
     }
 
