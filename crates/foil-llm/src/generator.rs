@@ -69,8 +69,8 @@ pub struct GgufGenerator {
 impl GgufGenerator {
     /// Loads the model, tokenizer and chat template of the GGUF file at `path` and hashes it.
     ///
-    /// The model runs on the rayon pool of the caller (its size is the thread count; the CLI's
-    /// `--threads`). candle's own quantized kernels are kept single-threaded: `load` sets
+    /// The model runs on as many threads as the caller's rayon pool has (the CLI's
+    /// `--threads`): its own team of threads for a forward call's parallel steps. candle's own quantized kernels are kept single-threaded: `load` sets
     /// `CANDLE_NUM_THREADS=1` unless it is already set, because candle's spinning thread pool
     /// (sized once per process) stalls when the machine is shared.
     pub fn load(path: &Path, options: GgufOptions) -> Result<Self> {

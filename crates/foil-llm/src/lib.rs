@@ -18,6 +18,7 @@ mod gguf;
 pub mod llama;
 mod qmatmul;
 mod sampler;
+mod team;
 pub mod tokenizer;
 
 pub use chat::ChatTemplate;

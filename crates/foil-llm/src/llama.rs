@@ -31,11 +31,11 @@ use candle_core::{Device, Module, Tensor};
 use foil_core::{Error, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 use crate::gguf::GgufFile;
 use crate::qmatmul::{self, Format, QMatrix};
+use crate::team::{self, Team};
 
 /// How rotary embeddings pair dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +137,8 @@ pub struct LoadOptions {
     /// Q8_0 rows for candle's AVX512-VNNI kernels (which quantize activations per 256 values:
     /// faster, but logits drift further from llama.cpp's).
     pub precise: bool,
-    /// Threads the matrix multiplies are split for (the rayon pool size).
+    /// Threads the matrix multiplies are split for (the rayon pool size; the model's team has
+    /// as many).
     pub threads: usize,
 }
 
@@ -147,9 +148,9 @@ pub struct LoadOptions {
 /// super-blocks run on foil's own AVX2 kernel ([`crate::qmatmul`]), read as stored, where the
 /// CPU has it, except where candle's AVX512-VNNI tiles are chosen. Everything else (other
 /// K-quants, and every K-quant where candle's tiles run) goes through candle's `QMatMul`,
-/// with the matrix cut into blocks of output rows multiplied in parallel on the caller's rayon
-/// pool (candle itself runs single-threaded: its own spinning thread pool stalls when the
-/// machine is busy). Cutting by output rows leaves each output value's arithmetic unchanged.
+/// with the matrix cut into blocks of output rows multiplied in parallel on the forward call's
+/// threads ([`crate::team`]; candle itself runs single-threaded: its own thread pool is sized
+/// once per process and stalled when the machine was busy). Cutting by output rows leaves each output value's arithmetic unchanged.
 struct Linear {
     kernel: Kernel,
     out: usize,
@@ -320,15 +321,16 @@ impl Linear {
             data.extend_from_within(..);
         }
         let t = Tensor::from_vec(data, (rows, padded), &Device::Cpu).map_err(candle_err)?;
-        let outs = parts
-            .par_iter()
-            .map(|(w, _)| {
-                w.forward(&t)
-                    .and_then(|y| y.flatten_all())
-                    .and_then(|y| y.to_vec1::<f32>())
-                    .map_err(candle_err)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let outs = team::map(parts.len(), |i| {
+            parts[i]
+                .0
+                .forward(&t)
+                .and_then(|y| y.flatten_all())
+                .and_then(|y| y.to_vec1::<f32>())
+                .map_err(candle_err)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         if outs.len() == 1 {
             let mut v = outs.into_iter().next().unwrap_or_default();
             v.truncate(m * self.out);
@@ -480,14 +482,12 @@ impl Stack {
                 if ffn == up {
                     let y = l.forward(x, m)?;
                     let mut h = vec![0f32; m * ffn];
-                    h.par_chunks_mut(ffn)
-                        .zip(y.par_chunks(2 * ffn))
-                        .for_each(|(h, y)| {
-                            let (g, u) = y.split_at(ffn);
-                            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
-                                *h = silu_times(*g, *u);
-                            }
-                        });
+                    team::for_each_chunk_mut(&mut h, ffn, |r, h| {
+                        let (g, u) = y[r * 2 * ffn..(r + 1) * 2 * ffn].split_at(ffn);
+                        for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
+                            *h = silu_times(*g, *u);
+                        }
+                    });
                     return Ok(h);
                 }
             }
@@ -496,13 +496,12 @@ impl Stack {
         let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
             return Err(Error::Invalid("gate/up projection lost an output".into()));
         };
-        g.par_chunks_mut(4096)
-            .zip(u.par_chunks(4096))
-            .for_each(|(g, u)| {
-                for (g, u) in g.iter_mut().zip(u) {
-                    *g = silu_times(*g, *u);
-                }
-            });
+        const CHUNK: usize = 4096;
+        team::for_each_chunk_mut(&mut g, CHUNK, |i, g| {
+            for (g, u) in g.iter_mut().zip(&u[i * CHUNK..]) {
+                *g = silu_times(*g, *u);
+            }
+        });
         Ok(g)
     }
 
@@ -631,6 +630,8 @@ pub struct Model {
     output: Linear,
     inv_freq: Vec<f64>,
     kernels: &'static str,
+    /// The threads of a forward call's parallel steps (see [`crate::team`]).
+    team: Team,
 }
 
 /// New tokens of one sequence inside a packed forward call: rows `row..row + len` hold the
@@ -823,6 +824,7 @@ impl Model {
             output,
             inv_freq,
             kernels: BlockKernels::for_options(opts).name(),
+            team: Team::new(opts.threads),
         })
     }
 
@@ -836,9 +838,9 @@ impl Model {
     /// their keys and values to `cache`; returns the logits of each segment with
     /// `logits == true`, in segment order.
     ///
-    /// The call runs on a thread of the rayon pool (it moves there when called from outside):
-    /// its many short parallel steps then start on the thread that is already running, instead
-    /// of each waking a pool thread and putting the caller to sleep.
+    /// The call runs on a thread of the rayon pool (it moves there when called from outside),
+    /// and its parallel steps on the model's [`Team`] (or, when another call holds the team,
+    /// on the rayon pool).
     pub fn forward(
         &self,
         tokens: &[u32],
@@ -858,6 +860,8 @@ impl Model {
         segments: &[Segment],
         cache: &mut KvCache,
     ) -> Result<Vec<Vec<f32>>> {
+        // The parallel steps below run on the model's team unless another call holds it.
+        let _team = self.team.enter();
         let cfg = &self.config;
         let m = tokens.len();
         if segments.iter().map(|s| s.len).sum::<usize>() != m {
@@ -988,16 +992,19 @@ impl Model {
             scale,
         };
         // One task per (row, head): a decoding row alone still spreads over the pool.
-        out.par_chunks_mut(hd)
-            .zip(q.par_chunks(hd))
-            .enumerate()
-            .for_each(|(i, (out, q))| {
-                let (row, h) = (i / cfg.heads, i % cfg.heads);
-                let (seq, pos) = rows[row];
-                let (keys, values) = &cache.slots[seq][layer];
-                let (keys, values) = (&keys[..(pos + 1) * kv], &values[..(pos + 1) * kv]);
-                head.run(q, keys, values, (h / group) * hd, out);
-            });
+        team::for_each_chunk_mut(&mut out, hd, |i, out| {
+            let (row, h) = (i / cfg.heads, i % cfg.heads);
+            let (seq, pos) = rows[row];
+            let (keys, values) = &cache.slots[seq][layer];
+            let (keys, values) = (&keys[..(pos + 1) * kv], &values[..(pos + 1) * kv]);
+            head.run(
+                &q[i * hd..(i + 1) * hd],
+                keys,
+                values,
+                (h / group) * hd,
+                out,
+            );
+        });
         out
     }
 }

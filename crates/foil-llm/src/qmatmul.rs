@@ -61,7 +61,7 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
+use crate::team;
 
 /// Values per block (and per sub-block of a K-quant super-block).
 const BLOCK: usize = 32;
@@ -393,7 +393,7 @@ impl QMatrix {
         };
         // Split where a part is worth a task (a few microseconds of work), into enough parts to
         // balance the pool.
-        let threads = rayon::current_num_threads().max(1);
+        let threads = team::threads().max(1);
         let macs = m * self.out * self.blocks * BLOCK;
         let parts = if macs < 1 << 18 { 1 } else { 2 * threads };
         if parts > 1 && m >= ROWS * parts {
@@ -401,26 +401,21 @@ impl QMatrix {
             // which is a contiguous piece of the output.
             let mut y = vec![0f32; m * self.out];
             let per_part = m.div_ceil(parts).next_multiple_of(ROWS);
-            y.par_chunks_mut(per_part * self.out)
-                .enumerate()
-                .for_each(|(p, y)| {
-                    let rows = p * per_part..p * per_part + y.len() / self.out;
-                    self.multiply(&acts, rows, 0..self.out, y);
-                });
+            team::for_each_chunk_mut(&mut y, per_part * self.out, |p, y| {
+                let rows = p * per_part..p * per_part + y.len() / self.out;
+                self.multiply(&acts, rows, 0..self.out, y);
+            });
             return y;
         }
         // Few rows (decoding): each part takes a run of outputs, multiples of COLS so that
         // only the last part has a narrower tile.
         let per_part = self.out.div_ceil(parts).next_multiple_of(COLS);
-        let blocks: Vec<Vec<f32>> = (0..self.out.div_ceil(per_part))
-            .into_par_iter()
-            .map(|p| {
-                let cols = p * per_part..self.out.min((p + 1) * per_part);
-                let mut y = vec![0f32; m * cols.len()];
-                self.multiply(&acts, 0..m, cols, &mut y);
-                y
-            })
-            .collect();
+        let blocks: Vec<Vec<f32>> = team::map(self.out.div_ceil(per_part), |p| {
+            let cols = p * per_part..self.out.min((p + 1) * per_part);
+            let mut y = vec![0f32; m * cols.len()];
+            self.multiply(&acts, 0..m, cols, &mut y);
+            y
+        });
         if blocks.len() == 1 {
             return blocks.into_iter().next().unwrap_or_default();
         }
