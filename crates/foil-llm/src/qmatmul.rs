@@ -454,17 +454,21 @@ impl Q8Rows {
         let mut quants = vec![0i8; x.len()];
         let mut scales = Vec::with_capacity(m * blocks);
         let mut sums = Vec::with_capacity(m * blocks);
-        for (q, x) in quants.chunks_exact_mut(BLOCK).zip(x.chunks_exact(BLOCK)) {
-            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            for (q, v) in q.iter_mut().zip(x) {
-                *q = round_ties_even(v * id) as i8;
-            }
+        // Each block's `d` (before its rounding to f16) and `Σ q`.
+        let mut push = |d: f32, sum: i32| {
             let d = half::f16::from_f32(d).to_f32();
             scales.push(d);
-            sums.push(q.iter().map(|&v| v as i32).sum::<i32>() as f32 * d);
+            sums.push(sum as f32 * d);
+        };
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+            unsafe { avx2::quantize(x, &mut quants, &mut push) };
+        } else {
+            quantize_blocks(x, &mut quants, &mut push);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        quantize_blocks(x, &mut quants, &mut push);
         Q8Rows {
             rows: m,
             quants,
@@ -472,6 +476,20 @@ impl Q8Rows {
             sums,
             bsums: Vec::new(),
         }
+    }
+}
+
+/// [`Q8Rows::quantize`]'s blocks in portable code: calls `push(d, Σ q)` per block (`d` before
+/// its rounding to f16).
+fn quantize_blocks(x: &[f32], quants: &mut [i8], push: &mut impl FnMut(f32, i32)) {
+    for (q, x) in quants.chunks_exact_mut(BLOCK).zip(x.chunks_exact(BLOCK)) {
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (q, v) in q.iter_mut().zip(x) {
+            *q = round_ties_even(v * id) as i8;
+        }
+        push(d, q.iter().map(|&v| v as i32).sum());
     }
 }
 
@@ -687,6 +705,56 @@ mod avx2 {
             prefetch: bool,
         ) {
             super_tile::<K, R, C>(w, a, r0, c0, y, at, stride, prefetch)
+        }
+    }
+
+    /// [`Q8Rows::quantize`]'s blocks, 32 values at a time with the scalar code's operations
+    /// (so its bits): `max |x|` (order does not matter), `d = amax / 127`, `q = x · (1/d)`
+    /// rounded to nearest even (`cvtps_epi32` under the default rounding mode), packed to bytes.
+    /// Calls `push(d, Σ q)` per block.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize(x: &[f32], quants: &mut [i8], push: &mut impl FnMut(f32, i32)) {
+        assert_eq!(x.len(), quants.len());
+        let sign = _mm256_set1_ps(-0.0);
+        for (q, x) in quants.chunks_exact_mut(BLOCK).zip(x.chunks_exact(BLOCK)) {
+            // SAFETY: `x` and `q` hold 32 values each.
+            let p = x.as_ptr();
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let mut m = _mm256_andnot_ps(sign, v[0]);
+            for v in &v[1..] {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *v));
+            }
+            let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+            let d = amax / 127.0;
+            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let mut i = [_mm256_setzero_si256(); 4];
+            for (i, v) in i.iter_mut().zip(v) {
+                *i = _mm256_cvtps_epi32(_mm256_mul_ps(v, id));
+            }
+            let total =
+                _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+            let t = _mm_add_epi32(
+                _mm256_castsi256_si128(total),
+                _mm256_extracti128_si256(total, 1),
+            );
+            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
+            // The packs work within 128-bit halves: 4-byte groups come out as 0 2 4 6 1 3 5 7.
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(i[0], i[1]),
+                _mm256_packs_epi32(i[2], i[3]),
+            );
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes);
+            push(d, _mm_cvtsi128_si32(t));
         }
     }
 
@@ -1443,6 +1511,31 @@ mod tests {
         // An all-zero block quantizes to zeros with scale zero.
         assert!(a.quants[32..].iter().all(|&q| q == 0));
         assert_eq!((a.scales[1], a.sums[1]), (0.0, 0.0));
+    }
+
+    /// The AVX2 quantization gives the portable code's bits, halves and zero blocks included.
+    #[test]
+    fn activations_quantize_to_the_portable_bits() {
+        let mut x = activations(7, 256);
+        // Exact halves of a step (ties), a zero block, a block of one large value.
+        for (k, v) in x[..32].iter_mut().enumerate() {
+            *v = k as f32 - 15.5;
+        }
+        x[32..64].fill(0.0);
+        x[64] = -1e6;
+        for (k, v) in x[96..128].iter_mut().enumerate() {
+            *v = (k as f32 * 0.37).sin() * 1e-3;
+        }
+        let a = Q8Rows::quantize(&x, 7, 8);
+        let mut quants = vec![0i8; x.len()];
+        let mut blocks = Vec::new();
+        quantize_blocks(&x, &mut quants, &mut |d, s| blocks.push((d, s)));
+        assert_eq!(a.quants, quants);
+        for (b, (d, sum)) in blocks.into_iter().enumerate() {
+            let d = half::f16::from_f32(d).to_f32();
+            assert_eq!(a.scales[b].to_bits(), d.to_bits(), "block {b}");
+            assert_eq!(a.sums[b].to_bits(), (sum as f32 * d).to_bits(), "block {b}");
+        }
     }
 
     #[test]
