@@ -493,6 +493,32 @@ fn quantize_blocks(x: &[f32], quants: &mut [i8], push: &mut impl FnMut(f32, i32)
     }
 }
 
+/// [`Q8Rows::quantize_k`]'s super-blocks in portable code: calls `push(d, sums per 16 values)`.
+fn quantize_k_blocks(x: &[f32], quants: &mut [i8], push: &mut impl FnMut(f32, &[i16; 16])) {
+    for (q, x) in quants.chunks_exact_mut(SUPER).zip(x.chunks_exact(SUPER)) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in x {
+            if v.abs() > amax {
+                (amax, max) = (v.abs(), v);
+            }
+        }
+        let d = if amax == 0.0 {
+            0.0
+        } else {
+            let iscale = -127.0 / max;
+            for (q, v) in q.iter_mut().zip(x) {
+                *q = round_ties_even(iscale * v).min(127.0) as i8;
+            }
+            1.0 / iscale
+        };
+        let mut sums = [0i16; 16];
+        for (s, q) in sums.iter_mut().zip(q.chunks_exact(16)) {
+            *s = q.iter().map(|&v| v as i16).sum();
+        }
+        push(d, &sums);
+    }
+}
+
 impl Q8Rows {
     /// Quantizes `m` rows of `32 · blocks` values (a multiple of 256) for K-quant weights, as
     /// llama.cpp's `quantize_row_q8_K` does: per 256 values, the value of largest magnitude `v`
@@ -505,28 +531,19 @@ impl Q8Rows {
         let mut quants = vec![0i8; x.len()];
         let mut scales = Vec::with_capacity(m * blocks);
         let mut bsums = Vec::with_capacity(2 * m * blocks);
-        for (q, x) in quants.chunks_exact_mut(SUPER).zip(x.chunks_exact(SUPER)) {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in x {
-                if v.abs() > amax {
-                    (amax, max) = (v.abs(), v);
-                }
-            }
-            let d = if amax == 0.0 {
-                0.0
-            } else {
-                let iscale = -127.0 / max;
-                for (q, v) in q.iter_mut().zip(x) {
-                    *q = round_ties_even(iscale * v).min(127.0) as i8;
-                }
-                1.0 / iscale
-            };
+        let mut push = |d: f32, sums: &[i16; 16]| {
             scales.extend([d; SUPER / BLOCK]);
-            bsums.extend(
-                q.chunks_exact(16)
-                    .map(|q| q.iter().map(|&v| v as i16).sum::<i16>()),
-            );
+            bsums.extend_from_slice(sums);
+        };
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+            unsafe { avx2::quantize_k(x, &mut quants, &mut push) };
+        } else {
+            quantize_k_blocks(x, &mut quants, &mut push);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        quantize_k_blocks(x, &mut quants, &mut push);
         Q8Rows {
             rows: m,
             quants,
@@ -755,6 +772,60 @@ mod avx2 {
                 _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes);
             push(d, _mm_cvtsi128_si32(t));
+        }
+    }
+
+    /// [`Q8Rows::quantize_k`]'s super-blocks with the portable code's operations (so its
+    /// bits): the largest magnitude by vector maxima, then the first value that has it (its
+    /// sign matters), `q = min(x · (-127 / v), 127)` rounded to nearest even.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_k(
+        x: &[f32],
+        quants: &mut [i8],
+        push: &mut impl FnMut(f32, &[i16; 16]),
+    ) {
+        assert_eq!(x.len(), quants.len());
+        let sign = _mm256_set1_ps(-0.0);
+        for (q, x) in quants.chunks_exact_mut(SUPER).zip(x.chunks_exact(SUPER)) {
+            // SAFETY: `x` and `q` hold 256 values each.
+            let p = x.as_ptr();
+            let mut m = _mm256_setzero_ps();
+            for k in 0..SUPER / 8 {
+                m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k))));
+            }
+            let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+            let mut sums = [0i16; 16];
+            if amax == 0.0 {
+                q.fill(0);
+                push(0.0, &sums);
+                continue;
+            }
+            let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+            let iscale = -127.0 / max;
+            let scale = _mm256_set1_ps(iscale);
+            let top = _mm256_set1_epi32(127);
+            for (k, s) in sums.iter_mut().enumerate() {
+                // 16 values: two vectors of 8, packed to 16 bytes.
+                let at = 16 * k;
+                let a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(at)), scale));
+                let b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(at + 8)), scale));
+                let (a, b) = (_mm256_min_epi32(a, top), _mm256_min_epi32(b, top));
+                let t = _mm256_add_epi32(a, b);
+                let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+                let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+                let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
+                *s = _mm_cvtsi128_si32(t) as i16;
+                // Halves of 16-bit lanes: [a0..4 b0..4 | a4..8 b4..8], then to bytes.
+                let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
+                let bytes = _mm_packs_epi16(
+                    _mm256_castsi256_si128(words),
+                    _mm256_extracti128_si256(words, 1),
+                );
+                _mm_storeu_si128(q.as_mut_ptr().add(at).cast(), bytes);
+            }
+            push(1.0 / iscale, &sums);
         }
     }
 
@@ -1536,6 +1607,31 @@ mod tests {
             assert_eq!(a.scales[b].to_bits(), d.to_bits(), "block {b}");
             assert_eq!(a.sums[b].to_bits(), (sum as f32 * d).to_bits(), "block {b}");
         }
+    }
+
+    /// The same for the K-quants' activations: ties, a zero super-block, the largest magnitude
+    /// appearing with both signs (the first one sets the sign).
+    #[test]
+    fn k_activations_quantize_to_the_portable_bits() {
+        let mut x = activations(3, 1024);
+        for (k, v) in x[..256].iter_mut().enumerate() {
+            *v = (k % 64) as f32 - 31.5;
+        }
+        x[256..512].fill(0.0);
+        x[600] = 9.0;
+        x[700] = -9.0;
+        let a = Q8Rows::quantize_k(&x, 3, 32);
+        let mut quants = vec![0i8; x.len()];
+        let (mut scales, mut bsums) = (Vec::new(), Vec::new());
+        quantize_k_blocks(&x, &mut quants, &mut |d, s| {
+            scales.extend([d; SUPER / BLOCK]);
+            bsums.extend_from_slice(s);
+        });
+        assert_eq!(a.quants, quants);
+        assert_eq!(a.bsums, bsums);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.scales), bits(&scales));
+        assert!(a.scales[8] == 0.0 && a.scales[16] < 0.0);
     }
 
     #[test]
