@@ -672,36 +672,29 @@ mod avx2 {
     trait Tile {
         /// Weight rows per tile.
         const COLS: usize;
-        /// Activation rows `r0..r0 + R` times weight rows `c0..c0 + C`, written to
-        /// `y[at + i · stride + j]`; `prefetch`: ask for the next column tile's weights.
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn tile<const R: usize, const C: usize>(
-            w: &QMatrix,
-            a: &Q8Rows,
-            r0: usize,
-            c0: usize,
-            y: &mut [f32],
-            at: usize,
-            stride: usize,
-            prefetch: bool,
-        );
+        /// The `R × C` tile at `c` (see [`Corner`]).
+        unsafe fn tile<const R: usize, const C: usize>(c: &Corner, y: &mut [f32]);
+    }
+
+    /// A tile: activation rows `r0..r0 + R` times weight rows `c0..c0 + C`, written to
+    /// `y[at + i · stride + j]`; `prefetch`: ask for the next column tile's weights.
+    #[derive(Clone, Copy)]
+    struct Corner<'a> {
+        w: &'a QMatrix,
+        a: &'a Q8Rows,
+        r0: usize,
+        c0: usize,
+        at: usize,
+        stride: usize,
+        prefetch: bool,
     }
 
     struct Blocks<U>(PhantomData<U>);
     impl<U: Unpack> Tile for Blocks<U> {
         const COLS: usize = COLS;
         #[inline(always)]
-        unsafe fn tile<const R: usize, const C: usize>(
-            w: &QMatrix,
-            a: &Q8Rows,
-            r0: usize,
-            c0: usize,
-            y: &mut [f32],
-            at: usize,
-            stride: usize,
-            prefetch: bool,
-        ) {
-            tile::<U, R, C>(w, a, r0, c0, y, at, stride, prefetch)
+        unsafe fn tile<const R: usize, const C: usize>(c: &Corner, y: &mut [f32]) {
+            tile::<U, R, C>(c, y)
         }
     }
 
@@ -711,17 +704,8 @@ mod avx2 {
         // scales and activations (x86 has 16).
         const COLS: usize = 2;
         #[inline(always)]
-        unsafe fn tile<const R: usize, const C: usize>(
-            w: &QMatrix,
-            a: &Q8Rows,
-            r0: usize,
-            c0: usize,
-            y: &mut [f32],
-            at: usize,
-            stride: usize,
-            prefetch: bool,
-        ) {
-            super_tile::<K, R, C>(w, a, r0, c0, y, at, stride, prefetch)
+        unsafe fn tile<const R: usize, const C: usize>(c: &Corner, y: &mut [f32]) {
+            super_tile::<K, R, C>(c, y)
         }
     }
 
@@ -746,9 +730,7 @@ mod avx2 {
             for v in &v[1..] {
                 m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *v));
             }
-            let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+            let amax = hmax(m);
             let d = amax / 127.0;
             let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
             let mut i = [_mm256_setzero_si256(); 4];
@@ -757,12 +739,6 @@ mod avx2 {
             }
             let total =
                 _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-            let t = _mm_add_epi32(
-                _mm256_castsi256_si128(total),
-                _mm256_extracti128_si256(total, 1),
-            );
-            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
-            let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
             // The packs work within 128-bit halves: 4-byte groups come out as 0 2 4 6 1 3 5 7.
             let bytes = _mm256_packs_epi16(
                 _mm256_packs_epi32(i[0], i[1]),
@@ -771,7 +747,7 @@ mod avx2 {
             let bytes =
                 _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes);
-            push(d, _mm_cvtsi128_si32(t));
+            push(d, hsum_i32(total));
         }
     }
 
@@ -793,9 +769,7 @@ mod avx2 {
             for k in 0..SUPER / 8 {
                 m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(p.add(8 * k))));
             }
-            let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+            let amax = hmax(m);
             let mut sums = [0i16; 16];
             if amax == 0.0 {
                 q.fill(0);
@@ -812,11 +786,7 @@ mod avx2 {
                 let a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(at)), scale));
                 let b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p.add(at + 8)), scale));
                 let (a, b) = (_mm256_min_epi32(a, top), _mm256_min_epi32(b, top));
-                let t = _mm256_add_epi32(a, b);
-                let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-                let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
-                let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
-                *s = _mm_cvtsi128_si32(t) as i16;
+                *s = hsum_i32(_mm256_add_epi32(a, b)) as i16;
                 // Halves of 16-bit lanes: [a0..4 b0..4 | a4..8 b4..8], then to bytes.
                 let words = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
                 let bytes = _mm_packs_epi16(
@@ -935,22 +905,30 @@ mod avx2 {
             while r < rows.end {
                 let nr = ROWS.min(rows.end - r);
                 let at = (r - rows.start) * n + (c - cols.start);
-                // The first row tile reads the weights from memory and prefetches the next.
-                let first = r == rows.start;
+                let corner = Corner {
+                    w,
+                    a,
+                    r0: r,
+                    c0: c,
+                    at,
+                    stride: n,
+                    // The first row tile reads the weights from memory and prefetches the next.
+                    prefetch: r == rows.start,
+                };
                 // Every (nr, nc) gets its own unrolled copy; all share the per-output arithmetic.
                 match (nr, nc) {
-                    (4, 3) => T::tile::<4, 3>(w, a, r, c, y, at, n, first),
-                    (4, 2) => T::tile::<4, 2>(w, a, r, c, y, at, n, first),
-                    (4, 1) => T::tile::<4, 1>(w, a, r, c, y, at, n, first),
-                    (3, 3) => T::tile::<3, 3>(w, a, r, c, y, at, n, first),
-                    (3, 2) => T::tile::<3, 2>(w, a, r, c, y, at, n, first),
-                    (3, 1) => T::tile::<3, 1>(w, a, r, c, y, at, n, first),
-                    (2, 3) => T::tile::<2, 3>(w, a, r, c, y, at, n, first),
-                    (2, 2) => T::tile::<2, 2>(w, a, r, c, y, at, n, first),
-                    (2, 1) => T::tile::<2, 1>(w, a, r, c, y, at, n, first),
-                    (1, 3) => T::tile::<1, 3>(w, a, r, c, y, at, n, first),
-                    (1, 2) => T::tile::<1, 2>(w, a, r, c, y, at, n, first),
-                    _ => T::tile::<1, 1>(w, a, r, c, y, at, n, first),
+                    (4, 3) => T::tile::<4, 3>(&corner, y),
+                    (4, 2) => T::tile::<4, 2>(&corner, y),
+                    (4, 1) => T::tile::<4, 1>(&corner, y),
+                    (3, 3) => T::tile::<3, 3>(&corner, y),
+                    (3, 2) => T::tile::<3, 2>(&corner, y),
+                    (3, 1) => T::tile::<3, 1>(&corner, y),
+                    (2, 3) => T::tile::<2, 3>(&corner, y),
+                    (2, 2) => T::tile::<2, 2>(&corner, y),
+                    (2, 1) => T::tile::<2, 1>(&corner, y),
+                    (1, 3) => T::tile::<1, 3>(&corner, y),
+                    (1, 2) => T::tile::<1, 2>(&corner, y),
+                    _ => T::tile::<1, 1>(&corner, y),
                 }
                 r += nr;
             }
@@ -958,20 +936,18 @@ mod avx2 {
         }
     }
 
-    /// Activation rows `r0..r0 + R` times weight rows `c0..c0 + C`, written to
-    /// `y[at + i · stride + j]`.
+    /// The tile at `c` for 32-value blocks: one float multiply-add per block and output.
     #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<U: Unpack, const R: usize, const C: usize>(
-        w: &QMatrix,
-        a: &Q8Rows,
-        r0: usize,
-        c0: usize,
-        y: &mut [f32],
-        at: usize,
-        stride: usize,
-        prefetch: bool,
-    ) {
+    unsafe fn tile<U: Unpack, const R: usize, const C: usize>(c: &Corner, y: &mut [f32]) {
+        let Corner {
+            w,
+            a,
+            r0,
+            c0,
+            at,
+            stride,
+            prefetch,
+        } = *c;
         let nb = w.blocks;
         let bb = w.format.block_bytes();
         assert!((r0 + R) * nb <= a.scales.len() && (c0 + C) * nb * bb <= w.bytes.len());
@@ -1227,17 +1203,16 @@ mod avx2 {
     /// super-block every product is summed in 32-bit integers (`madd` with the 16-bit scales
     /// instead of with ones), then converted once.
     #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn super_tile<K: UnpackK, const R: usize, const C: usize>(
-        w: &QMatrix,
-        a: &Q8Rows,
-        r0: usize,
-        c0: usize,
-        y: &mut [f32],
-        at: usize,
-        stride: usize,
-        prefetch: bool,
-    ) {
+    unsafe fn super_tile<K: UnpackK, const R: usize, const C: usize>(c: &Corner, y: &mut [f32]) {
+        let Corner {
+            w,
+            a,
+            r0,
+            c0,
+            at,
+            stride,
+            prefetch: _,
+        } = *c;
         const SUBS: usize = SUPER / BLOCK;
         let nb = w.blocks;
         let bb = w.format.block_bytes();
@@ -1255,22 +1230,14 @@ mod avx2 {
                 *p = K::packed(wp(j, u));
             }
             let mut sums = [[_mm256_setzero_si256(); C]; R];
-            let at = Sub {
-                w,
-                a,
-                r0,
-                c0,
-                u,
-                prefetch,
-            };
-            sub_block::<K, R, C, 0>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 1>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 2>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 3>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 4>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 5>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 6>(&at, &packed, &mut sums);
-            sub_block::<K, R, C, 7>(&at, &packed, &mut sums);
+            sub_block::<K, R, C, 0>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 1>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 2>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 3>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 4>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 5>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 6>(c, u, &packed, &mut sums);
+            sub_block::<K, R, C, 7>(c, u, &packed, &mut sums);
             for j in 0..C {
                 let (d, dmin) = K::d(wp(j, u));
                 let corrections = K::corrections(packed[j]);
@@ -1290,38 +1257,29 @@ mod avx2 {
         }
     }
 
-    /// Where a [`sub_block`] is: the tile's corner and super-block `u` of its rows.
-    struct Sub<'a> {
-        w: &'a QMatrix,
-        a: &'a Q8Rows,
-        r0: usize,
-        c0: usize,
-        u: usize,
-        prefetch: bool,
-    }
-
-    /// Sub-block `S` of a [`super_tile`]'s super-block, added to the integer sums (a function
-    /// per sub-block, so that its shifts and shuffles are constants).
+    /// Sub-block `S` of super-block `u` of a [`super_tile`], added to the integer sums (a
+    /// function per sub-block, so that its shifts and shuffles are constants).
     #[inline(always)]
     unsafe fn sub_block<K: UnpackK, const R: usize, const C: usize, const S: usize>(
-        at: &Sub,
+        c: &Corner,
+        u: usize,
         packed: &[__m128i; C],
         sums: &mut [[__m256i; C]; R],
     ) {
-        let (w, a) = (at.w, at.a);
+        let (w, a) = (c.w, c.a);
         let (nb, bb) = (w.blocks, w.format.block_bytes());
         let subs = SUPER / BLOCK;
         let units = nb / subs;
-        let b = at.u * subs + S;
+        let b = u * subs + S;
         // SAFETY: as in `super_tile`, which checked the bounds.
-        let wp = |j: usize| w.bytes.as_ptr().add(((at.c0 + j) * units + at.u) * bb);
+        let wp = |j: usize| w.bytes.as_ptr().add(((c.c0 + j) * units + u) * bb);
         // As in `tile`; a super-block is asked for a piece per sub-block.
-        if at.prefetch {
+        if c.prefetch {
             for j in 0..C {
                 let ahead = w
                     .bytes
                     .as_ptr()
-                    .wrapping_add(((at.c0 + C + j) * units + at.u) * bb + S * bb / subs);
+                    .wrapping_add(((c.c0 + C + j) * units + u) * bb + S * bb / subs);
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             }
         }
@@ -1333,12 +1291,28 @@ mod avx2 {
         }
         let aq = a.quants.as_ptr();
         for (i, sums) in sums.iter_mut().enumerate() {
-            let x = _mm256_loadu_si256(aq.add(((at.r0 + i) * nb + b) * BLOCK).cast());
+            let x = _mm256_loadu_si256(aq.add(((c.r0 + i) * nb + b) * BLOCK).cast());
             for (j, s) in sums.iter_mut().enumerate() {
                 let pairs = _mm256_maddubs_epi16(q[j], x);
                 *s = _mm256_add_epi32(*s, _mm256_madd_epi16(pairs, sc[j]));
             }
         }
+    }
+
+    /// The largest of the 8 lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)))
+    }
+
+    /// The sum of the 8 integer lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let t = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+        _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01)))
     }
 
     /// `(l0 + l4) + (l2 + l6)` plus `(l1 + l5) + (l3 + l7)`: the order [`super::reference`] uses.
