@@ -804,14 +804,9 @@ mod avx2 {
         const FORMAT: Format;
         /// Whether `q` is signed (the sign trick) or unsigned with an offset `m`.
         const SIGNED: bool = !Self::FORMAT.has_offsets();
-        /// The 32 integers of the block at `p`: signed bytes, or unsigned ones.
+        /// The 32 integers of the block at `p`: signed bytes, or unsigned ones. (A block starts
+        /// with `d`; the offsets `m` that follow it are read by `tile`'s offsets pass.)
         unsafe fn quants(p: *const u8) -> __m256i;
-        /// `d` and `m` of the block at `p`.
-        #[inline(always)]
-        unsafe fn scales(p: *const u8) -> (f32, f32) {
-            let m = if Self::SIGNED { 0.0 } else { f16(p.add(2)) };
-            (f16(p), m)
-        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -981,7 +976,7 @@ mod avx2 {
                 } else {
                     q[j] = v;
                 }
-                dw[j] = _mm256_set1_ps(U::scales(p).0);
+                dw[j] = _mm256_set1_ps(f16(p));
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 let x = _mm256_loadu_si256(aq.add(((r0 + i) * nb + b) * BLOCK).cast());
