@@ -24,7 +24,8 @@
 //! position so far as `[position][kv_head][head_dim]` rows at half precision (f16, as llama.cpp
 //! keeps them by default), appended as tokens are fed. Decoding reads a sequence's whole cache
 //! for every token, so half precision halves that traffic and the memory each live sequence
-//! holds. Grouped-query attention maps query head `h` to kv head `h / (heads / kv_heads)`.
+//! holds. Grouped-query attention maps query head `h` to kv head `h / (heads / kv_heads)`; the
+//! query heads of a kv head run together, reading its keys and values once.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -984,42 +985,46 @@ impl Model {
         let cfg = &self.config;
         let (hd, kv) = (cfg.head_dim, cfg.kv_dim());
         let group = cfg.heads / cfg.kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0f32; q.len()];
-        let head = AttentionHead {
+        // The query heads that share a kv head run as one task, which widens each cached key
+        // and value from half precision once for all of them, unless that leaves threads idle
+        // (a decoding row of a model with fewer kv heads than threads).
+        let per_task = if rows.len() * cfg.kv_heads >= team::threads() {
+            group
+        } else {
+            1
+        };
+        let heads = AttentionHeads {
             head_dim: hd,
             kv,
-            scale,
+            scale: 1.0 / (hd as f32).sqrt(),
         };
-        // One task per (row, head): a decoding row alone still spreads over the pool.
-        team::for_each_chunk_mut(&mut out, hd, |i, out| {
-            let (row, h) = (i / cfg.heads, i % cfg.heads);
+        let tasks_per_row = cfg.heads / per_task;
+        let mut out = vec![0f32; q.len()];
+        team::for_each_chunk_mut(&mut out, per_task * hd, |i, out| {
+            let (row, first) = (i / tasks_per_row, i % tasks_per_row * per_task);
             let (seq, pos) = rows[row];
             let (keys, values) = &cache.slots[seq][layer];
             let (keys, values) = (&keys[..(pos + 1) * kv], &values[..(pos + 1) * kv]);
-            head.run(
-                &q[i * hd..(i + 1) * hd],
-                keys,
-                values,
-                (h / group) * hd,
-                out,
-            );
+            let q = &q[i * per_task * hd..(i + 1) * per_task * hd];
+            heads.run(q, keys, values, first / group * hd, out);
         });
         out
     }
 }
 
-/// The shape of one head's attention over its sequence's cached keys and values.
-struct AttentionHead {
+/// The shape of attention over one sequence's cached keys and values, for one or more query
+/// heads that read the same kv head.
+struct AttentionHeads {
     head_dim: usize,
     /// Values per cached position (all kv heads).
     kv: usize,
     scale: f32,
 }
 
-impl AttentionHead {
-    /// Adds softmax(q·kᵀ · scale)·v into `out`, for the kv head whose values start at `off`
-    /// in each cached position.
+impl AttentionHeads {
+    /// Adds softmax(q·kᵀ · scale)·v into `out` for each query head in `q` (`head_dim` values
+    /// each, and as many in `out`), all reading the kv head whose values start at `off` in each
+    /// cached position.
     fn run(&self, q: &[f32], keys: &[f16], values: &[f16], off: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if qmatmul::available() {
@@ -1050,7 +1055,7 @@ impl AttentionHead {
         self.run_with::<Portable>(q, keys, values, off, out);
     }
 
-    /// The loop compiled once per common head size (64, 128), where it unrolls, and once for
+    /// The loops compiled once per common head size (64, 128), where they unroll, and once for
     /// any other; the same operations in the same order in every copy.
     #[inline(always)]
     fn run_with<L: HeadLoops>(
@@ -1068,7 +1073,8 @@ impl AttentionHead {
         }
     }
 
-    /// The attention of one head; `HD` is the head size when known at compile time, else 0.
+    /// The attention of the heads in `q`; `HD` is the head size when known at compile time,
+    /// else 0.
     #[inline(always)]
     fn run_sized<const HD: usize, L: HeadLoops>(
         &self,
@@ -1078,95 +1084,145 @@ impl AttentionHead {
         off: usize,
         out: &mut [f32],
     ) {
-        let (hd, kv) = (if HD > 0 { HD } else { self.head_dim }, self.kv);
-        let (q, out) = (&q[..hd], &mut out[..hd]);
-        let mut scores = vec![0f32; keys.len() / kv];
-        let mut max = f32::NEG_INFINITY;
-        for (s, k) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
-            *s = L::dot(q, &k[off..off + hd]) * self.scale;
-            max = max.max(*s);
+        let shape = Shape {
+            head_dim: if HD > 0 { HD } else { self.head_dim },
+            kv: self.kv,
+            off,
+        };
+        let n = keys.len() / self.kv;
+        let mut weights = vec![0f32; q.len() / shape.head_dim * n];
+        L::dots::<HD>(&shape, q, keys, &mut weights);
+        for w in weights.chunks_exact_mut(n) {
+            L::softmax(w, self.scale);
         }
-        L::exp_shifted(&mut scores, max);
-        let mut sum = 0f32;
-        for s in &scores {
-            sum += *s;
-        }
-        for (s, v) in scores.iter().zip(values.chunks_exact(kv)) {
-            L::add_scaled(s / sum, &v[off..off + hd], out);
-        }
+        L::mix::<HD>(&shape, &weights, values, out);
     }
 }
 
-/// The inner loops of one head's attention: [`Portable`] code, or [`Avx2`] intrinsics with
-/// the same bits.
+/// Where one kv head's key (or value) lies in each cached position: `head_dim` values from
+/// `off`, one position every `kv` values.
+struct Shape {
+    head_dim: usize,
+    kv: usize,
+    off: usize,
+}
+
+impl Shape {
+    /// The kv head's part of cached position `s`.
+    #[inline(always)]
+    fn at<'a>(&self, cache: &'a [f16], s: usize) -> &'a [f16] {
+        &cache[s * self.kv + self.off..][..self.head_dim]
+    }
+}
+
+/// The inner loops of attention: [`Portable`] code, or [`Avx2`] intrinsics with the same bits.
 trait HeadLoops {
-    /// `Σ a[i]·b[i]` with eight partial sums (lane `i % 8`), added in lane order at the end.
-    fn dot(a: &[f32], b: &[f16]) -> f32;
-    /// `x[i] = exp(x[i] - max)` for each `i`, by [`exp`].
-    fn exp_shifted(x: &mut [f32], max: f32);
-    /// `out[i] += w · v[i]`.
-    fn add_scaled(w: f32, v: &[f16], out: &mut [f32]);
+    /// `scores[h·n + s] = q_h · k_s` for each query head `h` in `q` and each of the `n` cached
+    /// positions `s` in `keys`; each product summed as eight partial sums (lane `i % 8`),
+    /// added in lane order at the end, then the values after the last 8-wide chunk in order.
+    /// `HD` is the head size when known at compile time, else 0.
+    fn dots<const HD: usize>(shape: &Shape, q: &[f32], keys: &[f16], scores: &mut [f32]);
+    /// `x[i] = exp(x[i] · scale - max) / sum`, where `max` is the largest `x[i] · scale` and
+    /// `sum` adds the exponentials in order; exponentials by [`exp`].
+    fn softmax(x: &mut [f32], scale: f32);
+    /// `out_h[i] += w[h·n + s] · v_s[i]` for each head `h` and position `s`, position after
+    /// position.
+    fn mix<const HD: usize>(shape: &Shape, w: &[f32], values: &[f16], out: &mut [f32]);
 }
 
 struct Portable;
 
 impl HeadLoops for Portable {
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f16]) -> f32 {
-        let mut acc = [0f32; 8];
-        let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail = products_sum(ac.remainder(), bc.remainder());
-        for (x, y) in ac.zip(bc) {
-            for i in 0..8 {
-                acc[i] += x[i] * y[i].to_f32();
+    fn dots<const HD: usize>(shape: &Shape, q: &[f32], keys: &[f16], scores: &mut [f32]) {
+        let n = keys.len() / shape.kv;
+        for (q, scores) in q
+            .chunks_exact(shape.head_dim)
+            .zip(scores.chunks_exact_mut(n))
+        {
+            for (s, score) in scores.iter_mut().enumerate() {
+                *score = dot(q, shape.at(keys, s));
             }
         }
-        acc.iter().sum::<f32>() + tail
     }
 
     #[inline(always)]
-    fn exp_shifted(x: &mut [f32], max: f32) {
-        for v in x {
-            *v = exp(*v - max);
+    fn softmax(x: &mut [f32], scale: f32) {
+        let mut max = f32::NEG_INFINITY;
+        for v in x.iter_mut() {
+            *v *= scale;
+            max = max.max(*v);
+        }
+        exp_shifted(x, max);
+        let sum = x.iter().fold(0f32, |sum, v| sum + v);
+        for v in x.iter_mut() {
+            *v /= sum;
         }
     }
 
     #[inline(always)]
-    fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
-        for (o, v) in out.iter_mut().zip(v) {
-            *o += w * v.to_f32();
+    fn mix<const HD: usize>(shape: &Shape, w: &[f32], values: &[f16], out: &mut [f32]) {
+        let n = values.len() / shape.kv;
+        for (w, out) in w.chunks_exact(n).zip(out.chunks_exact_mut(shape.head_dim)) {
+            for (s, &w) in w.iter().enumerate() {
+                for (o, v) in out.iter_mut().zip(shape.at(values, s)) {
+                    *o += w * v.to_f32();
+                }
+            }
         }
     }
 }
 
-/// `Σ a[i]·b[i]` in order: the part of [`HeadLoops::dot`] after the last 8-wide chunk.
+/// `Σ a[i]·b[i]` as [`HeadLoops::dots`] sums it.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f16]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = products_sum(ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i].to_f32();
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a[i]·b[i]` in order: the part of [`dot`] after the last 8-wide chunk.
 #[inline(always)]
 fn products_sum(a: &[f32], b: &[f16]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
 }
 
-/// Only [`AttentionHead::run_avx2`] uses it, which runs where the CPU has AVX2, FMA and F16C.
+/// Only [`AttentionHeads::run_avx2`] uses it, which runs where the CPU has AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
 struct Avx2;
 
 #[cfg(target_arch = "x86_64")]
 impl HeadLoops for Avx2 {
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f16]) -> f32 {
+    fn dots<const HD: usize>(shape: &Shape, q: &[f32], keys: &[f16], scores: &mut [f32]) {
         // SAFETY: see the type: the CPU has the features.
-        unsafe { avx2::dot(a, b) }
+        unsafe { avx2::dots::<HD>(shape, q, keys, scores) }
     }
 
     #[inline(always)]
-    fn exp_shifted(x: &mut [f32], max: f32) {
+    fn softmax(x: &mut [f32], scale: f32) {
         // SAFETY: as above.
-        unsafe { avx2::exp_shifted(x, max) }
+        unsafe { avx2::softmax(x, scale) }
     }
 
     #[inline(always)]
-    fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
+    fn mix<const HD: usize>(shape: &Shape, w: &[f32], values: &[f16], out: &mut [f32]) {
         // SAFETY: as above.
-        unsafe { avx2::add_scaled(w, v, out) }
+        unsafe { avx2::mix::<HD>(shape, w, values, out) }
+    }
+}
+
+/// `x[i] = exp(x[i] - max)` for each `i`, by [`exp`].
+#[inline(always)]
+fn exp_shifted(x: &mut [f32], max: f32) {
+    for v in x {
+        *v = exp(*v - max);
     }
 }
 
@@ -1217,39 +1273,166 @@ fn exp(x: f32) -> f32 {
 }
 
 /// [`HeadLoops`] in AVX2, FMA and F16C intrinsics, with the same operations in the same order
-/// as [`Portable`] (half-to-single conversion is exact), so the same bits.
+/// as [`Portable`] (half-to-single conversion is exact), so the same bits. `dots` takes the
+/// cached positions eight at a time, their eight products side by side instead of one after
+/// another, and sums each product's lanes through a transpose; `mix` keeps a head's outputs in
+/// registers over the positions. When a task holds several heads (the query heads of one kv
+/// head), each cached key and value is widened once into a buffer that all of them read.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{HeadLoops, Portable};
+    use super::Shape;
     use half::f16;
     use std::arch::x86_64::*;
 
-    /// See [`super::HeadLoops::dot`].
+    /// Cached positions taken at a time by `dots`.
+    const BLOCK: usize = 8;
+    /// The most values `mix` widens at a time for several heads (8 KB).
+    const SHARED: usize = 2048;
+
+    /// See [`super::HeadLoops::dots`].
     ///
     /// # Safety
     /// The CPU must have AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
-    pub(super) unsafe fn dot(a: &[f32], b: &[f16]) -> f32 {
-        let n = a.len().min(b.len()) / 8 * 8;
-        let mut acc = _mm256_setzero_ps();
-        for i in (0..n).step_by(8) {
-            // SAFETY: i + 8 <= n <= the length of both slices.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(a.as_ptr().add(i)),
-                    _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast())),
-                )
-            };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+    pub(super) unsafe fn dots<const HD: usize>(
+        shape: &Shape,
+        q: &[f32],
+        keys: &[f16],
+        scores: &mut [f32],
+    ) {
+        let hd = if HD > 0 { HD } else { shape.head_dim };
+        let (n, wide) = (keys.len() / shape.kv, hd / 8 * 8);
+        // What `dot`'s sum of its eight lanes starts from, and its sum after the last chunk
+        // when there is nothing after it.
+        let (start, no_tail) = ([0f32; 0].iter().sum::<f32>(), super::products_sum(&[], &[]));
+        // Several heads read each block's keys widened once, into `wide_keys`.
+        let shared = q.len() > hd;
+        let mut wide_keys = if shared {
+            vec![0f32; BLOCK * hd]
+        } else {
+            Vec::new()
+        };
+        for s0 in (0..n).step_by(BLOCK) {
+            let m = BLOCK.min(n - s0);
+            // Where the block's keys start; a short last block repeats its first key.
+            let k: [*const f16; BLOCK] = std::array::from_fn(|j| {
+                // SAFETY: s0 + j % m < n, so the head's key lies inside `keys`.
+                unsafe { keys.as_ptr().add((s0 + j % m) * shape.kv + shape.off) }
+            });
+            if shared {
+                for (j, k) in k.iter().enumerate() {
+                    // SAFETY: each key and each of the buffer's rows hold `wide` values.
+                    unsafe { widen(*k, wide_keys.as_mut_ptr().add(j * hd), wide) };
+                }
+            }
+            for (h, q) in q.chunks_exact(hd).enumerate() {
+                // SAFETY: `q`, each key and each of the buffer's rows hold `wide` values.
+                let acc = unsafe {
+                    if shared {
+                        block_dots::<HD, true>(q, &k, wide_keys.as_ptr(), wide)
+                    } else {
+                        block_dots::<HD, false>(q, &k, wide_keys.as_ptr(), wide)
+                    }
+                };
+                let mut tails = [no_tail; BLOCK];
+                if wide < hd {
+                    for (j, t) in tails.iter_mut().enumerate() {
+                        let key = shape.at(keys, s0 + j % m);
+                        *t = super::products_sum(&q[wide..], &key[wide..]);
+                    }
+                }
+                let mut sum = _mm256_set1_ps(start);
+                for lane in transpose(acc) {
+                    sum = _mm256_add_ps(sum, lane);
+                }
+                // SAFETY: `tails` holds 8 values.
+                sum = _mm256_add_ps(sum, unsafe { _mm256_loadu_ps(tails.as_ptr()) });
+                let mut got = [0f32; BLOCK];
+                // SAFETY: `got` holds 8 values.
+                unsafe { _mm256_storeu_ps(got.as_mut_ptr(), sum) };
+                scores[h * n + s0..][..m].copy_from_slice(&got[..m]);
+            }
+        }
+    }
+
+    /// The eight lanes of `q`'s product with each of the block's keys: widened ones from the
+    /// rows of `wide_keys` (`hd` apart) when `WIDE`, else the half-precision keys at `k`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C; `q` and each key or row hold `wide` values.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn block_dots<const HD: usize, const WIDE: bool>(
+        q: &[f32],
+        k: &[*const f16; BLOCK],
+        wide_keys: *const f32,
+        wide: usize,
+    ) -> [__m256; BLOCK] {
+        let hd = if HD > 0 { HD } else { q.len() };
+        let mut acc = [_mm256_setzero_ps(); BLOCK];
+        for c in (0..wide).step_by(8) {
+            // SAFETY: c + 8 <= wide.
+            unsafe {
+                let x = _mm256_loadu_ps(q.as_ptr().add(c));
+                for (j, (acc, k)) in acc.iter_mut().zip(k).enumerate() {
+                    let y = if WIDE {
+                        _mm256_loadu_ps(wide_keys.add(j * hd + c))
+                    } else {
+                        _mm256_cvtph_ps(_mm_loadu_si128(k.add(c).cast()))
+                    };
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, y));
+                }
+            }
+        }
+        acc
+    }
+
+    /// See [`super::HeadLoops::softmax`]: the scaling, the largest value, the exponentials and
+    /// the divisions eight values at a time (each exact or a single rounding, so in any order),
+    /// the sum one value after another as the portable code adds.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn softmax(x: &mut [f32], scale: f32) {
+        let n8 = x.len() / 8 * 8;
+        let (sv, mut mv) = (_mm256_set1_ps(scale), _mm256_set1_ps(f32::NEG_INFINITY));
+        for i in (0..n8).step_by(8) {
+            // SAFETY: i + 8 <= n8 <= x.len().
+            unsafe {
+                let at = x.as_mut_ptr().add(i);
+                let v = _mm256_mul_ps(_mm256_loadu_ps(at), sv);
+                _mm256_storeu_ps(at, v);
+                mv = _mm256_max_ps(mv, v);
+            }
         }
         let mut lanes = [0f32; 8];
         // SAFETY: `lanes` holds 8 values.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        lanes.iter().sum::<f32>() + super::products_sum(&a[n..], &b[n..])
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mv) };
+        let mut max = lanes.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        for v in &mut x[n8..] {
+            *v *= scale;
+            max = max.max(*v);
+        }
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { exp_shifted(x, max) };
+        let sum = x.iter().fold(0f32, |sum, v| sum + v);
+        let total = _mm256_set1_ps(sum);
+        for i in (0..n8).step_by(8) {
+            // SAFETY: i + 8 <= n8 <= x.len().
+            unsafe {
+                let at = x.as_mut_ptr().add(i);
+                _mm256_storeu_ps(at, _mm256_div_ps(_mm256_loadu_ps(at), total));
+            }
+        }
+        for v in &mut x[n8..] {
+            *v /= sum;
+        }
     }
 
-    /// See [`super::HeadLoops::exp_shifted`]: eight values at a time, the rest one by one.
+    /// See [`super::exp_shifted`]: eight values at a time, the rest one by one.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA.
@@ -1287,27 +1470,169 @@ mod avx2 {
                 _mm256_storeu_ps(at, _mm256_mul_ps(y, _mm256_castsi256_ps(two_n)));
             }
         }
-        Portable::exp_shifted(&mut x[n8..], max);
+        super::exp_shifted(&mut x[n8..], max);
     }
 
-    /// See [`super::HeadLoops::add_scaled`].
+    /// See [`super::HeadLoops::mix`]: each head's outputs stay in registers, 64 at a time,
+    /// over all the positions.
     ///
     /// # Safety
     /// The CPU must have AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
     #[inline]
-    pub(super) unsafe fn add_scaled(w: f32, v: &[f16], out: &mut [f32]) {
-        let n = v.len().min(out.len()) / 8 * 8;
-        let wv = _mm256_set1_ps(w);
-        for i in (0..n).step_by(8) {
-            // SAFETY: i + 8 <= n <= the length of both slices.
-            unsafe {
-                let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
-                let o = out.as_mut_ptr().add(i);
-                _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(wv, x)));
+    pub(super) unsafe fn mix<const HD: usize>(
+        shape: &Shape,
+        w: &[f32],
+        values: &[f16],
+        out: &mut [f32],
+    ) {
+        let hd = if HD > 0 { HD } else { shape.head_dim };
+        let (n, wide) = (values.len() / shape.kv, hd / 8 * 8);
+        // SAFETY: the head's value of every position lies inside `values`.
+        let first = unsafe { values.as_ptr().add(shape.off) };
+        // Several heads read a block of positions' values widened once, into `wide_values`.
+        let shared = out.len() > hd;
+        let block = if shared { (SHARED / hd).clamp(1, n) } else { n };
+        let mut wide_values = if shared {
+            vec![0f32; block * hd]
+        } else {
+            Vec::new()
+        };
+        for s0 in (0..n).step_by(block) {
+            let m = block.min(n - s0);
+            if shared {
+                for s in 0..m {
+                    // SAFETY: s0 + s < n; m rows of hd values fit the buffer.
+                    unsafe {
+                        let v = first.add((s0 + s) * shape.kv);
+                        widen(v, wide_values.as_mut_ptr().add(s * hd), wide);
+                    }
+                }
+            }
+            for (h, out) in out.chunks_exact_mut(hd).enumerate() {
+                let w = &w[h * n + s0..][..m];
+                for c0 in (0..wide).step_by(64) {
+                    let width = 64.min(wide - c0);
+                    // SAFETY: c0 + width <= wide <= hd, the length of `out` and of each value
+                    // and row; `w` has one weight per value or row.
+                    unsafe {
+                        let out = out.as_mut_ptr().add(c0);
+                        if shared {
+                            block_mix::<true>(
+                                w,
+                                wide_values.as_ptr().add(c0).cast(),
+                                hd,
+                                out,
+                                width,
+                            );
+                        } else {
+                            let v = first.add(s0 * shape.kv + c0).cast();
+                            block_mix::<false>(w, v, shape.kv, out, width);
+                        }
+                    }
+                }
+                for (i, o) in out.iter_mut().enumerate().skip(wide) {
+                    for (s, &w) in w.iter().enumerate() {
+                        *o += w * shape.at(values, s0 + s)[i].to_f32();
+                    }
+                }
             }
         }
-        Portable::add_scaled(w, &v[n..], &mut out[n..]);
+    }
+
+    /// `out[i] += w[s] · v_s[i]` for `i < width` (at most 64, a multiple of 8), position
+    /// after position, the outputs in registers: `v_s` are single-precision values at `from`
+    /// when `WIDE`, else half-precision ones, `stride` values apart.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C; `out` and each `v_s` hold `width` values.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn block_mix<const WIDE: bool>(
+        w: &[f32],
+        from: *const u8,
+        stride: usize,
+        out: *mut f32,
+        width: usize,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        // SAFETY: as the caller promises.
+        unsafe {
+            for (c, acc) in acc.iter_mut().enumerate().take(width / 8) {
+                *acc = _mm256_loadu_ps(out.add(c * 8));
+            }
+            for (s, &w) in w.iter().enumerate() {
+                let wv = _mm256_set1_ps(w);
+                for (c, acc) in acc.iter_mut().enumerate().take(width / 8) {
+                    let x = if WIDE {
+                        _mm256_loadu_ps(from.cast::<f32>().add(s * stride + c * 8))
+                    } else {
+                        let v = from.cast::<f16>().add(s * stride + c * 8);
+                        _mm256_cvtph_ps(_mm_loadu_si128(v.cast()))
+                    };
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(wv, x));
+                }
+            }
+            for (c, acc) in acc.iter().enumerate().take(width / 8) {
+                _mm256_storeu_ps(out.add(c * 8), *acc);
+            }
+        }
+    }
+
+    /// Writes `n` (a multiple of 8) values from `from` widened to single precision at `to`.
+    ///
+    /// # Safety
+    /// The CPU must have F16C; both arrays hold `n` values.
+    #[target_feature(enable = "avx2,f16c")]
+    #[inline]
+    unsafe fn widen(from: *const f16, to: *mut f32, n: usize) {
+        for c in (0..n).step_by(8) {
+            // SAFETY: c + 8 <= n.
+            unsafe {
+                _mm256_storeu_ps(
+                    to.add(c),
+                    _mm256_cvtph_ps(_mm_loadu_si128(from.add(c).cast())),
+                )
+            };
+        }
+    }
+
+    /// The 8 × 8 transpose: `out[l]`'s lane `j` is `rows[j]`'s lane `l`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn transpose(rows: [__m256; 8]) -> [__m256; 8] {
+        let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+        // Pairs of rows interleaved, then quadruples, then the 128-bit halves swapped.
+        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+        let (u0, u1) = (
+            _mm256_shuffle_ps::<0x44>(t0, t2),
+            _mm256_shuffle_ps::<0xEE>(t0, t2),
+        );
+        let (u2, u3) = (
+            _mm256_shuffle_ps::<0x44>(t1, t3),
+            _mm256_shuffle_ps::<0xEE>(t1, t3),
+        );
+        let (u4, u5) = (
+            _mm256_shuffle_ps::<0x44>(t4, t6),
+            _mm256_shuffle_ps::<0xEE>(t4, t6),
+        );
+        let (u6, u7) = (
+            _mm256_shuffle_ps::<0x44>(t5, t7),
+            _mm256_shuffle_ps::<0xEE>(t5, t7),
+        );
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
     }
 }
 
@@ -1368,7 +1693,7 @@ mod tests {
         }
         let xs: Vec<f32> = (0..19).map(|i| i as f32 * -4.7 + 0.3).collect();
         let mut scalar = xs.clone();
-        Portable::exp_shifted(&mut scalar, 1.5);
+        exp_shifted(&mut scalar, 1.5);
         let mut vector = xs;
         // SAFETY: the CPU has AVX2 and FMA (checked above).
         unsafe { avx2::exp_shifted(&mut vector, 1.5) };
@@ -1377,34 +1702,84 @@ mod tests {
     }
 
     /// The copies compiled for known head sizes compute what the general loop computes, bit
-    /// for bit, and so does the AVX2 build (36: a head size with a remainder after the 8-wide
-    /// chunks).
+    /// for bit, and so does the AVX2 build, for one head or a group reading one kv head, over
+    /// position counts below, at and past the AVX2 loops' block of 8 (36 and 44: head sizes with
+    /// a remainder after the 8-wide chunks; 264: past the blocked loops' largest head).
     #[test]
     fn attention_heads_of_known_size_give_the_general_bits() {
-        for hd in [64, 128, 36] {
-            let (kv, positions) = (3 * hd, 37);
-            let head = AttentionHead {
-                head_dim: hd,
-                kv,
-                scale: 1.0 / (hd as f32).sqrt(),
-            };
-            let value = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) / 253.0;
-            let q: Vec<f32> = (0..hd).map(value).collect();
-            let half = |v: f32| f16::from_f32(v);
-            let keys: Vec<f16> = (0..positions * kv).map(|i| half(value(i + 5))).collect();
-            let values: Vec<f16> = (0..positions * kv).map(|i| half(value(i + 11))).collect();
-            let start: Vec<f32> = (0..hd).map(|i| value(i + 3)).collect();
-            let off = hd;
-            let mut general = start.clone();
-            head.run_sized::<0, Portable>(&q, &keys, &values, off, &mut general);
-            let mut fixed = start.clone();
-            head.run_portable(&q, &keys, &values, off, &mut fixed);
-            let mut dispatched = start.clone();
-            head.run(&q, &keys, &values, off, &mut dispatched);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&fixed), bits(&general), "head size {hd}");
-            assert_eq!(bits(&dispatched), bits(&general), "head size {hd}");
-            assert_ne!(general, start);
+        let value = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) / 253.0;
+        let half = |v: f32| f16::from_f32(v);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for hd in [64, 128, 36, 44, 264] {
+            for (group, positions) in [(1, 37), (3, 1), (3, 8), (7, 21)] {
+                let kv = 3 * hd;
+                let heads = AttentionHeads {
+                    head_dim: hd,
+                    kv,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                };
+                let q: Vec<f32> = (0..group * hd).map(value).collect();
+                let keys: Vec<f16> = (0..positions * kv).map(|i| half(value(i + 5))).collect();
+                let values: Vec<f16> = (0..positions * kv).map(|i| half(value(i + 11))).collect();
+                let start: Vec<f32> = (0..group * hd).map(|i| value(i + 3)).collect();
+                let off = hd;
+                let mut general = start.clone();
+                heads.run_sized::<0, Portable>(&q, &keys, &values, off, &mut general);
+                let mut fixed = start.clone();
+                heads.run_portable(&q, &keys, &values, off, &mut fixed);
+                let mut dispatched = start.clone();
+                heads.run(&q, &keys, &values, off, &mut dispatched);
+                let case = format!("head size {hd}, {group} heads, {positions} positions");
+                assert_eq!(bits(&fixed), bits(&general), "{case}");
+                assert_eq!(bits(&dispatched), bits(&general), "{case}");
+                // A group is its heads run one by one.
+                for h in 0..group {
+                    let part = h * hd..(h + 1) * hd;
+                    let mut alone = start[part.clone()].to_vec();
+                    heads.run(&q[part.clone()], &keys, &values, off, &mut alone);
+                    assert_eq!(bits(&alone), bits(&general[part]), "{case}, head {h}");
+                }
+                assert_ne!(general, start);
+            }
+        }
+    }
+
+    /// One head's attention, written out: softmax of the scaled products in double precision,
+    /// then the weighted values; the loops above agree with it to float32 rounding.
+    #[test]
+    fn attention_is_the_softmax_weighted_sum_of_values() {
+        let (hd, kv, positions, off) = (64, 128, 19, 64);
+        let value = |i: usize| ((i * 104_729 % 2003) as f32 - 1001.0) / 500.0;
+        let q: Vec<f32> = (0..hd).map(value).collect();
+        let keys: Vec<f16> = (0..positions * kv)
+            .map(|i| f16::from_f32(value(i + 7)))
+            .collect();
+        let values: Vec<f16> = (0..positions * kv)
+            .map(|i| f16::from_f32(value(i + 13)))
+            .collect();
+        let scale = 1.0 / (hd as f64).sqrt();
+        let at = |c: &[f16], s: usize, i: usize| c[s * kv + off + i].to_f64();
+        let scores: Vec<f64> = (0..positions)
+            .map(|s| (0..hd).map(|i| q[i] as f64 * at(&keys, s, i)).sum::<f64>() * scale)
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f64 = e.iter().sum();
+        let heads = AttentionHeads {
+            head_dim: hd,
+            kv,
+            scale: scale as f32,
+        };
+        let mut got = vec![0f32; hd];
+        heads.run(&q, &keys, &values, off, &mut got);
+        for (i, got) in got.iter().enumerate() {
+            let want: f64 = (0..positions)
+                .map(|s| e[s] / total * at(&values, s, i))
+                .sum();
+            assert!(
+                (*got as f64 - want).abs() < 1e-5,
+                "value {i}: {got} vs {want}"
+            );
         }
     }
 }
