@@ -1089,7 +1089,7 @@ impl AttentionHeads {
             kv: self.kv,
             off,
         };
-        let n = keys.len() / self.kv;
+        let n = shape.positions(keys);
         let mut weights = vec![0f32; q.len() / shape.head_dim * n];
         L::dots::<HD>(&shape, q, keys, &mut weights);
         for w in weights.chunks_exact_mut(n) {
@@ -1108,6 +1108,23 @@ struct Shape {
 }
 
 impl Shape {
+    /// The head size: `HD` when it is known at compile time (so that loops over it unroll),
+    /// else `head_dim`.
+    #[inline(always)]
+    fn size<const HD: usize>(&self) -> usize {
+        if HD > 0 {
+            HD
+        } else {
+            self.head_dim
+        }
+    }
+
+    /// The positions held by `cache` (keys or values).
+    #[inline(always)]
+    fn positions(&self, cache: &[f16]) -> usize {
+        cache.len() / self.kv
+    }
+
     /// The kv head's part of cached position `s`.
     #[inline(always)]
     fn at<'a>(&self, cache: &'a [f16], s: usize) -> &'a [f16] {
@@ -1135,7 +1152,7 @@ struct Portable;
 impl HeadLoops for Portable {
     #[inline(always)]
     fn dots<const HD: usize>(shape: &Shape, q: &[f32], keys: &[f16], scores: &mut [f32]) {
-        let n = keys.len() / shape.kv;
+        let n = shape.positions(keys);
         for (q, scores) in q
             .chunks_exact(shape.head_dim)
             .zip(scores.chunks_exact_mut(n))
@@ -1162,7 +1179,7 @@ impl HeadLoops for Portable {
 
     #[inline(always)]
     fn mix<const HD: usize>(shape: &Shape, w: &[f32], values: &[f16], out: &mut [f32]) {
-        let n = values.len() / shape.kv;
+        let n = shape.positions(values);
         for (w, out) in w.chunks_exact(n).zip(out.chunks_exact_mut(shape.head_dim)) {
             for (s, &w) in w.iter().enumerate() {
                 for (o, v) in out.iter_mut().zip(shape.at(values, s)) {
@@ -1301,8 +1318,8 @@ mod avx2 {
         keys: &[f16],
         scores: &mut [f32],
     ) {
-        let hd = if HD > 0 { HD } else { shape.head_dim };
-        let (n, wide) = (keys.len() / shape.kv, hd / 8 * 8);
+        let hd = shape.size::<HD>();
+        let (n, wide) = (shape.positions(keys), hd / 8 * 8);
         // What `dot`'s sum of its eight lanes starts from, and its sum after the last chunk
         // when there is nothing after it.
         let (start, no_tail) = ([0f32; 0].iter().sum::<f32>(), super::products_sum(&[], &[]));
@@ -1486,8 +1503,8 @@ mod avx2 {
         values: &[f16],
         out: &mut [f32],
     ) {
-        let hd = if HD > 0 { HD } else { shape.head_dim };
-        let (n, wide) = (values.len() / shape.kv, hd / 8 * 8);
+        let hd = shape.size::<HD>();
+        let (n, wide) = (shape.positions(values), hd / 8 * 8);
         // SAFETY: the head's value of every position lies inside `values`.
         let first = unsafe { values.as_ptr().add(shape.off) };
         // Several heads read a block of positions' values widened once, into `wide_values`.
