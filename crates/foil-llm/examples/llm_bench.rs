@@ -87,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             start: 0,
             len: prompt.len(),
             logits: true,
+            prompt: true,
         };
         let (t, cpu) = (Instant::now(), cpu_seconds());
         let logits = model.forward(&prompt, &[seg], &mut cache)?;
@@ -100,6 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 start: prompt.len() + i,
                 len: 1,
                 logits: true,
+                prompt: false,
             };
             let logits = model.forward(&[next], &[seg], &mut cache)?;
             next = argmax(&logits[0]);

@@ -187,6 +187,7 @@ impl GgufGenerator {
                 start: pos,
                 len: feed.len(),
                 logits: true,
+                prompt: pos < prompt.len(),
             };
             let logits = self.model.forward(&feed, &[seg], &mut cache)?;
             pos += feed.len();
@@ -336,6 +337,7 @@ impl Generator for GgufGenerator {
                         start: fed,
                         len: n,
                         logits: false,
+                        prompt: true,
                     };
                     if let Err(e) = self.model.forward(&ids[fed..fed + n], &[seg], &mut prefix) {
                         failed = Some(e);
@@ -420,6 +422,7 @@ impl Generator for GgufGenerator {
                     start: s.fed,
                     len: n,
                     logits: s.fed + n == s.tokens.len(),
+                    prompt: prefill,
                 });
                 tokens.extend_from_slice(&s.tokens[s.fed..s.fed + n]);
                 fed_live.push((li, n));

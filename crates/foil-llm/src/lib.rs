@@ -18,6 +18,8 @@ mod gguf;
 pub mod llama;
 mod qmatmul;
 mod sampler;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 mod team;
 pub mod tokenizer;
 

@@ -214,8 +214,9 @@ impl BlockKernels {
     fn name(self) -> &'static str {
         match self {
             BlockKernels::CandleVnni => "avx512-vnni",
-            // "+k": the K-quants run on it too (their outputs changed with that).
-            BlockKernels::Avx2 => "avx2+k",
+            // "+k": the K-quants run on it too (their outputs changed with that); "+f32prompt":
+            // prompt rows of 32-value blocks run in float32 (see `qmatmul/prompt.rs`).
+            BlockKernels::Avx2 => "avx2+k+f32prompt",
             BlockKernels::CandlePortable => "portable",
         }
     }
@@ -298,10 +299,13 @@ impl Linear {
         })
     }
 
-    /// `x` is `m` rows of `self.input` values; returns `m` rows of `self.out`.
-    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    /// `x` is `m` rows of `self.input` values; returns `m` rows of `self.out`. `prompt` says
+    /// which rows are prompt tokens (see [`Segment::prompt`]; candle's kernels run both kinds
+    /// alike).
+    fn forward(&self, x: &[f32], m: usize, prompt: &[bool]) -> Result<Vec<f32>> {
+        debug_assert_eq!(prompt.len(), m);
         let (parts, padded, pad_single_row) = match &self.kernel {
-            Kernel::Own(w) => return Ok(w.forward(x, m)),
+            Kernel::Own(w) => return Ok(w.forward_rows(x, prompt)),
             Kernel::Candle {
                 parts,
                 padded,
@@ -476,12 +480,12 @@ impl Stack {
     /// `silu(gate) ⊙ up` for the stack [gate, up]: `m` rows of the gate's width. A stacked
     /// pair is read straight from the product's rows (no copies of the two halves: for a
     /// 1,024-row prompt chunk of Qwen2.5-0.5B each is 20 MB).
-    fn swiglu(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    fn swiglu(&self, x: &[f32], m: usize, prompt: &[bool]) -> Result<Vec<f32>> {
         let silu_times = |g: f32, u: f32| g / (1.0 + (-g).exp()) * u;
         if let Stack::One(l, outs) = self {
             if let [ffn, up] = outs[..] {
                 if ffn == up {
-                    let y = l.forward(x, m)?;
+                    let y = l.forward(x, m, prompt)?;
                     let mut h = vec![0f32; m * ffn];
                     team::for_each_chunk_mut(&mut h, ffn, |r, h| {
                         let (g, u) = y[r * 2 * ffn..(r + 1) * 2 * ffn].split_at(ffn);
@@ -493,7 +497,7 @@ impl Stack {
                 }
             }
         }
-        let mut gu = self.forward(x, m)?.into_iter();
+        let mut gu = self.forward(x, m, prompt)?.into_iter();
         let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
             return Err(Error::Invalid("gate/up projection lost an output".into()));
         };
@@ -507,11 +511,11 @@ impl Stack {
     }
 
     /// Each matrix's output for `m` rows of `x`.
-    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+    fn forward(&self, x: &[f32], m: usize, prompt: &[bool]) -> Result<Vec<Vec<f32>>> {
         match self {
-            Stack::Many(ls) => ls.iter().map(|l| l.forward(x, m)).collect(),
+            Stack::Many(ls) => ls.iter().map(|l| l.forward(x, m, prompt)).collect(),
             Stack::One(l, outs) => {
-                let y = l.forward(x, m)?;
+                let y = l.forward(x, m, prompt)?;
                 let mut parts: Vec<Vec<f32>> =
                     outs.iter().map(|n| Vec::with_capacity(m * n)).collect();
                 for row in y.chunks(l.out) {
@@ -528,7 +532,7 @@ impl Stack {
 }
 
 /// The kernels this CPU gets for quantized matrices by default: candle's AVX512-VNNI tiles
-/// (4/5-bit weights requantized to Q8_0), foil's AVX2 kernel (`avx2+k`: 32-value blocks and
+/// (4/5-bit weights requantized to Q8_0), foil's AVX2 kernel (`avx2+k+f32prompt`: 32-value blocks and
 /// Q4_K/Q5_K/Q6_K), or candle's portable code (`foil --version` says which).
 pub fn quantized_kernels() -> &'static str {
     BlockKernels::for_options(LoadOptions {
@@ -644,6 +648,12 @@ pub struct Segment {
     pub len: usize,
     /// Whether to return logits for the segment's last row.
     pub logits: bool,
+    /// Whether the rows are prompt tokens rather than generated ones. Where foil's kernel runs,
+    /// prompt rows of 32-value block formats are multiplied in float32 against dequantized
+    /// weights (faster for the hundreds of rows of a prompt), generated rows by the int8
+    /// kernel; the two differ in the last bits, so a token must be fed as the same kind
+    /// however the calls are batched or chunked for its outputs not to depend on that.
+    pub prompt: bool,
 }
 
 /// Keys and values of every fed position, per sequence slot and layer, rounded to half
@@ -878,17 +888,21 @@ impl Model {
                 )));
             }
         }
-        // (sequence, position) of each row.
+        // (sequence, position) of each row, and whether it is a prompt token.
         let rows: Vec<(usize, usize)> = segments
             .iter()
             .flat_map(|s| (s.start..s.start + s.len).map(move |p| (s.seq, p)))
+            .collect();
+        let prompt: Vec<bool> = segments
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.prompt, s.len))
             .collect();
         let mut x = self.embed.rows(tokens)?;
         let (cos, sin) = self.rope_tables(&rows);
 
         for (li, layer) in self.layers.iter().enumerate() {
             let n = rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
-            let mut qkv = layer.qkv.forward(&n, m)?.into_iter();
+            let mut qkv = layer.qkv.forward(&n, m, &prompt)?.into_iter();
             let (Some(mut q), Some(mut k), Some(mut v)) = (qkv.next(), qkv.next(), qkv.next())
             else {
                 return Err(Error::Invalid("q/k/v projection lost an output".into()));
@@ -907,12 +921,12 @@ impl Model {
                 row += s.len;
             }
             let attn = self.attention(&q, &rows, cache, li);
-            let o = layer.wo.forward(&attn, m)?;
+            let o = layer.wo.forward(&attn, m, &prompt)?;
             add_into(&mut x, &o);
 
             let n = rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let g = layer.gate_up.swiglu(&n, m)?;
-            let d = layer.down.forward(&g, m)?;
+            let g = layer.gate_up.swiglu(&n, m, &prompt)?;
+            let d = layer.down.forward(&g, m, &prompt)?;
             add_into(&mut x, &d);
         }
 
@@ -931,7 +945,9 @@ impl Model {
             return Ok(Vec::new());
         }
         let n = rms_norm(&last, &self.norm, cfg.rms_eps);
-        let logits = self.output.forward(&n, wanted)?;
+        // The logits of a prompt's last row come from the int8 kernel, like a generated row's:
+        // only the layers' products depend on a row's kind.
+        let logits = self.output.forward(&n, wanted, &vec![false; wanted])?;
         Ok(logits.chunks(cfg.vocab).map(<[f32]>::to_vec).collect())
     }
 
@@ -1298,6 +1314,7 @@ fn exp(x: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::Shape;
+    use crate::simd::transpose;
     use half::f16;
     use std::arch::x86_64::*;
 
@@ -1612,44 +1629,6 @@ mod avx2 {
                 )
             };
         }
-    }
-
-    /// The 8 × 8 transpose: `out[l]`'s lane `j` is `rows[j]`'s lane `l`.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn transpose(rows: [__m256; 8]) -> [__m256; 8] {
-        let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
-        // Pairs of rows interleaved, then quadruples, then the 128-bit halves swapped.
-        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-        let (u0, u1) = (
-            _mm256_shuffle_ps::<0x44>(t0, t2),
-            _mm256_shuffle_ps::<0xEE>(t0, t2),
-        );
-        let (u2, u3) = (
-            _mm256_shuffle_ps::<0x44>(t1, t3),
-            _mm256_shuffle_ps::<0xEE>(t1, t3),
-        );
-        let (u4, u5) = (
-            _mm256_shuffle_ps::<0x44>(t4, t6),
-            _mm256_shuffle_ps::<0xEE>(t4, t6),
-        );
-        let (u6, u7) = (
-            _mm256_shuffle_ps::<0x44>(t5, t7),
-            _mm256_shuffle_ps::<0xEE>(t5, t7),
-        );
-        [
-            _mm256_permute2f128_ps::<0x20>(u0, u4),
-            _mm256_permute2f128_ps::<0x20>(u1, u5),
-            _mm256_permute2f128_ps::<0x20>(u2, u6),
-            _mm256_permute2f128_ps::<0x20>(u3, u7),
-            _mm256_permute2f128_ps::<0x31>(u0, u4),
-            _mm256_permute2f128_ps::<0x31>(u1, u5),
-            _mm256_permute2f128_ps::<0x31>(u2, u6),
-            _mm256_permute2f128_ps::<0x31>(u3, u7),
-        ]
     }
 }
 

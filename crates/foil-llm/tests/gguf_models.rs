@@ -160,6 +160,7 @@ fn check_greedy(which: (&str, &str), precise: bool) {
             start: 0,
             len: prompt.len(),
             logits: true,
+            prompt: true,
         };
         let logits = g.model().forward(&prompt, &[seg], &mut cache).unwrap();
         for &(id, expected) in &c.first_top5 {
@@ -261,6 +262,65 @@ fn output_does_not_depend_on_the_batch() {
             );
         }
     }
+}
+
+/// A prompt's rows give the same logits fed whole or in chunks of any size (each kind of row
+/// has its own kernel, whose arithmetic does not depend on the rows around it), and the
+/// prompt kind differs from the generated kind only in the last bits.
+#[test]
+fn prompt_rows_give_the_same_bits_whole_or_chunked() {
+    let g = generator(SMOLLM2);
+    let user = Message {
+        role: "user".into(),
+        content: "Write one search query about the thermal conductivity of graphene.".into(),
+    };
+    let prompt = g.prompt_ids(&messages(&[user])).unwrap();
+    let n = prompt.len();
+    let last_logits = |chunks: &[usize], kind: bool| {
+        let mut cache = KvCache::new(g.model(), 1);
+        let (mut start, mut logits) = (0, Vec::new());
+        for &len in chunks {
+            let seg = Segment {
+                seq: 0,
+                start,
+                len,
+                logits: start + len == n,
+                prompt: kind,
+            };
+            let out = g
+                .model()
+                .forward(&prompt[start..start + len], &[seg], &mut cache);
+            if let Some(l) = out.unwrap().pop() {
+                logits = l;
+            }
+            start += len;
+        }
+        logits
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let whole = last_logits(&[n], true);
+    assert!(!whole.is_empty());
+    for mut chunks in [vec![1, 6], vec![n - 1], vec![5; n / 5]] {
+        let fed: usize = chunks.iter().sum();
+        if fed < n {
+            chunks.push(n - fed);
+        }
+        assert_eq!(
+            bits(&last_logits(&chunks, true)),
+            bits(&whole),
+            "{chunks:?}"
+        );
+    }
+    let generated = last_logits(&[n], false);
+    let diff = whole
+        .iter()
+        .zip(&generated)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    if foil_llm::quantized_kernels().starts_with("avx2") {
+        assert!(diff > 0.0, "the prompt kind took the int8 kernel");
+    }
+    assert!(diff < LOGIT_TOLERANCE, "kinds differ by {diff}");
 }
 
 #[test]
