@@ -14,11 +14,12 @@
 //! prefill), a decoding sequence its one latest token (batched decode), both in the same call.
 //! The weight matrices multiply all rows at once (`Linear`: foil's AVX2 kernel for GGML's
 //! 32-value blocks and Q4_K/Q5_K/Q6_K, candle's `QMatMul` for the rest; both quantize the
-//! activations and run int8 dot products), so the weights are read once per call instead of once per sequence. Only
-//! attention is per sequence: each row attends to its own sequence's cache, so no padding is
-//! needed. Every row's arithmetic is independent of the other rows (see
-//! [`Linear`] for the one kernel choice that depends on the row count), so a sequence's output
-//! does not depend on its batch.
+//! activations and run int8 dot products, except that foil's kernel multiplies prompt rows of
+//! 32-value blocks in float32, see [`Segment::prompt`]), so the weights are read once per call
+//! instead of once per sequence. Only attention is per sequence: each row attends to its own
+//! sequence's cache, so no padding is needed. Every row's arithmetic is independent of the
+//! other rows (see `Linear` for the one kernel choice that depends on the row count), so a
+//! sequence's output does not depend on its batch.
 //!
 //! **KV cache.** [`KvCache`] holds, per sequence and per layer, the keys and the values of every
 //! position so far as `[position][kv_head][head_dim]` rows at half precision (f16, as llama.cpp
