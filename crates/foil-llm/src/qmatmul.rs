@@ -417,9 +417,24 @@ impl QMatrix {
         }
         // Few rows (decoding): each part takes a run of outputs, multiples of COLS so that
         // only the last part has a narrower tile.
-        self.by_columns(m, parts, COLS, |cols, y| {
-            self.multiply(&acts, 0..m, cols, y)
-        })
+        let per_part = self.out.div_ceil(parts).next_multiple_of(COLS);
+        let blocks: Vec<Vec<f32>> = team::map(self.out.div_ceil(per_part), |p| {
+            let cols = p * per_part..self.out.min((p + 1) * per_part);
+            let mut y = vec![0f32; m * cols.len()];
+            self.multiply(&acts, 0..m, cols, &mut y);
+            y
+        });
+        if blocks.len() == 1 {
+            return blocks.into_iter().next().unwrap_or_default();
+        }
+        let mut y = Vec::with_capacity(m * self.out);
+        for r in 0..m {
+            for part in &blocks {
+                let n = part.len() / m;
+                y.extend_from_slice(&part[r * n..(r + 1) * n]);
+            }
+        }
+        y
     }
 
     /// [`QMatrix::forward`] for rows of prompt tokens: in float32 against dequantized weights
@@ -460,36 +475,6 @@ impl QMatrix {
         for &p in prompt {
             let row = if p { yp.next() } else { yg.next() };
             y.extend_from_slice(row.expect("one output row per input row"));
-        }
-        y
-    }
-
-    /// The `m × out` product computed by `f(cols, y)` for runs of outputs (multiples of
-    /// `step`), `parts` runs in parallel, each writing `[m][cols.len()]`; returns them joined
-    /// row by row.
-    fn by_columns(
-        &self,
-        m: usize,
-        parts: usize,
-        step: usize,
-        f: impl Fn(Range<usize>, &mut [f32]) + Sync,
-    ) -> Vec<f32> {
-        let per_part = self.out.div_ceil(parts.max(1)).next_multiple_of(step);
-        let blocks: Vec<Vec<f32>> = team::map(self.out.div_ceil(per_part), |p| {
-            let cols = p * per_part..self.out.min((p + 1) * per_part);
-            let mut y = vec![0f32; m * cols.len()];
-            f(cols, &mut y);
-            y
-        });
-        if blocks.len() == 1 {
-            return blocks.into_iter().next().unwrap_or_default();
-        }
-        let mut y = Vec::with_capacity(m * self.out);
-        for r in 0..m {
-            for part in &blocks {
-                let n = part.len() / m;
-                y.extend_from_slice(&part[r * n..(r + 1) * n]);
-            }
         }
         y
     }

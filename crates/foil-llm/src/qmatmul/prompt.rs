@@ -40,27 +40,56 @@ const ROWS: usize = 6;
 /// `x` (`m` rows of `w.input()` values) times `w` transposed, for a matrix of 32-value blocks.
 pub(super) fn forward(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
     debug_assert!(!w.format.is_k());
-    // Each part dequantizes its own panels once and runs all rows against them.
-    let parts = 2 * team::threads().max(1);
-    w.by_columns(m, parts, PANEL, |cols, y| multiply(w, x, m, cols, y))
+    // Runs of panels, in enough parts to balance the threads; each part dequantizes its own
+    // panels once and runs all rows against them, writing its columns of every row.
+    let mut y = vec![0f32; m * w.out];
+    let panels = w.out.div_ceil(PANEL);
+    let per_part = panels.div_ceil(2 * team::threads().max(1)).max(1) * PANEL;
+    let output = Output {
+        y: y.as_mut_ptr(),
+        stride: w.out,
+    };
+    team::map(w.out.div_ceil(per_part), |p| {
+        let cols = p * per_part..w.out.min((p + 1) * per_part);
+        // SAFETY: `y` holds `m` rows of `w.out` values and outlives the parts, and each part
+        // writes only its own columns.
+        unsafe { multiply(w, x, m, cols, output) }
+    });
+    y
 }
 
-/// Outputs `cols` (a run starting at a multiple of [`PANEL`]) of all `m` rows, into `y`
-/// (`[m][cols.len()]`).
-fn multiply(w: &QMatrix, x: &[f32], m: usize, cols: Range<usize>, y: &mut [f32]) {
+/// The `[m][stride]` output, written by several parts at once, each to its own columns.
+#[derive(Clone, Copy)]
+struct Output {
+    y: *mut f32,
+    stride: usize,
+}
+
+// SAFETY: parts share the pointer but write disjoint columns and read nothing through it.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// Writes outputs `cols` of all `m` rows.
+///
+/// # Safety
+/// `out` must hold `m` rows of `out.stride ≥ cols.end` values, and no other thread may access
+/// these columns meanwhile.
+unsafe fn multiply(w: &QMatrix, x: &[f32], m: usize, cols: Range<usize>, out: Output) {
+    assert!(x.len() >= m * w.input() && cols.end <= w.out.min(out.stride));
     #[cfg(target_arch = "x86_64")]
     if super::available() {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-        unsafe { avx2::multiply(w, x, m, cols, y) };
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); the caller's promise.
+        unsafe { avx2::multiply(w, x, m, cols, out) };
         return;
     }
-    let (k, n) = (w.input(), cols.len());
+    let k = w.input();
     let mut weights = Vec::with_capacity(k);
-    for (j, c) in cols.enumerate() {
+    for c in cols {
         weights.clear();
         w.dequantize_row(c, &mut weights);
         for r in 0..m {
-            y[r * n + j] = reference(&weights, &x[r * k..(r + 1) * k]);
+            // SAFETY: in bounds (the caller's promise); this part's column.
+            unsafe { *out.y.add(r * out.stride + c) = reference(&weights, &x[r * k..(r + 1) * k]) };
         }
     }
 }
@@ -76,28 +105,28 @@ fn reference(weights: &[f32], x: &[f32]) -> f32 {
 mod avx2 {
     use super::super::avx2::{f16, Unpack, Q4, Q5, Q8_0};
     use super::super::Format;
-    use super::{QMatrix, Range, BLOCK, PANEL, ROWS};
+    use super::{Output, QMatrix, Range, BLOCK, PANEL, ROWS};
     use crate::simd::transpose;
     use std::arch::x86_64::*;
 
     /// See [`super::multiply`].
     ///
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
+    /// The CPU must have AVX2, FMA and F16C, and `super::multiply`'s conditions hold.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn multiply(
         w: &QMatrix,
         x: &[f32],
         m: usize,
         cols: Range<usize>,
-        y: &mut [f32],
+        out: Output,
     ) {
         match w.format {
-            Format::Q8_0 => panels::<Q8_0>(w, x, m, cols, y),
-            Format::Q4_0 => panels::<Q4<false>>(w, x, m, cols, y),
-            Format::Q4_1 => panels::<Q4<true>>(w, x, m, cols, y),
-            Format::Q5_0 => panels::<Q5<false>>(w, x, m, cols, y),
-            Format::Q5_1 => panels::<Q5<true>>(w, x, m, cols, y),
+            Format::Q8_0 => panels::<Q8_0>(w, x, m, cols, out),
+            Format::Q4_0 => panels::<Q4<false>>(w, x, m, cols, out),
+            Format::Q4_1 => panels::<Q4<true>>(w, x, m, cols, out),
+            Format::Q5_0 => panels::<Q5<false>>(w, x, m, cols, out),
+            Format::Q5_1 => panels::<Q5<true>>(w, x, m, cols, out),
             Format::Q4K | Format::Q5K | Format::Q6K => {
                 unreachable!("K-quants' prompt rows run on the int8 kernel")
             }
@@ -110,19 +139,18 @@ mod avx2 {
         x: &[f32],
         m: usize,
         cols: Range<usize>,
-        y: &mut [f32],
+        output: Output,
     ) {
         let k = w.input();
-        assert!(x.len() >= m * k && y.len() >= m * cols.len() && cols.end <= w.out);
         let mut panel = vec![0f32; k * PANEL];
         let mut c0 = cols.start;
         while c0 < cols.end {
             let nc = PANEL.min(cols.end - c0);
             fill::<U>(w, c0, nc, &mut panel);
             let out = Out {
-                y: y.as_mut_ptr(),
-                stride: cols.len(),
-                at: c0 - cols.start,
+                y: output.y,
+                stride: output.stride,
+                at: c0,
                 nc,
             };
             let mut r = 0;
