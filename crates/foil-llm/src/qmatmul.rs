@@ -455,26 +455,31 @@ impl QMatrix {
     pub(crate) fn forward_rows(&self, x: &[f32], prompt: &[bool]) -> Vec<f32> {
         let m = prompt.len();
         let prompts = prompt.iter().filter(|&&p| p).count();
+        // K-quants multiply both kinds on the int8 kernel, whose rows are independent.
+        if prompts == 0 || self.format.is_k() {
+            return self.forward(x, m);
+        }
         if prompts == m {
             return self.forward_prompt(x, m);
         }
-        if prompts == 0 {
-            return self.forward(x, m);
-        }
         let input = self.input();
-        let (mut xp, mut xg) = (Vec::new(), Vec::new());
-        for (row, &p) in x.chunks_exact(input).zip(prompt) {
-            if p { &mut xp } else { &mut xg }.extend_from_slice(row);
+        let (mut xp, mut xg, mut at_p, mut at_g) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (r, (row, &p)) in x.chunks_exact(input).zip(prompt).enumerate() {
+            if p {
+                xp.extend_from_slice(row);
+                at_p.push(r);
+            } else {
+                xg.extend_from_slice(row);
+                at_g.push(r);
+            }
         }
-        let (yp, yg) = (
-            self.forward_prompt(&xp, prompts),
-            self.forward(&xg, m - prompts),
-        );
-        let (mut yp, mut yg) = (yp.chunks_exact(self.out), yg.chunks_exact(self.out));
-        let mut y = Vec::with_capacity(m * self.out);
-        for &p in prompt {
-            let row = if p { yp.next() } else { yg.next() };
-            y.extend_from_slice(row.expect("one output row per input row"));
+        // The prompt rows are written straight into place (a prompt chunk's outputs are the
+        // call's largest buffer); the few generated rows are copied in.
+        let mut y = vec![0f32; m * self.out];
+        prompt::forward_into(self, &xp, &at_p, &mut y);
+        let yg = self.forward(&xg, at_g.len());
+        for (row, &r) in yg.chunks_exact(self.out).zip(&at_g) {
+            y[r * self.out..(r + 1) * self.out].copy_from_slice(row);
         }
         y
     }

@@ -39,57 +39,76 @@ const ROWS: usize = 6;
 
 /// `x` (`m` rows of `w.input()` values) times `w` transposed, for a matrix of 32-value blocks.
 pub(super) fn forward(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * w.out];
+    forward_into(w, x, &(0..m).collect::<Vec<_>>(), &mut y);
+    y
+}
+
+/// [`forward`] of `rows.len()` rows of `x`, row `i` written to row `rows[i]` of `y` (rows of
+/// `w.out` values; the others are left as they are).
+pub(super) fn forward_into(w: &QMatrix, x: &[f32], rows: &[usize], y: &mut [f32]) {
     debug_assert!(!w.format.is_k());
+    let m = rows.len();
+    assert!(x.len() == m * w.input() && y.len().is_multiple_of(w.out.max(1)));
+    assert!(rows.iter().all(|&r| (r + 1) * w.out <= y.len()));
     // Runs of panels, in enough parts to balance the threads; each part dequantizes its own
     // panels once and runs all rows against them, writing its columns of every row.
-    let mut y = vec![0f32; m * w.out];
     let panels = w.out.div_ceil(PANEL);
     let per_part = panels.div_ceil(2 * team::threads().max(1)).max(1) * PANEL;
     let output = Output {
         y: y.as_mut_ptr(),
         stride: w.out,
+        rows,
     };
     team::map(w.out.div_ceil(per_part), |p| {
         let cols = p * per_part..w.out.min((p + 1) * per_part);
-        // SAFETY: `y` holds `m` rows of `w.out` values and outlives the parts, and each part
-        // writes only its own columns.
-        unsafe { multiply(w, x, m, cols, output) }
+        // SAFETY: every row of `rows` is inside `y` (checked above), `y` outlives the parts,
+        // and each part writes only its own columns.
+        unsafe { multiply(w, x, cols, output) }
     });
-    y
 }
 
-/// The `[m][stride]` output, written by several parts at once, each to its own columns.
+/// The output matrix (`[_][stride]`), written by several parts at once, each to its own
+/// columns: input row `i` goes to row `rows[i]`.
 #[derive(Clone, Copy)]
-struct Output {
+struct Output<'a> {
     y: *mut f32,
     stride: usize,
+    rows: &'a [usize],
+}
+
+impl Output<'_> {
+    /// Where output `c` of input row `i` goes.
+    fn at(&self, i: usize, c: usize) -> *mut f32 {
+        self.y.wrapping_add(self.rows[i] * self.stride + c)
+    }
 }
 
 // SAFETY: parts share the pointer but write disjoint columns and read nothing through it.
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
+unsafe impl Send for Output<'_> {}
+unsafe impl Sync for Output<'_> {}
 
-/// Writes outputs `cols` of all `m` rows.
+/// Writes outputs `cols` of every row of `x` (`out.rows.len()` rows).
 ///
 /// # Safety
-/// `out` must hold `m` rows of `out.stride ≥ cols.end` values, and no other thread may access
-/// these columns meanwhile.
-unsafe fn multiply(w: &QMatrix, x: &[f32], m: usize, cols: Range<usize>, out: Output) {
-    assert!(x.len() >= m * w.input() && cols.end <= w.out.min(out.stride));
+/// Every row `out.rows` names must lie inside `out`'s matrix, `cols.end ≤ out.stride`, and no
+/// other thread may access these columns meanwhile.
+unsafe fn multiply(w: &QMatrix, x: &[f32], cols: Range<usize>, out: Output) {
+    let (k, m) = (w.input(), out.rows.len());
+    assert!(x.len() >= m * k && cols.end <= w.out.min(out.stride));
     #[cfg(target_arch = "x86_64")]
     if super::available() {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked just above); the caller's promise.
-        unsafe { avx2::multiply(w, x, m, cols, out) };
+        unsafe { avx2::multiply(w, x, cols, out) };
         return;
     }
-    let k = w.input();
     let mut weights = Vec::with_capacity(k);
     for c in cols {
         weights.clear();
         w.dequantize_row(c, &mut weights);
-        for r in 0..m {
+        for i in 0..m {
             // SAFETY: in bounds (the caller's promise); this part's column.
-            unsafe { *out.y.add(r * out.stride + c) = reference(&weights, &x[r * k..(r + 1) * k]) };
+            unsafe { *out.at(i, c) = reference(&weights, &x[i * k..(i + 1) * k]) };
         }
     }
 }
@@ -114,19 +133,13 @@ mod avx2 {
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C, and `super::multiply`'s conditions hold.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn multiply(
-        w: &QMatrix,
-        x: &[f32],
-        m: usize,
-        cols: Range<usize>,
-        out: Output,
-    ) {
+    pub(super) unsafe fn multiply(w: &QMatrix, x: &[f32], cols: Range<usize>, out: Output) {
         match w.format {
-            Format::Q8_0 => panels::<Q8_0>(w, x, m, cols, out),
-            Format::Q4_0 => panels::<Q4<false>>(w, x, m, cols, out),
-            Format::Q4_1 => panels::<Q4<true>>(w, x, m, cols, out),
-            Format::Q5_0 => panels::<Q5<false>>(w, x, m, cols, out),
-            Format::Q5_1 => panels::<Q5<true>>(w, x, m, cols, out),
+            Format::Q8_0 => panels::<Q8_0>(w, x, cols, out),
+            Format::Q4_0 => panels::<Q4<false>>(w, x, cols, out),
+            Format::Q4_1 => panels::<Q4<true>>(w, x, cols, out),
+            Format::Q5_0 => panels::<Q5<false>>(w, x, cols, out),
+            Format::Q5_1 => panels::<Q5<true>>(w, x, cols, out),
             Format::Q4K | Format::Q5K | Format::Q6K => {
                 unreachable!("K-quants' prompt rows run on the int8 kernel")
             }
@@ -134,25 +147,14 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn panels<U: Unpack>(
-        w: &QMatrix,
-        x: &[f32],
-        m: usize,
-        cols: Range<usize>,
-        output: Output,
-    ) {
-        let k = w.input();
+    unsafe fn panels<U: Unpack>(w: &QMatrix, x: &[f32], cols: Range<usize>, output: Output) {
+        let (k, m) = (w.input(), output.rows.len());
         let mut panel = vec![0f32; k * PANEL];
         let mut c0 = cols.start;
         while c0 < cols.end {
             let nc = PANEL.min(cols.end - c0);
             fill::<U>(w, c0, nc, &mut panel);
-            let out = Out {
-                y: output.y,
-                stride: output.stride,
-                at: c0,
-                nc,
-            };
+            let out = Out { output, at: c0, nc };
             let mut r = 0;
             while r + ROWS <= m {
                 tile::<ROWS>(x, r, k, &panel, &out);
@@ -170,11 +172,10 @@ mod avx2 {
         }
     }
 
-    /// Where a tile's outputs go: row `r`, output `j` of the panel at `y[r · stride + at + j]`,
-    /// for the panel's first `nc` outputs.
-    struct Out {
-        y: *mut f32,
-        stride: usize,
+    /// Where a tile's outputs go: output `j` of the panel is column `at + j` of `output`, for
+    /// the panel's first `nc` outputs.
+    struct Out<'a> {
+        output: Output<'a>,
         at: usize,
         nc: usize,
     }
@@ -250,7 +251,7 @@ mod avx2 {
             }
         }
         for (i, acc) in acc.iter().enumerate() {
-            let y = out.y.add((r0 + i) * out.stride + out.at);
+            let y = out.output.at(r0 + i, out.at);
             if out.nc == PANEL {
                 _mm256_storeu_ps(y, acc[0]);
                 _mm256_storeu_ps(y.add(8), acc[1]);
