@@ -851,7 +851,7 @@ impl Model {
     /// `logits == true`, in segment order.
     ///
     /// The call runs on a thread of the rayon pool (it moves there when called from outside),
-    /// and its parallel steps on the model's [`Team`] (or, when another call holds the team,
+    /// and its parallel steps on the model's `Team` (or, when another call holds the team,
     /// on the rayon pool).
     pub fn forward(
         &self,

@@ -62,7 +62,7 @@
 //! K-quants a lane sums its products over each super-block in integers, then takes one fused
 //! multiply-add per super-block (two with mins; see [`reference_k`]). None
 //! of this depends on the tile an output falls in, on how many rows are multiplied, or on the
-//! threads, so a sequence decoding alone gets the bits it gets in a batch. [`reference`]
+//! threads, so a sequence decoding alone gets the bits it gets in a batch. [`reference`](fn@reference)
 //! computes the same arithmetic in scalar code; the tests hold the kernel to it bit for bit.
 
 use std::ops::Range;
@@ -645,7 +645,7 @@ fn reference(w: &QMatrix, a: &Q8Rows, r: usize, c: usize) -> f32 {
     }
 }
 
-/// [`reference`] for K-quants. Per super-block, lane `l` sums in integers, over the 8
+/// [`reference`](fn@reference) for K-quants. Per super-block, lane `l` sums in integers, over the 8
 /// sub-blocks, `sc · q_w · q_x` for values `4l..4l + 4`; the correction's lane `l` is sub-block
 /// `l`'s `m · Σ q_x` (Q4_K, Q5_K) or `Σ sc · Σ q_x` over its two 16-value halves (Q6_K, whose
 /// stored values are `q + 32`). Then one rounding per super-block into each float lane.

@@ -25,7 +25,7 @@
 //! **The bits.** Every output is one chain of fused multiply-adds over the input positions in
 //! order, starting from zero: `y = fma(x[k], w[k], y)` for `k = 0, 1, …`. Nothing depends on the
 //! tile an output falls in, on how many rows are multiplied or on the threads, so a prompt
-//! row gets the same bits alone or in a batch, and [`reference`] computes them in scalar code.
+//! row gets the same bits alone or in a batch, and [`reference`](fn@reference) computes them in scalar code.
 
 use std::ops::Range;
 
