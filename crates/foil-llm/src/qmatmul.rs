@@ -34,7 +34,8 @@
 //!
 //! **The kernel.** A tile of up to [`ROWS`] activation rows × [`COLS`] weight rows (2 for
 //! K-quants) is computed at once, so each weight block is unpacked once per tile instead of
-//! once per activation row; when there are several row tiles (a prompt), a column tile's
+//! once per activation row; when there are several row tiles (many generated rows, or a
+//! K-quant prompt), a column tile's
 //! 32-value blocks are unpacked once, into a panel that all its row tiles read.
 //! `maddubs` multiplies unsigned by signed bytes into 16-bit pair sums (Q4_1 / Q5_1 `q_w` are
 //! unsigned already; signed ones use the sign trick `maddubs(|q_w|, sign(q_x, q_w))`); `madd` with
@@ -52,7 +53,7 @@
 //! from memory, and are too short for the hardware prefetcher to follow, so the first row tile
 //! of each column tile prefetches the next column tile's blocks. A call's work is split
 //! between the pool's threads by runs of outputs when there are few rows (decoding) and by
-//! runs of rows when there are many (a prompt), so that each part is a contiguous piece of
+//! runs of rows when there are many, so that each part is a contiguous piece of
 //! the output.
 //!
 //! **The same bits for every tile shape.** Each output is eight f32 lanes, lane `l` summing
@@ -405,7 +406,7 @@ impl QMatrix {
         let macs = m * self.out * self.blocks * BLOCK;
         let parts = if macs < 1 << 18 { 1 } else { 2 * threads };
         if parts > 1 && m >= ROWS * parts {
-            // Many rows (a prompt): each part takes a run of whole rows (multiples of ROWS),
+            // Many rows (a large batch, a K-quant prompt): each part takes a run of whole rows (multiples of ROWS),
             // which is a contiguous piece of the output.
             let mut y = vec![0f32; m * self.out];
             let per_part = m.div_ceil(parts).next_multiple_of(ROWS);
@@ -1630,29 +1631,42 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_bits_alone_and_in_a_batch() {
-        let out = 200;
         // 7 rows: the outputs are split between threads; 37: the rows are.
         for m in [7, 37] {
             for format in FORMATS {
-                let input = width(format, 18);
-                let w = matrix(format, out, input, 2);
-                let x = activations(m, input);
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(2)
-                    .build()
-                    .unwrap();
-                let all = pool.install(|| w.forward(&x, m));
-                for r in 0..m {
-                    let one = w.forward(&x[r * input..(r + 1) * input], 1);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&one),
-                        bits(&all[r * out..(r + 1) * out]),
-                        "{format:?} m={m} row {r}"
-                    );
-                }
+                let w = matrix(format, 200, width(format, 18), 2);
+                assert_rows_alone_equal_batch(&w, m, |x, m| w.forward(x, m));
             }
         }
+    }
+
+    /// `product` of `m` rows of [`activations`] and `w`, on two threads, equals each row's
+    /// product alone, bit for bit.
+    pub(super) fn assert_rows_alone_equal_batch(
+        w: &QMatrix,
+        m: usize,
+        product: impl Fn(&[f32], usize) -> Vec<f32> + Sync,
+    ) {
+        let (input, out) = (w.input(), w.out);
+        let x = activations(m, input);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let all = pool.install(|| product(&x, m));
+        for r in 0..m {
+            let one = product(&x[r * input..(r + 1) * input], 1);
+            assert_eq!(
+                bits(&one),
+                bits(&all[r * out..(r + 1) * out]),
+                "{:?} m={m} row {r}",
+                w.format
+            );
+        }
+    }
+
+    pub(super) fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     /// The unpacking the kernel's arithmetic rests on, checked against candle's dequantization

@@ -267,7 +267,7 @@ mod avx2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{activations, matrix};
+    use super::super::tests::{activations, assert_rows_alone_equal_batch, bits, matrix};
     use super::super::Format;
     use super::*;
 
@@ -279,8 +279,15 @@ mod tests {
         Format::Q5_1,
     ];
 
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
+    /// Every weight row of `w`, dequantized.
+    fn dequantized(w: &QMatrix) -> Vec<Vec<f32>> {
+        (0..w.out)
+            .map(|c| {
+                let mut row = Vec::new();
+                w.dequantize_row(c, &mut row);
+                row
+            })
+            .collect()
     }
 
     /// Every tile shape (1–6 rows and full tiles; a narrow last panel) and every thread split
@@ -294,12 +301,9 @@ mod tests {
             for m in [1, 2, 5, 6, 7, 13] {
                 let x = activations(m, input);
                 let y = forward(&w, &x, m);
-                let mut weights = Vec::new();
-                for c in 0..out {
-                    weights.clear();
-                    w.dequantize_row(c, &mut weights);
+                for (c, weights) in dequantized(&w).iter().enumerate() {
                     for r in 0..m {
-                        let want = reference(&weights, &x[r * input..(r + 1) * input]);
+                        let want = reference(weights, &x[r * input..(r + 1) * input]);
                         assert_eq!(
                             y[r * out + c].to_bits(),
                             want.to_bits(),
@@ -313,23 +317,9 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_bits_alone_and_in_a_batch() {
-        let (out, input, m) = (200, 64, 23);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
         for format in FORMATS {
-            let w = matrix(format, out, input, 6);
-            let x = activations(m, input);
-            let all = pool.install(|| forward(&w, &x, m));
-            for r in 0..m {
-                let one = forward(&w, &x[r * input..(r + 1) * input], 1);
-                assert_eq!(
-                    bits(&one),
-                    bits(&all[r * out..(r + 1) * out]),
-                    "{format:?} row {r}"
-                );
-            }
+            let w = matrix(format, 200, 64, 6);
+            assert_rows_alone_equal_batch(&w, 23, |x, m| forward(&w, x, m));
         }
     }
 
@@ -373,14 +363,11 @@ mod tests {
             let w = matrix(format, out, input, 8);
             let x = activations(m, input);
             let y = forward(&w, &x, m);
-            let mut weights = Vec::new();
-            for c in 0..out {
-                weights.clear();
-                w.dequantize_row(c, &mut weights);
+            for (c, weights) in dequantized(&w).iter().enumerate() {
                 for r in 0..m {
                     let products = x[r * input..(r + 1) * input]
                         .iter()
-                        .zip(&weights)
+                        .zip(weights)
                         .map(|(&a, &b)| a as f64 * b as f64);
                     let exact: f64 = products.clone().sum();
                     let size: f64 = products.map(f64::abs).sum();
