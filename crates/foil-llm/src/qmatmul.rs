@@ -46,7 +46,7 @@
 //!
 //! **Prompt rows** of the 32-value formats do not come here: [`QMatrix::forward_prompt`] sends
 //! them to [`prompt`], which multiplies them in float32 against weights dequantized once per
-//! call (~1.3–1.5× faster for hundreds of rows); generated rows, and K-quants' rows of both
+//! call (1.1–1.5× faster for hundreds of rows); generated rows, and K-quants' rows of both
 //! kinds, take this kernel. [`QMatrix::forward_rows`] splits a call that mixes the two.
 //!
 //! **Memory and threads.** Decoding multiplies one row: each tile's weight rows are read once,

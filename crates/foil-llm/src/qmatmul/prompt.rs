@@ -6,12 +6,13 @@
 //! multiply-add. Dequantized to float32 once per call, the same weights cost one fused
 //! multiply-add per 8 products, and a tile of 6 rows × 16 outputs keeps 12 of them in flight
 //! from two loads of weights and six broadcast activations per step: the CPU's float
-//! multiply-add rate. One thread, 128 rows, minimum of 9 interleaved runs on the Zen 3 these
-//! were written on: Q5_0 896 → 4864 took 21.4 ms with the int8 kernel and 13.8 ms here,
-//! Q4_1 576 → 1536 3.67 ms and 2.88 ms. For K-quants, whose int8 kernel sums a whole
-//! super-block in integers before its one float step, the gain was smaller (17.1 → 14.3 ms
-//! for Q4_K 4864 → 896) and dequantizing their sub-block scales costs more, so they stay on
-//! the int8 kernel ([`QMatrix::forward_prompt`]).
+//! multiply-add rate. On the Zen 3 these were written on (best of 5 alternating runs, three
+//! runs, load average 0.51 before, nothing else running), two threads, 1,024 rows: Q5_0
+//! 896 → 4864 at 48–56 billion multiply-adds per second against 33–40 with the int8 kernel,
+//! Q4_1 576 → 1536 at 43–48 against 35–38; one thread, 128 rows: 25.6 against 19.8 (Q5_0),
+//! 24.4 against 19.5 (Q4_1). K-quants, whose int8 kernel sums a whole super-block in
+//! integers before its one float step, gained less in a first timing, and dequantizing their
+//! sub-block scales costs more, so they stay on the int8 kernel ([`QMatrix::forward_prompt`]).
 //!
 //! The activations are not quantized here, so a prompt row's products are closer to the exact
 //! ones than a generated row's.
